@@ -1,0 +1,466 @@
+"""Read a model's architecture from the model itself: the table every algorithm reads.
+
+`trace_model` runs `torch.fx.symbolic_trace` once and walks the graph, which must be a single chain
+from the input to the output: weight layers (`nn.Linear`, `nn.Conv2d`), batch norm right after a
+weight layer (folded into it, eval-mode statistics), and channel-wise operations in between
+(`ops.OpSpec`). Anything else — a node that reads two tensors (residual additions, concatenation,
+attention), a branch, a module called twice, an unknown module — is refused with an error naming the
+node. Residual networks need a graph rather than a chain; `Architecture` is where that would go.
+
+The result is plain data (`Architecture`, `LayerSpec`) plus the models' weights with batch norm
+folded in, cloned: the given models are never modified.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+
+from .ops import OpSpec, is_getitem, op_from_call, op_from_module
+
+__all__ = ["ArchitectureError", "LayerSpec", "Architecture", "trace_model", "check_compatible"]
+
+
+class ArchitectureError(ValueError):
+    """The model cannot be zipped as it is (unsupported structure or a mismatch between A and B)."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One weight layer and what comes before it.
+
+    `in_units` counts the units the layer's input is made of: channels for a convolution, for a
+    linear layer the previous weight layer's neurons (or the input features for the first layer).
+    A linear layer after a flatten of a conv map sees `positions` columns per unit (channel-major,
+    as `torch.flatten` lays them out); everywhere else `positions` is 1.
+    """
+
+    name: str
+    kind: str  # "linear" | "conv"
+    in_units: int
+    out_units: int
+    positions: int = 1
+    kernel_size: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    ops_before: tuple[OpSpec, ...] = ()
+    batch_norm: str | None = None
+    in_shape: tuple[int, ...] = ()  # per-sample shape of the layer's input (after ops_before)
+    out_shape: tuple[int, ...] = ()
+
+    @property
+    def kernel_positions(self) -> int:
+        return self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def after_flatten(self) -> bool:
+        """A linear layer reading a flattened conv map (more than one column per unit)."""
+        return self.kind == "linear" and self.positions > 1
+
+    def geometry(self) -> dict[str, Any]:
+        """What must agree between the two models at this layer (widths may differ)."""
+        g: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "conv":
+            g.update(
+                kernel_size=self.kernel_size,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+            )
+        g["positions"] = self.positions
+        g["ops before"] = tuple(op.describe() for op in self.ops_before)
+        return g
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "ops_before"}
+        d["ops_before"] = [op.to_dict() for op in self.ops_before]
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> LayerSpec:
+        d = dict(d)
+        d["ops_before"] = tuple(OpSpec.from_dict(o) for o in d["ops_before"])
+        for key in ("kernel_size", "stride", "padding", "dilation", "in_shape", "out_shape"):
+            d[key] = tuple(d[key])
+        return LayerSpec(**d)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An ordered chain of weight layers; the last one is the model's head."""
+
+    layers: tuple[LayerSpec, ...]
+    ops_after: tuple[OpSpec, ...] = ()
+    input_shape: tuple[int, ...] = field(default=())
+
+    @property
+    def hidden(self) -> tuple[LayerSpec, ...]:
+        """The zippable layers: every weight layer but the head."""
+        return self.layers[:-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": [layer.to_dict() for layer in self.layers],
+            "ops_after": [op.to_dict() for op in self.ops_after],
+            "input_shape": list(self.input_shape),
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Architecture:
+        return Architecture(
+            layers=tuple(LayerSpec.from_dict(x) for x in d["layers"]),
+            ops_after=tuple(OpSpec.from_dict(x) for x in d["ops_after"]),
+            input_shape=tuple(d["input_shape"]),
+        )
+
+
+@dataclass
+class _Weight:
+    name: str
+    module: nn.Module
+    ops_before: list[OpSpec]
+    batch_norm: str | None = None
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _tensor_args(node: torch.fx.Node, meta: set[torch.fx.Node]) -> list[torch.fx.Node]:
+    found: list[torch.fx.Node] = []
+    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return [n for n in found if n not in meta]
+
+
+def _is_flatten_call(node: torch.fx.Node, meta: set[torch.fx.Node]) -> bool:
+    """torch.flatten(x, 1), x.flatten(1), x.view(x.size(0), -1), x.view(-1, n), x.reshape(...)."""
+    args, kwargs = node.args[1:], dict(node.kwargs)
+    if (
+        node.op == "call_function"
+        and node.target is torch.flatten
+        or (node.op == "call_method" and node.target == "flatten")
+    ):
+        start = args[0] if args else kwargs.get("start_dim", 0)
+        end = args[1] if len(args) > 1 else kwargs.get("end_dim", -1)
+        return start == 1 and end == -1
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        if len(shape) != 2 or kwargs:
+            return False
+        first, second = shape
+        return (
+            second == -1
+            and (first in meta or isinstance(first, int))
+            or (first == -1 and isinstance(second, int))
+        )
+    return False
+
+
+def _is_meta_node(node: torch.fx.Node, meta: set[torch.fx.Node]) -> bool:
+    """Nodes that compute sizes, not tensors (x.size(0), x.shape[0])."""
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+        return True
+    return node.op == "call_function" and is_getitem(node.target) and node.args[0] in meta
+
+
+def _fold_batch_norm(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if bn.running_mean is None or bn.running_var is None:
+        raise ArchitectureError(
+            f"batch norm {name!r} has no running statistics (track_running_stats=False); "
+            "it cannot be folded into the layer before it"
+        )
+    dtype = weight.dtype
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    b = bias.detach().double() if bias is not None else torch.zeros_like(var)
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    w = weight.detach().double() * scale.reshape(shape)
+    return w.to(dtype), ((b - mean) * scale + beta).to(dtype)
+
+
+def trace_model(
+    model: nn.Module, input_shape: tuple[int, ...], *, label: str = "model"
+) -> tuple[Architecture, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Trace `model` into an `Architecture` and its (folded, cloned) weights per layer.
+
+    `input_shape` is one sample's shape (no batch dimension); it fixes the spatial sizes and the
+    number of positions a flatten produces.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{label} must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # noqa: BLE001 - fx raises many kinds; re-raise with context
+        raise ArchitectureError(
+            f"{label} could not be traced with torch.fx ({type(exc).__name__}: {exc}); "
+            "its forward must be a plain chain of layers without data-dependent control flow"
+        ) from exc
+    modules = dict(gm.named_modules())
+    items: list[_Weight] = []
+    pending: list[OpSpec] = []
+    meta: set[torch.fx.Node] = set()
+    used_modules: set[str] = set()
+    current: torch.fx.Node | None = None
+    last_was_weight = False
+
+    for node in gm.graph.nodes:
+        where = f"{label}: node {node.name!r}"
+        if node.op == "placeholder":
+            if current is not None:
+                raise ArchitectureError(
+                    f"{where}: models with more than one input are not supported"
+                )
+            current = node
+            continue
+        if node.op == "output":
+            out = node.args[0]
+            if out is not current:
+                raise ArchitectureError(
+                    f"{where}: the model must return the output of its last layer as one tensor"
+                )
+            continue
+        if node.op == "get_attr":
+            raise ArchitectureError(
+                f"{where}: reads the tensor {node.target!r} directly; only weight layers may "
+                "hold parameters"
+            )
+        if _is_meta_node(node, meta):
+            meta.add(node)
+            continue
+        inputs = _tensor_args(node, meta)
+        if len(inputs) != 1:
+            raise ArchitectureError(
+                f"{where} ({node.op} {node.target}) combines {len(inputs)} tensors: residual "
+                "additions, concatenations and attention are not supported (a chain of layers is)"
+            )
+        if inputs[0] is not current:
+            raise ArchitectureError(
+                f"{where} reads {inputs[0].name!r} instead of the previous node "
+                f"{current.name if current is not None else None!r}: branches are not supported"
+            )
+        current = node
+        if node.op == "call_module":
+            target = str(node.target)
+            if target in used_modules:
+                raise ArchitectureError(
+                    f"{where}: module {target!r} is used twice; shared modules are not supported"
+                )
+            used_modules.add(target)
+            module = modules[target]
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                if isinstance(module, nn.Conv2d):
+                    if module.groups != 1:
+                        raise ArchitectureError(f"{where}: grouped convolutions are not supported")
+                    if module.padding_mode != "zeros":
+                        raise ArchitectureError(
+                            f"{where}: padding_mode={module.padding_mode!r} is not supported "
+                            "(only 'zeros')"
+                        )
+                items.append(_Weight(target, module, pending))
+                pending = []
+                last_was_weight = True
+                continue
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                if not last_was_weight or items[-1].batch_norm is not None:
+                    raise ArchitectureError(
+                        f"{where}: batch norm must come right after a weight layer to be folded"
+                    )
+                items[-1].batch_norm = target
+                continue
+            try:
+                op = op_from_module(module)
+            except ValueError as exc:
+                raise ArchitectureError(f"{where}: {exc}") from exc
+            if op is None:
+                raise ArchitectureError(
+                    f"{where}: unsupported module {type(module).__name__} ({target!r}); "
+                    "supported: Linear, Conv2d, BatchNorm after them, elementwise activations, "
+                    "pooling, Flatten, Dropout"
+                )
+        elif _is_flatten_call(node, meta):
+            op = OpSpec.make("flatten")
+        elif node.op in ("call_function", "call_method"):
+            try:
+                op = op_from_call(
+                    where,
+                    node.target,
+                    tuple(node.args[1:]),
+                    dict(node.kwargs),
+                    node.op == "call_method",
+                )
+            except ValueError as exc:
+                raise ArchitectureError(str(exc)) from exc
+            if op is None:
+                name = getattr(node.target, "__name__", str(node.target))
+                raise ArchitectureError(f"{where}: unsupported operation {name!r}")
+        else:  # pragma: no cover - fx has no other node kinds
+            raise ArchitectureError(f"{where}: unsupported node kind {node.op!r}")
+        last_was_weight = False
+        if op.kind != "identity":
+            pending.append(op)
+
+    if len(items) < 2:
+        raise ArchitectureError(
+            f"{label} has {len(items)} weight layer(s); zipping needs at least one hidden layer "
+            "before the head"
+        )
+    return _finish(items, pending, modules, tuple(int(s) for s in input_shape), label)
+
+
+def _finish(
+    items: list[_Weight],
+    ops_after: list[OpSpec],
+    modules: dict[str, nn.Module],
+    input_shape: tuple[int, ...],
+    label: str,
+) -> tuple[Architecture, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Propagate shapes on the meta device and collect the weights."""
+    x = torch.empty((1, *input_shape), device="meta")
+    prev_units: int | None = None
+    specs: list[LayerSpec] = []
+    weights: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for item in items:
+        try:
+            for op in item.ops_before:
+                x = op.apply(x)
+        except Exception as exc:  # noqa: BLE001
+            raise ArchitectureError(
+                f"{label}: cannot apply the operations before layer {item.name!r} to an input "
+                f"of shape {tuple(x.shape[1:])}: {exc}"
+            ) from exc
+        m = item.module
+        w = m.weight.detach().clone()
+        b = (
+            m.bias.detach().clone()
+            if m.bias is not None
+            else torch.zeros(w.shape[0], dtype=w.dtype)
+        )
+        b = b.to(w.device)
+        if item.batch_norm is not None:
+            w, b = _fold_batch_norm(w, b, modules[item.batch_norm], item.batch_norm)
+        in_shape = tuple(x.shape[1:])
+        if isinstance(m, nn.Linear):
+            if x.dim() != 2 or x.shape[1] != m.in_features:
+                raise ArchitectureError(
+                    f"{label}: layer {item.name!r} expects {m.in_features} input features but "
+                    f"receives shape {in_shape} (input shape {input_shape})"
+                )
+            features = m.in_features
+            units, positions = features, 1
+            if prev_units is not None:
+                if features % prev_units != 0:
+                    raise ArchitectureError(
+                        f"{label}: layer {item.name!r} reads {features} features, not a multiple "
+                        f"of the {prev_units} units of the layer before"
+                    )
+                units, positions = prev_units, features // prev_units
+            spec = LayerSpec(
+                item.name,
+                "linear",
+                units,
+                m.out_features,
+                positions,
+                ops_before=tuple(item.ops_before),
+                batch_norm=item.batch_norm,
+                in_shape=in_shape,
+                out_shape=(m.out_features,),
+            )
+            x = torch.empty((1, m.out_features), device="meta")
+        else:
+            if x.dim() != 4 or x.shape[1] != m.in_channels:
+                raise ArchitectureError(
+                    f"{label}: layer {item.name!r} expects {m.in_channels} input channels but "
+                    f"receives shape {in_shape} (input shape {input_shape})"
+                )
+            padding = m.padding
+            if isinstance(padding, str):
+                if padding == "valid":
+                    padding = (0, 0)
+                else:
+                    k, d = _pair(m.kernel_size), _pair(m.dilation)
+                    if any(d[i] * (k[i] - 1) % 2 for i in range(2)):
+                        raise ArchitectureError(
+                            f"{label}: layer {item.name!r} uses padding='same' with an even "
+                            "kernel (asymmetric padding), which is not supported"
+                        )
+                    padding = tuple(d[i] * (k[i] - 1) // 2 for i in range(2))
+            spec = LayerSpec(
+                item.name,
+                "conv",
+                m.in_channels,
+                m.out_channels,
+                1,
+                kernel_size=_pair(m.kernel_size),
+                stride=_pair(m.stride),
+                padding=_pair(padding),
+                dilation=_pair(m.dilation),
+                ops_before=tuple(item.ops_before),
+                batch_norm=item.batch_norm,
+                in_shape=in_shape,
+            )
+            x = torch.nn.functional.conv2d(
+                x,
+                torch.empty_like(w, device="meta"),
+                None,
+                spec.stride,
+                spec.padding,
+                spec.dilation,
+            )
+            spec = replace(spec, out_shape=tuple(x.shape[1:]))
+        if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+            raise ValueError(f"{label}: layer {item.name!r} has NaN or Inf weights")
+        prev_units = spec.out_units
+        specs.append(spec)
+        weights.append((w, b))
+    for op in ops_after:
+        x = op.apply(x)
+    if math.prod(x.shape[1:]) != specs[-1].out_units or x.dim() != 2:
+        raise ArchitectureError(
+            f"{label}: the operations after the head change its output shape to "
+            f"{tuple(x.shape[1:])}; only elementwise operations and softmax may follow the head"
+        )
+    return Architecture(tuple(specs), tuple(ops_after), input_shape), weights
+
+
+def check_compatible(arch_a: Architecture, arch_b: Architecture) -> None:
+    """Refuse a pair whose layers differ in anything but their widths (and the heads' outputs)."""
+    if arch_a.input_shape != arch_b.input_shape:
+        raise ArchitectureError(
+            f"input shapes differ: A {arch_a.input_shape}, B {arch_b.input_shape}"
+        )
+    if len(arch_a.layers) != len(arch_b.layers):
+        names_a = [s.name for s in arch_a.layers]
+        names_b = [s.name for s in arch_b.layers]
+        raise ArchitectureError(
+            f"layer counts differ: A has {len(names_a)} weight layers {names_a}, "
+            f"B has {len(names_b)} {names_b}"
+        )
+    for i, (la, lb) in enumerate(zip(arch_a.layers, arch_b.layers)):
+        ga, gb = la.geometry(), lb.geometry()
+        if i == 0 and la.in_units != lb.in_units:
+            ga["input units"], gb["input units"] = la.in_units, lb.in_units
+        for key in ga:
+            if ga[key] != gb[key]:
+                raise ArchitectureError(
+                    f"layer {i + 1} differs (A {la.name!r}, B {lb.name!r}): {key} is "
+                    f"{ga[key]} in A and {gb[key]} in B"
+                )
+    ops_a = tuple(op.describe() for op in arch_a.ops_after)
+    ops_b = tuple(op.describe() for op in arch_b.ops_after)
+    if ops_a != ops_b:
+        raise ArchitectureError(f"operations after the head differ: A {ops_a}, B {ops_b}")

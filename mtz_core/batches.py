@@ -1,0 +1,92 @@
+"""Calibration data: re-iterable collections of batches, checked at the boundary.
+
+The engine reads each task's data once per layer (every batch, in order), so the data must be
+re-iterable: a list of tensors, a `DataLoader`, a `TensorDataset`-backed loader, or one tensor
+(one batch). A batch is an input tensor or a tuple/list whose first element is the inputs.
+A one-shot iterator (a generator) would be empty the second time and is refused up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["CalibrationData"]
+
+
+def _inputs(batch: Any, label: str, index: int) -> torch.Tensor:
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{label} batch {index} is a {type(x).__name__}; a batch must be a tensor or a "
+            "tuple/list whose first element is the input tensor"
+        )
+    return x
+
+
+@dataclass
+class CalibrationData:
+    """One task's calibration batches, validated and moved to the engine's device."""
+
+    source: Iterable[Any]
+    label: str
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+
+    @staticmethod
+    def wrap(data: Any, label: str, device: torch.device, dtype: torch.dtype) -> CalibrationData:
+        if isinstance(data, torch.Tensor):
+            data = [data]
+        if data is None or isinstance(data, (str, bytes, dict)) or not isinstance(data, Iterable):
+            raise TypeError(
+                f"{label} must be a re-iterable collection of batches (a list of tensors, a "
+                f"DataLoader, or one tensor), got {type(data).__name__}"
+            )
+        if isinstance(data, Iterator) or iter(data) is data:
+            raise TypeError(
+                f"{label} is a one-shot iterator ({type(data).__name__}); the engine reads the "
+                "data once per layer, so pass a list of batches or a DataLoader instead"
+            )
+        return CalibrationData(data, label, device, dtype)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        count = 0
+        shape = None
+        for i, batch in enumerate(self.source):
+            x = _inputs(batch, self.label, i)
+            if x.dim() < 2 or x.shape[0] == 0:
+                raise ValueError(
+                    f"{self.label} batch {i} has shape {tuple(x.shape)}; expected (batch, ...) "
+                    "with at least one sample"
+                )
+            if shape is not None and tuple(x.shape[1:]) != shape:
+                raise ValueError(
+                    f"{self.label} batch {i} has sample shape {tuple(x.shape[1:])}, batch 0 had "
+                    f"{shape}"
+                )
+            shape = tuple(x.shape[1:])
+            x = x.to(device=self.device, dtype=self.dtype, non_blocking=True)
+            if not torch.isfinite(x).all():
+                raise ValueError(f"{self.label} batch {i} contains NaN or Inf inputs")
+            count += 1
+            yield x
+        if count == 0:
+            raise ValueError(f"{self.label} yielded no batches; give at least one batch of inputs")
+
+    def __len__(self) -> int:
+        return len(self.source)  # type: ignore[arg-type]
+
+    def total(self) -> int | None:
+        try:
+            return len(self.source)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape, from the first batch."""
+        for x in self:
+            return tuple(x.shape[1:])
+        return ()  # not reached: iterating empty data raises

@@ -1,0 +1,54 @@
+"""The options of a zip, validated once, with the reason beside each default."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+__all__ = ["ZipConfig", "METHODS", "MATCHINGS", "CONV_HESSIANS", "FLATTEN_HESSIANS"]
+
+#: mtz: Hessian cost pairs + Hessian-weighted merge (the method). The rest are baselines at equal
+#: shares: mtz-avg (MTZ pairs, plain average), euclidean (closest incoming vectors, plain
+#: average), random (random pairs, plain average).
+METHODS = ("mtz", "mtz-avg", "euclidean", "random")
+#: greedy is the method's own choice; optimal (min-cost k pairs) is a comparison.
+MATCHINGS = ("greedy", "optimal")
+CONV_HESSIANS = ("exact", "channel")
+FLATTEN_HESSIANS = ("auto", "exact", "block")
+
+
+@dataclass(frozen=True)
+class ZipConfig:
+    method: str = "mtz"
+    matching: str = "greedy"
+    # exact: the unfolded k·k·C_in patch Hessian, what the method defines.
+    hessian: str = "exact"
+    # auto: exact below AUTO_EXACT_MAX_DIM (mtz_core.hessian), one block per position above.
+    flatten_hessian: str = "auto"
+    # λ = damping · trace(H)/dim per task. Weak damping (1e-4) lets the merge overfit the
+    # Hessian samples (merged weights far larger than the originals); 0.1 keeps the merge close
+    # to the data's directions while bounding it. 0 is exact (pseudo-inverse forms).
+    damping: float = 0.1
+    seed: int = 0
+
+    @staticmethod
+    def default_damping() -> float:
+        return ZipConfig.damping
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("method", METHODS),
+            ("matching", MATCHINGS),
+            ("hessian", CONV_HESSIANS),
+            ("flatten_hessian", FLATTEN_HESSIANS),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
+        d = self.damping
+        if isinstance(d, bool) or not isinstance(d, Real) or not math.isfinite(d) or d < 0:
+            raise ValueError(f"damping must be a finite number >= 0, got {d!r}")
+        object.__setattr__(self, "damping", float(d))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")

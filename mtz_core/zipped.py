@@ -1,0 +1,403 @@
+"""The zipped multi-task network: shared, per-task-into-shared and per-task weight blocks.
+
+Every weight layer l holds, for tasks t = 0..T-1 (two for now):
+
+* ``shared_weight`` (k, s·P | s, kh, kw) and ``shared_bias`` (k): the k shared neurons' weights from
+  the s shared inputs, stored once;
+* ``shared_own_weight[t]`` (k, u_t·P | u_t, kh, kw): those neurons' weights from task t's own
+  (unshared) inputs, copied from task t's original neuron;
+* ``own_weight[t]`` (o_t, (s+u_t)·P | s+u_t, kh, kw) and ``own_bias[t]``: task t's unpaired neurons.
+
+A task's activations are laid out [shared units (in pair order); its own units], so the channel-
+wise operations between layers (activations, pooling, flatten) run on them unchanged. The original
+pair is the same structure with k = 0 everywhere, which is how zipping starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .architecture import Architecture, LayerSpec
+from .ops import OpSpec
+
+__all__ = ["ZippedNet", "ZippedLayer", "LayerSizes", "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "mtz-zipped-net"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerSizes:
+    """Unit counts of a zipped layer: shared inputs s, own inputs u_t, shared k, own outputs o_t."""
+
+    in_shared: int
+    in_own: tuple[int, ...]
+    shared: int
+    out_own: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("in_shared", "in_own", "shared", "out_own")}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> LayerSizes:
+        return LayerSizes(d["in_shared"], tuple(d["in_own"]), d["shared"], tuple(d["out_own"]))
+
+
+def _param(shape: Sequence[int], like: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(torch.zeros(tuple(shape), dtype=like.dtype, device=like.device))
+
+
+class ZippedLayer(nn.Module):
+    """One weight layer of the zipped network (see the module docstring for the blocks)."""
+
+    def __init__(self, spec: LayerSpec, sizes: LayerSizes, like: torch.Tensor) -> None:
+        super().__init__()
+        self.spec, self.sizes = spec, sizes
+        p = spec.positions
+        tail = tuple(spec.kernel_size) if spec.kind == "conv" else ()
+
+        def w(rows: int, units: int) -> nn.Parameter:
+            shape = (rows, units, *tail) if spec.kind == "conv" else (rows, units * p)
+            return _param(shape, like)
+
+        s, k = sizes.in_shared, sizes.shared
+        self.shared_weight = w(k, s)
+        self.shared_bias = _param((k,), like)
+        self.shared_own_weight = nn.ParameterList([w(k, u) for u in sizes.in_own])
+        self.own_weight = nn.ParameterList(
+            [w(o, s + u) for o, u in zip(sizes.out_own, sizes.in_own)]
+        )
+        self.own_bias = nn.ParameterList([_param((o,), like) for o in sizes.out_own])
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.sizes.out_own)
+
+    def out_width(self, task: int) -> int:
+        return self.sizes.shared + self.sizes.out_own[task]
+
+    def _cols(self, units: int) -> int:
+        return units * (self.spec.positions if self.spec.kind == "linear" else 1)
+
+    def _apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        if self.spec.kind == "linear":
+            return F.linear(x, weight, bias)
+        sp = self.spec
+        return F.conv2d(x, weight, bias, sp.stride, sp.padding, sp.dilation)
+
+    def task_weight(self, task: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task t's full weight [[shared, shared-own], [own]] and bias, rows [shared; own]."""
+        top = torch.cat([self.shared_weight, self.shared_own_weight[task]], dim=1)
+        return (
+            torch.cat([top, self.own_weight[task]], dim=0),
+            torch.cat([self.shared_bias, self.own_bias[task]]),
+        )
+
+    def forward(
+        self, xs: list[torch.Tensor], tasks: Sequence[int], shared_same: bool
+    ) -> tuple[list[torch.Tensor], bool]:
+        """Outputs for each task; `shared_same` says the tasks' shared inputs are identical.
+
+        When they are, the shared neurons' product with the shared inputs is computed once for
+        all tasks (`forward_all`'s single pass where layers are shared).
+        """
+        s_cols = self._cols(self.sizes.in_shared)
+        if self.spec.kind == "conv" and not shared_same:
+            outs = []
+            for x, t in zip(xs, tasks):
+                w, b = self.task_weight(t)
+                outs.append(self._apply(x, w, b))
+            return outs, False
+        common = None
+        if shared_same and self.sizes.shared:
+            common = self._apply(_narrow(xs[0], 0, s_cols), self.shared_weight, self.shared_bias)
+        outs = []
+        for x, t in zip(xs, tasks):
+            u = self.sizes.in_own[t]
+            if self.sizes.shared:
+                if common is not None:
+                    ys = common
+                else:
+                    ys = self._apply(_narrow(x, 0, s_cols), self.shared_weight, self.shared_bias)
+                if u:
+                    ys = ys + self._apply(_narrow(x, s_cols, None), self.shared_own_weight[t], None)
+            yo = (
+                self._apply(x, self.own_weight[t], self.own_bias[t])
+                if self.sizes.out_own[t]
+                else None
+            )
+            if yo is None:
+                outs.append(ys)
+            elif not self.sizes.shared:
+                outs.append(yo)
+            else:
+                outs.append(torch.cat([ys, yo], dim=1))
+        still_same = shared_same and all(self.sizes.in_own[t] == 0 for t in tasks)
+        return outs, still_same
+
+
+def _narrow(x: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
+    return x[:, start:stop]
+
+
+class ZippedNet(nn.Module):
+    """A multi-task network zipped from T models of one architecture (T = 2 for now).
+
+    `forward(x, task)` gives one task's logits; `forward_all(x)` all tasks' logits from one pass
+    where layers are shared. `export_task(t)` builds a plain `nn.Sequential` for deployment.
+    """
+
+    def __init__(
+        self, architecture: Architecture, sizes: Sequence[LayerSizes], like: torch.Tensor
+    ) -> None:
+        super().__init__()
+        if len(sizes) != len(architecture.layers):
+            raise ValueError(f"{len(sizes)} layer sizes for {len(architecture.layers)} layers")
+        self.architecture = architecture
+        self.layers = nn.ModuleList(
+            ZippedLayer(spec, sz, like) for spec, sz in zip(architecture.layers, sizes)
+        )
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def from_models(
+        cls,
+        architectures: Sequence[Architecture],
+        weights: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]],
+    ) -> ZippedNet:
+        """The unzipped start: every model's layers side by side, nothing shared.
+
+        The first layer's inputs are shared by construction (all tasks see the same input).
+        `architectures[0]` names the layers.
+        """
+        arch = architectures[0]
+        n_layers = len(arch.layers)
+        widths = [[a.layers[i].out_units for a in architectures] for i in range(n_layers)]
+        sizes = []
+        for i, spec in enumerate(arch.layers):
+            if i == 0:
+                sizes.append(LayerSizes(spec.in_units, (0,) * len(weights), 0, tuple(widths[0])))
+            else:
+                sizes.append(LayerSizes(0, tuple(widths[i - 1]), 0, tuple(widths[i])))
+        # Per-layer out_units differ per model: keep model A's spec, sizes carry the truth.
+        net = cls(arch, sizes, weights[0][0][0])
+        with torch.no_grad():
+            for i, layer in enumerate(net.layers):
+                for t, model_weights in enumerate(weights):
+                    w, b = model_weights[i]
+                    layer.own_weight[t].copy_(w)
+                    layer.own_bias[t].copy_(b)
+        return net
+
+    # -- running -------------------------------------------------------------------------
+    @property
+    def n_tasks(self) -> int:
+        return self.layers[0].n_tasks
+
+    def _run(self, x: torch.Tensor, tasks: Sequence[int]) -> list[torch.Tensor]:
+        for t in tasks:
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.n_tasks:
+                raise ValueError(f"task must be an int in [0, {self.n_tasks - 1}], got {t!r}")
+        xs = [x] * len(tasks)
+        same = True
+        for layer in self.layers:
+            xs, same = _ops(layer.spec.ops_before, xs, same, self.training)
+            xs, same = layer(xs, tasks, same)
+        return _ops(self.architecture.ops_after, xs, same, self.training)[0]
+
+    def forward(self, x: torch.Tensor, task: int = 0) -> torch.Tensor:
+        return self._run(x, [task])[0]
+
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every task's logits; shared layers' common products are computed once."""
+        return self._run(x, list(range(self.n_tasks)))
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    @property
+    def sizes(self) -> list[LayerSizes]:
+        return [layer.sizes for layer in self.layers]
+
+    def num_parameters(self) -> int:
+        """Parameters stored: every shared block once, every per-task block once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def export_task(self, task: int) -> nn.Sequential:
+        """A plain `nn.Sequential` computing task `task` alone (for deployment)."""
+        if not 0 <= task < self.n_tasks:
+            raise ValueError(f"task must be in [0, {self.n_tasks - 1}], got {task!r}")
+        mods: list[nn.Module] = []
+        for layer in self.layers:
+            mods.extend(op.to_module() for op in layer.spec.ops_before)
+            w, b = layer.task_weight(task)
+            sp = layer.spec
+            if sp.kind == "linear":
+                m: nn.Module = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
+            else:
+                m = nn.Conv2d(
+                    w.shape[1],
+                    w.shape[0],
+                    sp.kernel_size,
+                    sp.stride,
+                    sp.padding,
+                    sp.dilation,
+                    dtype=w.dtype,
+                    device=w.device,
+                )
+            with torch.no_grad():
+                m.weight.copy_(w)
+                m.bias.copy_(b)
+            mods.append(m)
+        mods.extend(op.to_module() for op in self.architecture.ops_after)
+        return nn.Sequential(*mods).train(self.training)
+
+    def spec_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "architecture": self.architecture.to_dict(),
+            "sizes": [s.to_dict() for s in self.sizes],
+        }
+
+    # -- saving --------------------------------------------------------------------------
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        """Save as safetensors: the tensors plus the spec (JSON) in the file's metadata."""
+        from safetensors.torch import save_file
+
+        meta = {"mtz_spec": json.dumps(self.spec_dict())}
+        if metadata:
+            meta["mtz_metadata"] = json.dumps(metadata)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> ZippedNet:
+        """Rebuild from a file written by `save`; the original models are not needed."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no zipped network at {str(path)!r}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path), device=str(device))
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{str(path)!r} is not a safetensors file: {exc}") from exc
+        if "mtz_spec" not in meta:
+            raise ValueError(f"{str(path)!r} is a safetensors file but not a zipped network")
+        spec = json.loads(meta["mtz_spec"])
+        if spec.get("format") != FORMAT_NAME or spec.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{str(path)!r} has format {spec.get('format')!r} version "
+                f"{spec.get('format_version')!r}; this version reads {FORMAT_NAME!r} "
+                f"version {FORMAT_VERSION}"
+            )
+        arch = Architecture.from_dict(spec["architecture"])
+        sizes = [LayerSizes.from_dict(s) for s in spec["sizes"]]
+        like = next(iter(tensors.values()))
+        net = cls(arch, sizes, like)
+        net.load_state_dict(tensors)
+        return net.eval()
+
+    def zip_layer(
+        self,
+        index: int,
+        pairs: torch.Tensor,
+        shared_weight: torch.Tensor,
+        shared_bias: torch.Tensor,
+    ) -> tuple[ZippedLayer, ZippedLayer]:
+        """Share `pairs` (k × T neuron indices, one column per task) of layer `index`.
+
+        The shared neurons take `shared_weight`/`shared_bias` on the shared inputs and keep each
+        task's own-input weights; unpaired neurons stay per task; the next layer's input columns
+        are put in the order [shared (pair order); own]. The two replaced layer modules are
+        returned untouched, so putting them back (`restore_layers`) undoes the step exactly.
+        """
+        if not 0 <= index < len(self.layers) - 1:
+            raise ValueError(
+                f"layer index must be a hidden layer in [0, {len(self.layers) - 2}], got {index}"
+            )
+        old, old_next = self.layers[index], self.layers[index + 1]
+        sz, nsz = old.sizes, old_next.sizes
+        if sz.shared or nsz.shared or nsz.in_shared:
+            raise ValueError(f"layer {old.spec.name!r} is already zipped")
+        pairs = pairs.to(device="cpu", dtype=torch.long)
+        k = pairs.shape[0]
+        tasks = range(self.n_tasks)
+        orders, rests = [], []
+        for t in tasks:
+            taken = torch.zeros(sz.out_own[t], dtype=torch.bool)
+            taken[pairs[:, t]] = True
+            rest = torch.nonzero(~taken).flatten()
+            rests.append(rest)
+            orders.append(torch.cat([pairs[:, t], rest]))
+        like = old.own_bias[0]
+        new = ZippedLayer(
+            old.spec, LayerSizes(sz.in_shared, sz.in_own, k, tuple(o - k for o in sz.out_own)), like
+        )
+        new_next = ZippedLayer(
+            old_next.spec,
+            LayerSizes(k, tuple(o - k for o in sz.out_own), 0, nsz.out_own),
+            like,
+        )
+        s_cols = old._cols(sz.in_shared)
+        dev = like.device
+        with torch.no_grad():
+            new.shared_weight.copy_(shared_weight.reshape(new.shared_weight.shape))
+            new.shared_bias.copy_(shared_bias)
+            for t in tasks:
+                w, b = old.own_weight[t], old.own_bias[t]
+                new.shared_own_weight[t].copy_(w[pairs[:, t].to(dev), s_cols:])
+                new.own_weight[t].copy_(w[rests[t].to(dev)])
+                new.own_bias[t].copy_(b[rests[t].to(dev)])
+                cols = orders[t]
+                if old_next.spec.kind == "linear" and old_next.spec.positions > 1:
+                    p = old_next.spec.positions
+                    cols = (cols[:, None] * p + torch.arange(p)).flatten()
+                new_next.own_weight[t].copy_(old_next.own_weight[t][:, cols.to(dev)])
+                new_next.own_bias[t].copy_(old_next.own_bias[t])
+        new.train(old.training)
+        new_next.train(old_next.training)
+        self.layers[index], self.layers[index + 1] = new, new_next
+        return old, old_next
+
+    def restore_layers(self, index: int, layers: Sequence[ZippedLayer]) -> None:
+        """Put back the layer modules `zip_layer` returned (undo)."""
+        for offset, layer in enumerate(layers):
+            self.layers[index + offset] = layer
+
+    def clone(self) -> ZippedNet:
+        """An independent copy (weights and structure)."""
+        new = ZippedNet(self.architecture, self.sizes, self.layers[0].own_bias[0])
+        new.load_state_dict(self.state_dict())
+        return new.train(self.training)
+
+
+def _ops(
+    ops: Sequence[OpSpec], xs: list[torch.Tensor], shared_same: bool, training: bool
+) -> tuple[list[torch.Tensor], bool]:
+    """Apply the in-between operations to each task's activations, once per distinct tensor.
+
+    Dropout in training mode draws a mask per task, so shared inputs stop being identical.
+    """
+    done: dict[int, torch.Tensor] = {}
+    out = []
+    for x in xs:
+        if id(x) not in done:
+            h = x
+            for op in ops:
+                h = op.apply(h, training)
+            done[id(x)] = h
+        out.append(done[id(x)])
+    if training and len(done) > 1 and any(op.kind == "dropout" for op in ops):
+        shared_same = False
+    return out, shared_same
