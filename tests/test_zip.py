@@ -250,3 +250,30 @@ def test_channel_and_block_hessians_still_zip():
     bp, _ = permuted_copy(a)
     rec = zip_models(a, bp, data, data, hessian="channel", flatten_hessian="block")
     assert max(r.pair_costs.max() for r in rec.layers) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "kwargs"),
+    [
+        ("lenet300", (1, 28, 28), {}),
+        ("lenet5", (1, 28, 28), {}),
+        ("vgg11_bn", (1, 32, 32), {"width": 0.125}),
+    ],
+)
+def test_registry_models_zip_and_recover_a_permuted_copy(name, shape, kwargs):
+    from mtz_core.models import create_model
+
+    a = create_model(name, shape, 10, seed=0, **kwargs).eval()
+    with torch.no_grad():  # trained-looking batch-norm statistics
+        for m in a.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+    b, perms = permuted_copy(a)
+    data = data_for(shape, n=32)
+    result = zip_models(a, b, data, data, share=1.0)
+    for rec, perm in zip(result.layers, perms):
+        order = np.argsort(rec.pairs[:, 0])
+        np.testing.assert_array_equal(rec.pairs[order, 1], perm.argsort().numpy())
+    x = torch.cat(data)
+    with torch.no_grad():
+        assert_close(result.model(x, 1), a(x), rtol=1e-4, atol=1e-5)

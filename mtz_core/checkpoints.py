@@ -1,0 +1,389 @@
+"""Saving and loading model checkpoints safely, with a small "card" describing the model.
+
+Users bring their own trained networks, so loading must be safe for untrusted files and must fail
+with a message that says what is wrong, not with a stack trace from deep inside torch:
+
+* `.safetensors` is the native format: tensors only (no code can run on load) plus string
+  metadata, where `save_checkpoint` writes the card - format name and version, the `ModelSpec`
+  (architecture, input shape, classes, options), the task's text form and optional extra JSON.
+* `.pt` / `.pth` files are read with `torch.load(weights_only=True)`, which only rebuilds tensors
+  and plain containers; a pickle that would construct other objects (and so could run code) is
+  refused with a ValueError saying so, and nothing in it is executed. A dict with a `state_dict`,
+  `model_state_dict` or `model` entry is unwrapped; a `module.` prefix on every key
+  (DataParallel) is stripped.
+
+Before a model is built the file's size is checked against `max_bytes` (default 2 GiB); after
+reading, every floating-point tensor is checked for NaN/Inf, and the keys and shapes are compared
+with the architecture's own state dict, listing missing, unexpected and mis-shaped entries by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import parse_task
+from .models import ModelSpec, build_model, get_model_spec
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ACCEPTED_EXTENSIONS",
+    "DEFAULT_MAX_BYTES",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_state_dict",
+]
+
+FORMAT_NAME = "mtz-checkpoint"
+FORMAT_VERSION = 1
+ACCEPTED_EXTENSIONS = (".safetensors", ".pt", ".pth")
+DEFAULT_MAX_BYTES = 2 * 1024**3
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_SHOW = 5  # names listed per kind of problem
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(repr(k) for k in keys[:_SHOW])
+    return shown + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    bad = [
+        k
+        for k, t in tensors.items()
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise ValueError(f"{where}: tensor(s) {_names(bad)} contain NaN or Inf values")
+
+
+# ----------------------------------------------------------------------------------------- save
+
+
+def save_checkpoint(
+    model: nn.Module,
+    spec: ModelSpec | None,
+    path: str | os.PathLike,
+    *,
+    task: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `model`'s state dict and its card to `path` (must end in .safetensors).
+
+    `spec` may be None for a registry model (its own `mtz_spec` is used). `task` is a task text
+    or `TaskSpec` (stored in canonical text form); `extra` any JSON-serialisable mapping. The file
+    is written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    spec = spec if spec is not None else get_model_spec(model)
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(
+            "save_checkpoint needs a ModelSpec (pass spec=..., or build the model with "
+            f"create_model so it carries one), got {type(spec).__name__}"
+        )
+    target = Path(path)
+    if target.suffix.lower() != ".safetensors":
+        raise ValueError(f"checkpoints are saved as .safetensors; got {target.name!r}")
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "model_spec": spec.to_json(),
+    }
+    if task is not None:
+        metadata["task"] = str(parse_task(task))
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise TypeError(f"extra must be a mapping, got {type(extra).__name__}")
+        try:
+            metadata["extra"] = json.dumps(dict(extra), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"extra must be JSON-serialisable (finite numbers): {err}") from None
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    _check_finite(tensors, f"model to save as {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+# ----------------------------------------------------------------------------------------- read
+
+
+def _check_file(path: str | os.PathLike, max_bytes: int) -> Path:
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    if not p.is_file():
+        raise ValueError(f"checkpoint path {p} is not a file")
+    if p.suffix.lower() not in ACCEPTED_EXTENSIONS:
+        raise ValueError(
+            f"{p.name}: unsupported checkpoint extension {p.suffix or '(none)'!r}; accepted: "
+            f"{', '.join(ACCEPTED_EXTENSIONS)}"
+        )
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise ValueError(
+            f"{p.name} is {size:,} bytes, over the limit of {max_bytes:,} bytes; pass a larger "
+            "max_bytes if you trust this file"
+        )
+    return p
+
+
+def _read_safetensors(p: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{p.name} is not a valid .safetensors checkpoint ({err})") from None
+    return tensors, metadata
+
+
+def _read_torch(p: Path) -> Any:
+    try:
+        with warnings.catch_warnings():  # protocol notes are noise next to our own errors
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if "weights only load failed" in first.lower():
+            raise ValueError(
+                f"refused to load {p.name}: it contains pickled Python objects other than tensors "
+                "and plain containers (a whole nn.Module, custom classes, or code that would run "
+                "when unpickled), and only weights-only loading is allowed. Re-save it as a "
+                "state dict (torch.save(model.state_dict(), path)) or as .safetensors"
+            ) from None
+        raise ValueError(f"{p.name} is not a PyTorch checkpoint ({first})") from None
+    except Exception as err:  # torch raises many kinds for non-checkpoint bytes
+        raise ValueError(
+            f"{p.name} is not a PyTorch checkpoint ({type(err).__name__}: {err})"
+        ) from None
+
+
+def _as_state_dict(obj: Any, p: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        raise ValueError(
+            f"{p.name} holds a single tensor of shape {tuple(obj.shape)}, not a state dict "
+            "(a mapping from parameter names to tensors)"
+        )
+    if not isinstance(obj, Mapping):
+        raise ValueError(
+            f"{p.name} holds a {type(obj).__name__}, not a state dict (a mapping from parameter "
+            "names to tensors)"
+        )
+    for key in _WRAPPER_KEYS:
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not obj:
+        raise ValueError(f"{p.name} holds an empty mapping; no tensors to load")
+    not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors or not all(isinstance(k, str) for k in obj):
+        raise ValueError(
+            f"{p.name} is not a state dict: entries {_names(not_tensors or list(map(str, obj)))} "
+            f"are not tensors with string names (a wrapper dict must keep the weights under one "
+            f"of {', '.join(_WRAPPER_KEYS)})"
+        )
+    sd = dict(obj)
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def _parse_card(metadata: Mapping[str, str], p: Path) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "format": metadata.get("format"),
+        "format_version": None,
+        "model_spec": None,
+        "task": metadata.get("task"),
+        "extra": {},
+    }
+    if card["format"] != FORMAT_NAME:
+        return card
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise ValueError(
+            f"{p.name}: bad format_version {metadata.get('format_version')!r} in its card"
+        ) from None
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{p.name} was written in {FORMAT_NAME} format version {version}; this version of "
+            f"mtz_core reads up to {FORMAT_VERSION} - upgrade mtz_core"
+        )
+    card["format_version"] = version
+    if "model_spec" in metadata:
+        card["model_spec"] = ModelSpec.from_json(metadata["model_spec"])
+    if "extra" in metadata:
+        try:
+            card["extra"] = json.loads(metadata["extra"])
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{p.name}: the card's 'extra' is not valid JSON ({err})") from None
+    return card
+
+
+def read_state_dict(
+    path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, card) from a checkpoint file, checked for size, format and NaN/Inf.
+
+    The card has keys `format`, `format_version`, `model_spec` (a ModelSpec or None), `task`,
+    `extra`, `source` ("safetensors" or "torch") and `path`; files not written by
+    `save_checkpoint` give a card of Nones.
+    """
+    p = _check_file(path, max_bytes)
+    if p.suffix.lower() == ".safetensors":
+        tensors, metadata = _read_safetensors(p)
+        sd, source = _as_state_dict(tensors, p), "safetensors"
+    else:
+        sd, metadata, source = _as_state_dict(_read_torch(p), p), {}, "torch"
+    _check_finite(sd, p.name)
+    card = _parse_card(metadata, p)
+    card["source"] = source
+    card["path"] = str(p)
+    return sd, card
+
+
+# ----------------------------------------------------------------------------------------- load
+
+
+def _head_key(spec: ModelSpec) -> str:
+    """State-dict key of the last nn.Linear's weight (the classifier head) in `spec`'s model."""
+    with torch.device("meta"):
+        model = build_model(spec)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{spec.name} has no linear head to read num_classes from; pass it")
+    return f"{names[-1]}.weight"
+
+
+def _resolve_spec(
+    architecture: str | ModelSpec | None,
+    input_shape: tuple[int, ...] | None,
+    num_classes: int | None,
+    card_spec: ModelSpec | None,
+    sd: Mapping[str, torch.Tensor],
+    p: Path,
+) -> ModelSpec:
+    if isinstance(architecture, ModelSpec):
+        if input_shape is not None and tuple(input_shape) != architecture.input_shape:
+            raise ValueError(
+                f"input_shape={tuple(input_shape)} contradicts the ModelSpec's "
+                f"input_shape={architecture.input_shape}; pass one or the other"
+            )
+        if num_classes is not None and num_classes != architecture.num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} contradicts the ModelSpec's "
+                f"num_classes={architecture.num_classes}; pass one or the other"
+            )
+        return architecture
+    if architecture is None:
+        if card_spec is None:
+            raise ValueError(
+                f"{p.name} carries no model card; pass architecture=<name or ModelSpec> "
+                "together with input_shape=... and num_classes=..."
+            )
+        architecture = card_spec.name
+    if not isinstance(architecture, str):
+        raise TypeError(
+            f"architecture must be a model name, a ModelSpec or None, got "
+            f"{type(architecture).__name__}"
+        )
+    same = card_spec is not None and card_spec.name == architecture.strip().lower()
+    kwargs = card_spec.kwargs if same else {}
+    if input_shape is None:
+        if not same:
+            raise ValueError(
+                f"pass input_shape=... to load {p.name} as {architecture!r} (the file has no "
+                "card saying it), e.g. (1, 28, 28)"
+            )
+        input_shape = card_spec.input_shape
+    if num_classes is None:
+        if same:
+            num_classes = card_spec.num_classes
+        else:  # read it from the head's weight
+            key = _head_key(ModelSpec.make(architecture, tuple(input_shape), 1, **kwargs))
+            if key not in sd or sd[key].ndim != 2:
+                raise ValueError(
+                    f"cannot infer num_classes: {p.name} has no 2-D tensor {key!r}, the head of "
+                    f"{architecture!r} with default options; pass num_classes=..., or a "
+                    "ModelSpec if the model was built with other options"
+                )
+            num_classes = int(sd[key].shape[0])
+    return ModelSpec.make(architecture.strip().lower(), tuple(input_shape), num_classes, **kwargs)
+
+
+def _compare(model: nn.Module, sd: Mapping[str, torch.Tensor], spec: ModelSpec, p: Path) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [
+        f"{k!r} (expected {tuple(own[k].shape)}, found {tuple(sd[k].shape)})"
+        for k in own
+        if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_names(unexpected)}")
+    if shapes:
+        shown = "; ".join(shapes[:_SHOW]) + (
+            f"; and {len(shapes) - _SHOW} more" if len(shapes) > _SHOW else ""
+        )
+        problems.append(f"wrong shapes: {shown}")
+    if problems:
+        raise ValueError(
+            f"{p.name} does not fit {spec.describe()}: "
+            + "; ".join(problems)
+            + ". Check the architecture, its options, input_shape and num_classes."
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    architecture: str | ModelSpec | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint into a freshly built model, in eval mode; returns (model, card).
+
+    The architecture comes from `architecture` (a registry name or a full ModelSpec) or else from
+    the file's card. With a bare name, `input_shape` and the options come from the card when it
+    names the same architecture, and `num_classes` may be read from the head's weight shape.
+    `card["model_spec"]` is the spec actually used.
+    """
+    sd, card = read_state_dict(path, max_bytes=max_bytes)
+    p = Path(path)
+    spec = _resolve_spec(architecture, input_shape, num_classes, card["model_spec"], sd, p)
+    model = build_model(spec)
+    _compare(model, sd, spec, p)
+    model.load_state_dict(sd, strict=False)  # strictness checked above, with better messages
+    model.eval()
+    card["model_spec"] = spec
+    return model, card
