@@ -7,8 +7,12 @@ scipy (safetensors for saving); nothing of the app.
 
 from .architecture import Architecture, ArchitectureError, LayerSpec, trace_model
 from .config import METHODS, ZipConfig
+from .evaluation import TaskScore, evaluate, evaluate_zipped
+from .pipeline import zip_models
 from .progress import CancelToken, ProgressEvent, ZipCancelled, tqdm_progress
-from .session import LayerRecord, ZipResult, ZipSession, zip_models
+from .records import LayerRecord, ZipResult
+from .session import ZipSession
+from .training import TrainReport, resolve_device, retrain, train
 from .zipped import ZippedNet
 
 __version__ = "0.1.0"
@@ -21,12 +25,19 @@ __all__ = [
     "LayerSpec",
     "METHODS",
     "ProgressEvent",
+    "TaskScore",
+    "TrainReport",
     "ZipCancelled",
     "ZipConfig",
     "ZipResult",
     "ZipSession",
     "ZippedNet",
+    "evaluate",
+    "evaluate_zipped",
+    "resolve_device",
+    "retrain",
     "tqdm_progress",
+    "train",
     "trace_model",
     "zip_models",
 ]

@@ -6,7 +6,15 @@ import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-__all__ = ["ZipConfig", "METHODS", "MATCHINGS", "CONV_HESSIANS", "FLATTEN_HESSIANS"]
+__all__ = [
+    "ZipConfig",
+    "METHODS",
+    "MATCHINGS",
+    "CONV_HESSIANS",
+    "FLATTEN_HESSIANS",
+    "AUTO_DAMPING_GRID",
+    "AUTO_HOLDOUT_EVERY",
+]
 
 #: mtz: Hessian cost pairs + Hessian-weighted merge (the method). The rest are baselines at equal
 #: shares: mtz-avg (MTZ pairs, plain average), euclidean (closest incoming vectors, plain
@@ -16,6 +24,11 @@ METHODS = ("mtz", "mtz-avg", "euclidean", "random")
 MATCHINGS = ("greedy", "optimal")
 CONV_HESSIANS = ("exact", "channel")
 FLATTEN_HESSIANS = ("auto", "exact", "block")
+#: the damping factors damping="auto" tries, weakest to strongest
+AUTO_DAMPING_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: with damping="auto", calibration samples whose index (from 0, over the data in order) is
+#: ≡ AUTO_HOLDOUT_EVERY − 1 (mod AUTO_HOLDOUT_EVERY) are held out of the Hessian to choose λ
+AUTO_HOLDOUT_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -28,8 +41,9 @@ class ZipConfig:
     flatten_hessian: str = "auto"
     # λ = damping · trace(H)/dim per task. Weak damping (1e-4) lets the merge overfit the
     # Hessian samples (merged weights far larger than the originals); 0.1 keeps the merge close
-    # to the data's directions while bounding it. 0 is exact (pseudo-inverse forms).
-    damping: float = 0.1
+    # to the data's directions while bounding it. 0 is exact (pseudo-inverse forms). "auto"
+    # picks, per layer, the value of AUTO_DAMPING_GRID with the least held-out layer error.
+    damping: float | str = 0.1
     seed: int = 0
 
     @staticmethod
@@ -47,8 +61,9 @@ class ZipConfig:
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {list(allowed)}")
         d = self.damping
-        if isinstance(d, bool) or not isinstance(d, Real) or not math.isfinite(d) or d < 0:
-            raise ValueError(f"damping must be a finite number >= 0, got {d!r}")
-        object.__setattr__(self, "damping", float(d))
+        if d != "auto":
+            if isinstance(d, bool) or not isinstance(d, Real) or not math.isfinite(d) or d < 0:
+                raise ValueError(f"damping must be a finite number >= 0 or 'auto', got {d!r}")
+            object.__setattr__(self, "damping", float(d))
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")

@@ -14,7 +14,9 @@ class ProgressEvent:
     """Where a zip stands: layer `index` of `n_layers`, `stage`, `done` of `total` units.
 
     Stages: ``"hessian"`` (task in `task`, units = batches; total is None for data without a
-    length), ``"costs"``, ``"matching"``, ``"merge"``, ``"done"`` (units = 1).
+    length), ``"costs"``, ``"matching"``, ``"merge"``, ``"done"`` (units = 1), ``"heldout"``
+    (measuring the layer error on held-out data, units = batches), ``"retrain"`` (units =
+    iterations, with `losses`).
     """
 
     layer: str
@@ -24,6 +26,7 @@ class ProgressEvent:
     done: int
     total: int | None
     task: int | None = None
+    losses: tuple[float, ...] | None = None  # stage "retrain": this iteration's loss per task
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -3,14 +3,16 @@
 Each step computes the layer's Hessians for both tasks through the current zipped network,
 the N_A × N_B cost matrix, the pairs (by the chosen method and matching), the merged weights, and
 applies them; it keeps a `LayerRecord`. `undo()` puts the layer back exactly; stepping the same
-layer again (`restep`) reuses its Hessians and costs. `zip_models` is the one-call front door.
+layer again (`restep`) reuses its Hessians and costs. `mtz_core.pipeline.zip_models` is the
+one-call front door.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .architecture import Architecture, check_compatible, trace_model
+from .architecture import check_compatible, trace_model
 from .batches import CalibrationData
-from .config import ZipConfig
+from .config import AUTO_DAMPING_GRID, AUTO_HOLDOUT_EVERY, ZipConfig
 from .costs import (
     SharingOperator,
     average_merge,
@@ -42,91 +44,45 @@ from .hessian import (
 from .layout import incoming_vectors, vectors_to_weights
 from .matching import greedy_pairs, optimal_pairs, resolve_shares, validate_pairs
 from .progress import CancelToken, ProgressCallback, ProgressEvent
+from .records import LayerRecord, ZipResult
+from .training import TrainReport, retrain
 from .zipped import ZippedLayer, ZippedNet
 
-__all__ = ["LayerRecord", "ZipResult", "ZipSession", "zip_models"]
+__all__ = ["ZipSession"]
 
 
 @dataclass
-class LayerRecord:
-    """What zipping one layer did. Indices are in the models' own neuron numbering."""
+class _Variant:
+    """The algebra for one damping factor: damped Hessians, Ĥ and the cost matrix."""
 
-    name: str
-    index: int
-    kind: str  # "linear" | "conv"
-    n_a: int
-    n_b: int
-    shared_inputs: int  # s: shared input units the cost and the shared weights cover
-    share: Any  # what was asked for (fraction, count, or "pairs")
-    pairs: np.ndarray  # int64 (k, 2): column 0 neuron of A, column 1 neuron of B
-    cost: np.ndarray  # float64 (n_a, n_b): the MTZ cost d[i, j], whatever the method
-    pair_costs: np.ndarray  # float64 (k,): cost[pairs[:, 0], pairs[:, 1]]
-    pair_errors: np.ndarray  # float64 (k,): predicted error of each applied merge
-    predicted_error: float  # Σ pair_errors: predicted increase of E_A + E_B
-    method: str
-    matching: str
-    hessian: str  # "exact" | "channel" | "block"
-    hessian_dim: int  # D, with the bias entry
-    hessian_blocks: int
     damping: float
-    lambdas: tuple[float, float]  # mean λ added per task
-    n_samples: tuple[int, int]  # calibration samples per task
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def k(self) -> int:
-        return int(self.pairs.shape[0])
-
-    def saved_parameters(self) -> int:
-        """Parameters this layer's sharing saves: k·(s·K + 1)."""
-        return self.k * (self.shared_inputs * self._per_unit + 1)
-
-    _per_unit: int = 1
-
-
-@dataclass
-class ZipResult:
-    """A zipped network, what each layer did, and the parameter counts."""
-
-    model: ZippedNet
-    layers: list[LayerRecord]
-    params: dict[str, int]
-    architecture: Architecture
-    config: ZipConfig
-
-    @property
-    def saved(self) -> int:
-        """Parameters saved against keeping both models: a + b − zipped."""
-        return self.params["a"] + self.params["b"] - self.params["zipped"]
-
-    @property
-    def saved_fraction(self) -> float:
-        return self.saved / (self.params["a"] + self.params["b"])
+    damped_a: torch.Tensor
+    damped_b: torch.Tensor
+    lambdas: tuple[float, float]
+    op: SharingOperator
+    cost: torch.Tensor
 
 
 @dataclass
 class _Analysis:
-    """One layer's Hessians, sharing operator, vectors and costs (reused by restep)."""
+    """One layer's Hessians and incoming vectors, and the algebra per damping (for restep)."""
 
     kind: str
     h_a: LayerHessian
     h_b: LayerHessian
-    damped_a: torch.Tensor
-    damped_b: torch.Tensor
-    lambdas: tuple[float, float]
-    op: SharingOperator | None
+    held: tuple[torch.Tensor, torch.Tensor] | None  # damping="auto": held-out second moments
     va: torch.Tensor
     vb: torch.Tensor
-    cost: torch.Tensor
     seconds: dict[str, float]
+    variants: dict[float, _Variant] = field(default_factory=dict)
 
 
 @dataclass
 class _Undo:
     index: int
-    layers: tuple[ZippedLayer, ZippedLayer] | None
-    snapshot: ZippedNet | None
+    layers: tuple[ZippedLayer, ZippedLayer]
     version: int
+    state: dict[str, torch.Tensor] | None = None  # weights right after the step, before retraining
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -148,7 +104,11 @@ def _resolve_device(device: Any, model_a: nn.Module, model_b: nn.Module) -> torc
 
 
 class ZipSession:
-    """Zip two models layer by layer; see the module docstring."""
+    """Zip two models layer by layer; see the module docstring.
+
+    `heldout_a`/`heldout_b` (optional, like the calibration data) give each record a
+    `heldout_error`: the measured increase of E_A + E_B on data the Hessians never saw.
+    """
 
     def __init__(
         self,
@@ -161,23 +121,30 @@ class ZipSession:
         device: Any = None,
         progress: ProgressCallback | None = None,
         after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
+        heldout_a: Any = None,
+        heldout_b: Any = None,
         **options: Any,
     ) -> None:
-        self.config = config if config is not None else ZipConfig(**options)
         if config is not None and options:
             raise TypeError(f"pass either config= or options, not both (got {sorted(options)})")
+        self.config = config if config is not None else ZipConfig(**options)
         for label, m in (("model_a", model_a), ("model_b", model_b)):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"{label} must be a torch.nn.Module, got {type(m).__name__}")
         self.device = _resolve_device(device, model_a, model_b)
-        self.algebra_device = (
-            self.device if self.device.type in ("cpu", "cuda") else torch.device("cpu")
-        )
         dtype = next(model_a.parameters()).dtype
         self.data = (
             CalibrationData.wrap(data_a, "data_a", self.device, dtype),
             CalibrationData.wrap(data_b, "data_b", self.device, dtype),
         )
+        self.heldout: tuple[CalibrationData, CalibrationData] | None = None
+        if (heldout_a is None) != (heldout_b is None):
+            raise ValueError("give both heldout_a and heldout_b, or neither")
+        if heldout_a is not None:
+            self.heldout = (
+                CalibrationData.wrap(heldout_a, "heldout_a", self.device, dtype),
+                CalibrationData.wrap(heldout_b, "heldout_b", self.device, dtype),
+            )
         shape_a, shape_b = (d.sample_shape() for d in self.data)
         if shape_a != shape_b:
             raise ValueError(f"input shapes differ: data_a has {shape_a}, data_b has {shape_b}")
@@ -203,6 +170,11 @@ class ZipSession:
 
     # -- inspection ----------------------------------------------------------------------
     @property
+    def algebra_device(self) -> torch.device:
+        """float64 algebra runs on the models' device when it has float64 (CPU, CUDA)."""
+        return self.device if self.device.type in ("cpu", "cuda") else torch.device("cpu")
+
+    @property
     def hidden_layers(self) -> list[tuple[str, int, int]]:
         """(name, n_a, n_b) of every zippable layer, in order."""
         return [
@@ -219,24 +191,48 @@ class ZipSession:
         return self.next_index is None
 
     def cost_matrix(self) -> np.ndarray:
-        """The next layer's cost matrix (computing and caching its Hessians if needed)."""
-        return self._analysis(self._require_next()).cost.cpu().numpy()
+        """The next layer's cost matrix (computing and caching its Hessians if needed).
+
+        With damping="auto" it is the matrix for the factor that suits a full share best.
+        """
+        index = self._require_next()
+        analysis = self._analysis(index)
+        damping = self.config.damping
+        if damping == "auto":
+            k_full = min(len(analysis.va), len(analysis.vb))
+            damping, _ = self._select_damping(index, analysis, k_full)
+        return self._variant(analysis, damping).cost.cpu().numpy()
 
     def result(self) -> ZipResult:
         params = dict(self.params, zipped=self.model.num_parameters())
         return ZipResult(self.model, list(self.records), params, self.architecture, self.config)
 
     def cancel(self) -> None:
-        """Ask the running step to stop (thread-safe); it raises `ZipCancelled`, state intact."""
+        """Ask the running step or retraining to stop (thread-safe)."""
         self._cancel.cancel()
+
+    def to(self, device: Any) -> ZipSession:
+        """Move the network and the data's destination to `device` (e.g. to retrain on a GPU)."""
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(dev)!r} was asked for, but CUDA is not available here")
+        self.model.to(dev)
+        for d in (*self.data, *(self.heldout or ())):
+            d.device = dev
+        self.device = dev
+        self._cache.clear()
+        return self
 
     # -- stepping ------------------------------------------------------------------------
     def step(self, share: Any = 1.0, *, pairs: Any = None) -> LayerRecord:
-        """Zip the next hidden layer with `share` (fraction or count) or explicit `pairs`."""
+        """Zip the next hidden layer with `share` (fraction or count) or explicit `pairs`.
+
+        Raises `ZipCancelled` (network unchanged) when `cancel()` is called meanwhile.
+        """
         index = self._require_next()
         self._cancel.reset()
         layer = self.model.layers[index]
-        name = layer.spec.name
+        name, spec = layer.spec.name, layer.spec
         n_a, n_b = layer.sizes.out_own[:2]
         if pairs is not None:
             chosen = validate_pairs(pairs, n_a, n_b, name=name)
@@ -244,44 +240,51 @@ class ZipSession:
             k = chosen.shape[0]
         else:
             if isinstance(share, Mapping):
-                share = {name: share[name]} if name in share else 0
+                share = share[name] if name in share else 0
             k = resolve_shares(share, [(name, n_a, n_b)])[name]
             asked, chosen = share, None
         analysis = self._analysis(index)
         self._cancel.check()
         cfg = self.config
         t0 = time.perf_counter()
+        scores = None
+        damping = cfg.damping
+        if damping == "auto":
+            damping, scores = self._select_damping(index, analysis, k, chosen)
+        variant = self._variant(analysis, damping)
         if chosen is None:
-            chosen = self._choose(index, analysis, k)
+            chosen = self._choose(index, analysis, variant, k)
         chosen = chosen.to(self.algebra_device)
         t1 = time.perf_counter()
         self._emit(index, "matching", 1, 1)
-        a, b = analysis.va[chosen[:, 0]], analysis.vb[chosen[:, 1]]
-        if cfg.method == "mtz":
-            merged = hessian_merge(a, b, analysis.op)
-        else:
-            merged = average_merge(a, b)
-        errors = merge_error(merged, a, b, analysis.damped_a, analysis.damped_b)
+        merged, errors = self._merge(analysis, variant, chosen)
         s = layer.sizes.in_shared
-        weight, bias = vectors_to_weights(merged, layer.spec, s, analysis.kind)
-        dtype = layer.own_bias[0].dtype
+        weight, bias = vectors_to_weights(merged, spec, s, analysis.kind)
         self._cancel.check()
-        snapshot = self.model.clone() if self.after_step is not None else None
+        dtype = layer.own_bias[0].dtype
         old = self.model.zip_layer(
             index, chosen.cpu(), weight.to(self.device, dtype), bias.to(self.device, dtype)
         )
         t2 = time.perf_counter()
         self._emit(index, "merge", 1, 1)
+        heldout = None
+        if self.heldout is not None:
+            try:
+                heldout = self._measure(index, old[0], chosen.cpu(), weight, bias)
+            except BaseException:
+                self.model.restore_layers(index, old)
+                raise
         pairs_np = chosen.cpu().numpy().astype(np.int64)
-        cost_np = analysis.cost.cpu().numpy()
+        cost_np = variant.cost.cpu().numpy()
         pair_errors = errors.cpu().numpy()
         record = LayerRecord(
             name=name,
             index=index,
-            kind=layer.spec.kind,
+            kind=spec.kind,
             n_a=n_a,
             n_b=n_b,
             shared_inputs=s,
+            per_unit=spec.kernel_positions if spec.kind == "conv" else spec.positions,
             share=asked,
             pairs=pairs_np,
             cost=cost_np,
@@ -293,32 +296,71 @@ class ZipSession:
             hessian=analysis.kind,
             hessian_dim=analysis.h_a.dim,
             hessian_blocks=analysis.h_a.blocks.shape[0],
-            damping=cfg.damping,
-            lambdas=analysis.lambdas,
+            damping=damping,
+            lambdas=variant.lambdas,
             n_samples=(analysis.h_a.n_samples, analysis.h_b.n_samples),
             seconds=dict(analysis.seconds, matching=t1 - t0, merge=t2 - t1),
-            _per_unit=(
-                layer.spec.kernel_positions if layer.spec.kind == "conv" else layer.spec.positions
-            ),
+            heldout_error=heldout,
+            damping_scores=scores,
         )
-        self._undo.append(_Undo(index, old if snapshot is None else None, snapshot, self._version))
+        if heldout is not None:
+            record.seconds["heldout"] = time.perf_counter() - t2
+        entry = _Undo(index, old, self._version)
+        self._undo.append(entry)
         self.records.append(record)
         self._bump()
         self._emit(index, "done", 1, 1)
         if self.after_step is not None:
-            self.after_step(self, record)
-            self._bump()  # the callback may have changed weights (retraining)
+            entry.state = _clone_state(self.model)
+            try:
+                self.after_step(self, record)
+            finally:
+                self._bump()  # the callback may have changed weights (retraining)
         return record
 
+    def retrain(
+        self, train_a: Any, train_b: Any, *, iterations: int, **options: Any
+    ) -> TrainReport:
+        """Retrain the current network jointly on both tasks (see `mtz_core.training.retrain`).
+
+        Undoing the last step undoes this retraining too. Stops early, keeping the weights of
+        the last completed iteration, when `cancel()` is called (the report says so).
+        """
+        self._cancel.reset()
+        if self._undo and self._undo[-1].state is None:
+            self._undo[-1].state = _clone_state(self.model)
+        index = self.records[-1].index if self.records else 0
+
+        def report(p):
+            self._emit(index, "retrain", p.iteration, p.total, losses=p.losses)
+
+        options.setdefault("device", None)
+        try:
+            rep = retrain(
+                self.model,
+                train_a,
+                train_b,
+                iterations=iterations,
+                progress=report,
+                cancel=self._cancel,
+                **options,
+            )
+        finally:
+            self._bump()
+        if rep.iterations and self.model.layers[0].own_bias[0].device != self.device:
+            self.to(self.model.layers[0].own_bias[0].device)
+        if self.records:
+            self.records[-1].retraining = _combine(self.records[-1].retraining, rep)
+        return rep
+
     def undo(self) -> LayerRecord:
-        """Undo the last step exactly (and whatever the after-step callback did)."""
+        """Undo the last step exactly (and the retraining or callback that followed it)."""
         if not self._undo:
             raise ValueError("nothing to undo: no layer has been zipped")
         entry = self._undo.pop()
-        if entry.snapshot is not None:
-            self.model = entry.snapshot
-        else:
-            self.model.restore_layers(entry.index, entry.layers)
+        if entry.state is not None:
+            self.model.load_state_dict(entry.state)
+        self.model.restore_layers(entry.index, entry.layers)
         self._version = entry.version
         return self.records.pop()
 
@@ -347,11 +389,11 @@ class ZipSession:
         self._counter += 1
         self._version = self._counter
 
-    def _emit(self, index: int, stage: str, done: int, total: int | None, task=None) -> None:
+    def _emit(self, index, stage, done, total, task=None, losses=None) -> None:
         if self.progress is not None:
             name = self.model.layers[index].spec.name
             n = len(self.model.layers) - 1
-            self.progress(ProgressEvent(name, index, n, stage, done, total, task))
+            self.progress(ProgressEvent(name, index, n, stage, done, total, task, losses))
 
     def _hessian_kind(self, index: int) -> str:
         layer = self.model.layers[index]
@@ -372,11 +414,9 @@ class ZipSession:
             return self._cache[key]
         kind = self._hessian_kind(index)
         t0 = time.perf_counter()
-        h_a, h_b = (self._hessian(index, t, kind) for t in (0, 1))
+        split = self.config.damping == "auto"
+        (h_a, held_a), (h_b, held_b) = (self._hessian(index, t, kind, split) for t in (0, 1))
         t1 = time.perf_counter()
-        damped_a, lam_a = damp(h_a.blocks, self.config.damping)
-        damped_b, lam_b = damp(h_b.blocks, self.config.damping)
-        op = sharing_operator(damped_a, damped_b)
         layer = self.model.layers[index]
         s = layer.sizes.in_shared
         va, vb = (
@@ -389,45 +429,100 @@ class ZipSession:
             )
             for t in (0, 1)
         )
-        cost = cost_matrix(va, vb, op.h_hat)
-        if not torch.isfinite(cost).all():
-            raise ValueError(f"layer {layer.spec.name!r}: the cost matrix has NaN or Inf entries")
-        t2 = time.perf_counter()
+        held = (held_a, held_b) if split else None
+        analysis = _Analysis(kind, h_a, h_b, held, va, vb, {"hessian": t1 - t0})
+        if self.config.damping != "auto":
+            self._variant(analysis, self.config.damping)
+        analysis.seconds["costs"] = time.perf_counter() - t1
         self._emit(index, "costs", 1, 1)
-        analysis = _Analysis(
-            kind,
-            h_a,
-            h_b,
-            damped_a,
-            damped_b,
-            (float(lam_a.mean()), float(lam_b.mean())),
-            op,
-            va,
-            vb,
-            cost,
-            {"hessian": t1 - t0, "costs": t2 - t1},
-        )
         self._cache[key] = analysis
         while len(self._cache) > 2:
             self._cache.popitem(last=False)
         return analysis
 
-    def _hessian(self, index: int, task: int, kind: str) -> LayerHessian:
+    def _variant(self, analysis: _Analysis, damping: float) -> _Variant:
+        if damping in analysis.variants:
+            return analysis.variants[damping]
+        damped_a, lam_a = damp(analysis.h_a.blocks, damping)
+        damped_b, lam_b = damp(analysis.h_b.blocks, damping)
+        op = sharing_operator(damped_a, damped_b)
+        cost = cost_matrix(analysis.va, analysis.vb, op.h_hat)
+        if not torch.isfinite(cost).all():
+            raise ValueError("the cost matrix has NaN or Inf entries (activations overflowed?)")
+        lambdas = (float(lam_a.mean()), float(lam_b.mean()))
+        variant = _Variant(damping, damped_a, damped_b, lambdas, op, cost)
+        analysis.variants[damping] = variant
+        return variant
+
+    def _merge(
+        self, analysis: _Analysis, variant: _Variant, chosen: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = analysis.va[chosen[:, 0]], analysis.vb[chosen[:, 1]]
+        if self.config.method == "mtz":
+            merged = hessian_merge(a, b, variant.op)
+        else:
+            merged = average_merge(a, b)
+        return merged, merge_error(merged, a, b, variant.damped_a, variant.damped_b)
+
+    def _select_damping(
+        self, index: int, analysis: _Analysis, k: int, chosen: torch.Tensor | None = None
+    ) -> tuple[float, dict[float, float]]:
+        """Per factor of the grid: match, merge, and score the merge on the held-out samples."""
+        held_a, held_b = analysis.held  # type: ignore[misc]
+        scores: dict[float, float] = {}
+        for damping in AUTO_DAMPING_GRID:
+            self._cancel.check()
+            variant = self._variant(analysis, damping)
+            pairs = chosen if chosen is not None else self._choose(index, analysis, variant, k)
+            pairs = pairs.to(self.algebra_device)
+            merged, _ = self._merge(analysis, variant, pairs)
+            a, b = analysis.va[pairs[:, 0]], analysis.vb[pairs[:, 1]]
+            scores[damping] = float(merge_error(merged, a, b, held_a, held_b).sum())
+        best = min(scores, key=lambda d: (scores[d], -d))
+        return best, scores
+
+    def _hessian(
+        self, index: int, task: int, kind: str, split: bool
+    ) -> tuple[LayerHessian, torch.Tensor | None]:
+        """Task `task`'s Hessian of layer `index`; with `split`, also the held-out part's."""
         layer = self.model.layers[index]
         spec, s = layer.spec, layer.sizes.in_shared
         blocks, dim = hessian_shape(spec, s, kind)
         if s == 0:  # no shared inputs: a shared neuron shares only its bias, and E[1·1] = 1
             ones = torch.ones(blocks, 1, 1, dtype=torch.float64, device=self.algebra_device)
-            return LayerHessian(ones, kind, 0, 0)
+            return LayerHessian(ones, kind, 0, 0), (ones if split else None)
         acc = SecondMoment(dim, blocks, self.algebra_device)
+        hold = SecondMoment(dim, blocks, self.algebra_device) if split else None
         s_cols = s * (spec.positions if spec.kind == "linear" else 1)
-        samples = 0
+        seen = [0]
 
         def take(xs: list[torch.Tensor]) -> None:
-            acc.update(hessian_rows(xs[0][:, :s_cols], spec, kind))
+            x = xs[0][:, :s_cols]
+            if hold is None:
+                acc.update(hessian_rows(x, spec, kind))
+                return
+            idx = torch.arange(seen[0], seen[0] + x.shape[0], device=x.device)
+            out = idx % AUTO_HOLDOUT_EVERY == AUTO_HOLDOUT_EVERY - 1
+            acc.update(hessian_rows(x[~out], spec, kind))
+            if bool(out.any()):
+                hold.update(hessian_rows(x[out], spec, kind))
+            seen[0] += x.shape[0]
 
-        data = self.data[task]
+        samples = self._stream(index, task, self.data[task], take, "hessian")
+        if hold is not None and (hold.n == 0 or acc.n == 0):
+            raise ValueError(
+                f"damping='auto' holds out every {AUTO_HOLDOUT_EVERY}th calibration sample; "
+                f"data_{'ab'[task]} has {samples} samples, give at least {AUTO_HOLDOUT_EVERY}"
+            )
+        held = hold.finalize() if hold is not None else None
+        used = samples - samples // AUTO_HOLDOUT_EVERY if split else samples
+        return LayerHessian(acc.finalize(), kind, acc.n, used), held
+
+    def _stream(self, index: int, task: int, data: CalibrationData, take, stage: str) -> int:
+        """Run every batch of `data` through task `task` up to layer `index`; feed `take`."""
+        layer = self.model.layers[index]
         total = data.total()
+        samples = 0
         was_training = self.model.training
         self.model.eval()
         try:
@@ -436,19 +531,60 @@ class ZipSession:
                     self._cancel.check()
                     run(lambda x=x: self.model(x, task))
                     samples += x.shape[0]
-                    self._emit(index, "hessian", i + 1, total, task)
+                    self._emit(index, stage, i + 1, total, task)
         finally:
             self.model.train(was_training)
-        return LayerHessian(acc.finalize(), kind, acc.n, samples)
+        return samples
 
-    def _choose(self, index: int, analysis: _Analysis, k: int) -> torch.Tensor:
+    def _measure(
+        self,
+        index: int,
+        old: ZippedLayer,
+        pairs: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+    ) -> float:
+        """½·mean over held-out samples (× positions) of Σ over shared neurons of the squared
+        pre-activation change, summed over both tasks: the predicted error, measured."""
+        if pairs.shape[0] == 0:
+            return 0.0
+        layer = self.model.layers[index]
+        spec, s = layer.spec, layer.sizes.in_shared
+        s_cols = layer.input_columns(s)
+        total = 0.0
+        for task, data in enumerate(self.heldout):  # type: ignore[arg-type]
+            rows = pairs[:, task].to(old.own_bias[task].device)
+            d_w = weight.to(self.algebra_device) - old.own_weight[task][rows, :s_cols].to(
+                self.algebra_device, torch.float64
+            )
+            d_b = bias.to(self.algebra_device) - old.own_bias[task][rows].to(
+                self.algebra_device, torch.float64
+            )
+            sums = [0.0, 0]
+
+            def take(xs: list[torch.Tensor], d_w=d_w, d_b=d_b, sums=sums) -> None:
+                x = xs[0][:, :s_cols].to(self.algebra_device, torch.float64)
+                if s == 0:
+                    n = x.shape[0] * (math.prod(spec.out_shape[1:]) if spec.kind == "conv" else 1)
+                    sums[0] += float((d_b**2).sum()) * n
+                    sums[1] += n
+                    return
+                dy = layer.apply_weights(x, d_w, d_b)
+                sums[0] += float((dy**2).sum())
+                sums[1] += dy.shape[0] * (dy[0, 0].numel())
+
+            self._stream(index, task, data, take, "heldout")
+            total += 0.5 * sums[0] / sums[1]
+        return total
+
+    def _choose(self, index: int, analysis: _Analysis, variant: _Variant, k: int) -> torch.Tensor:
         method, match = self.config.method, self.config.matching
         solver = greedy_pairs if match == "greedy" else optimal_pairs
         if method in ("mtz", "mtz-avg"):
-            return solver(analysis.cost, k)
+            return solver(variant.cost, k)
         if method == "euclidean":
             return solver(squared_distance(analysis.va, analysis.vb), k)
-        n_a, n_b = analysis.cost.shape
+        n_a, n_b = variant.cost.shape
         rng = np.random.default_rng([self.config.seed, index])
         rows = rng.choice(n_a, size=k, replace=False)
         cols = rng.choice(n_b, size=k, replace=False)
@@ -472,67 +608,18 @@ class ZipSession:
                     )
 
 
-def zip_models(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    data_a: Any,
-    data_b: Any,
-    *,
-    share: Any = 1.0,
-    pairs: Mapping[str, Any] | None = None,
-    method: str = "mtz",
-    matching: str = "greedy",
-    hessian: str = "exact",
-    flatten_hessian: str = "auto",
-    damping: float | None = None,
-    seed: int = 0,
-    device: Any = None,
-    progress: ProgressCallback | None = None,
-    after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
-) -> ZipResult:
-    """Zip every hidden layer of two models; see README and docs/method.md.
+def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    `share`: a fraction in [0, 1] or a count for every layer, or a dict by layer name (missing
-    layers: 0). `pairs`: {layer name: k×2 array} rebuilds a given zip exactly (overrides `share`;
-    missing layers: 0).
-    """
-    config = ZipConfig(
-        method=method,
-        matching=matching,
-        hessian=hessian,
-        flatten_hessian=flatten_hessian,
-        damping=ZipConfig.default_damping() if damping is None else damping,
-        seed=seed,
+
+def _combine(first: TrainReport | None, second: TrainReport) -> TrainReport:
+    if first is None:
+        return second
+    return TrainReport(
+        first.iterations + second.iterations,
+        first.samples + second.samples,
+        first.losses + second.losses,
+        first.seconds + second.seconds,
+        second.cancelled,
+        second.device,
     )
-    session = ZipSession(
-        model_a,
-        model_b,
-        data_a,
-        data_b,
-        config=config,
-        device=device,
-        progress=progress,
-        after_step=after_step,
-    )
-    layers = session.hidden_layers
-    names = [name for name, _, _ in layers]
-    if pairs is not None:
-        if not isinstance(pairs, Mapping):
-            raise TypeError(
-                f"pairs must be a dict {{layer name: k×2 array}}, got {type(pairs).__name__}"
-            )
-        unknown = sorted(set(pairs) - set(names))
-        if unknown:
-            raise ValueError(f"pairs names unknown layers {unknown}; the layers are {names}")
-        checked = {
-            name: validate_pairs(pairs.get(name, np.zeros((0, 2), np.int64)), n_a, n_b, name=name)
-            for name, n_a, n_b in layers
-        }
-        for name in names:
-            session.step(pairs=checked[name])
-        return session.result()
-    return session.run(resolve_shares(share, layers))
-
-
-def hidden_layer_names(sessions: Sequence[ZipSession]) -> list[str]:  # pragma: no cover - helper
-    return [name for name, _, _ in sessions[0].hidden_layers]

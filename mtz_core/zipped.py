@@ -84,10 +84,10 @@ class ZippedLayer(nn.Module):
     def out_width(self, task: int) -> int:
         return self.sizes.shared + self.sizes.out_own[task]
 
-    def _cols(self, units: int) -> int:
+    def input_columns(self, units: int) -> int:
         return units * (self.spec.positions if self.spec.kind == "linear" else 1)
 
-    def _apply(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    def apply_weights(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
         if self.spec.kind == "linear":
             return F.linear(x, weight, bias)
         sp = self.spec
@@ -109,16 +109,18 @@ class ZippedLayer(nn.Module):
         When they are, the shared neurons' product with the shared inputs is computed once for
         all tasks (`forward_all`'s single pass where layers are shared).
         """
-        s_cols = self._cols(self.sizes.in_shared)
+        s_cols = self.input_columns(self.sizes.in_shared)
         if self.spec.kind == "conv" and not shared_same:
             outs = []
             for x, t in zip(xs, tasks):
                 w, b = self.task_weight(t)
-                outs.append(self._apply(x, w, b))
+                outs.append(self.apply_weights(x, w, b))
             return outs, False
         common = None
         if shared_same and self.sizes.shared:
-            common = self._apply(_narrow(xs[0], 0, s_cols), self.shared_weight, self.shared_bias)
+            common = self.apply_weights(
+                _narrow(xs[0], 0, s_cols), self.shared_weight, self.shared_bias
+            )
         outs = []
         for x, t in zip(xs, tasks):
             u = self.sizes.in_own[t]
@@ -126,11 +128,15 @@ class ZippedLayer(nn.Module):
                 if common is not None:
                     ys = common
                 else:
-                    ys = self._apply(_narrow(x, 0, s_cols), self.shared_weight, self.shared_bias)
+                    ys = self.apply_weights(
+                        _narrow(x, 0, s_cols), self.shared_weight, self.shared_bias
+                    )
                 if u:
-                    ys = ys + self._apply(_narrow(x, s_cols, None), self.shared_own_weight[t], None)
+                    ys = ys + self.apply_weights(
+                        _narrow(x, s_cols, None), self.shared_own_weight[t], None
+                    )
             yo = (
-                self._apply(x, self.own_weight[t], self.own_bias[t])
+                self.apply_weights(x, self.own_weight[t], self.own_bias[t])
                 if self.sizes.out_own[t]
                 else None
             )
@@ -349,7 +355,7 @@ class ZippedNet(nn.Module):
             LayerSizes(k, tuple(o - k for o in sz.out_own), 0, nsz.out_own),
             like,
         )
-        s_cols = old._cols(sz.in_shared)
+        s_cols = old.input_columns(sz.in_shared)
         dev = like.device
         with torch.no_grad():
             new.shared_weight.copy_(shared_weight.reshape(new.shared_weight.shape))

@@ -158,7 +158,11 @@ def _gen():
         ({"matching": "best"}, ValueError, r"unknown matching 'best'"),
         ({"hessian": "diag"}, ValueError, r"unknown hessian 'diag'"),
         ({"flatten_hessian": "kron"}, ValueError, r"unknown flatten_hessian 'kron'"),
-        ({"damping": -1.0}, ValueError, r"damping must be a finite number >= 0, got -1.0"),
+        (
+            {"damping": -1.0},
+            ValueError,
+            r"damping must be a finite number >= 0 or 'auto', got -1.0",
+        ),
         ({"damping": math.nan}, ValueError, r"damping"),
         ({"seed": -2}, ValueError, r"seed"),
         ({"device": "cuda:7"}, ValueError, r"cuda"),

@@ -125,8 +125,8 @@ def test_predicted_error_equals_measured_first_layer_change(name):
         x = _before_first_layer(result.model, x)
         w_new, b_new = (t.double() for t in zipped_first.task_weight(task))
         w_old, b_old = (t.double() for t in orig.task_weight(task))
-        y_new = zipped_first._apply(x, w_new, b_new)[:, : rec.k]
-        y_old = zipped_first._apply(x, w_old, b_old)[:, torch.as_tensor(rec.pairs[:, col])]
+        y_new = zipped_first.apply_weights(x, w_new, b_new)[:, : rec.k]
+        y_old = zipped_first.apply_weights(x, w_old, b_old)[:, torch.as_tensor(rec.pairs[:, col])]
         diff = (y_new - y_old) ** 2
         rows = diff.shape[0] * (diff[0, 0].numel())
         measured += 0.5 * diff.sum().item() / rows

@@ -1,0 +1,141 @@
+"""`zip_models`: the one-call front door — zip every hidden layer, retraining between layers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from .config import ZipConfig
+from .matching import resolve_shares, validate_pairs
+from .progress import ProgressCallback, ZipCancelled
+from .records import LayerRecord, ZipResult
+from .session import ZipSession
+
+__all__ = ["zip_models", "resolve_iterations"]
+
+
+def resolve_iterations(iterations: Any, names: Sequence[str]) -> dict[str, int]:
+    """Retraining iterations per layer from an int (every layer), a list (in layer order) or a
+    dict by layer name (missing layers: 0)."""
+
+    def check(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"retrain_iterations{where} must be an int >= 0, got {value!r}")
+        return int(value)
+
+    if isinstance(iterations, Mapping):
+        unknown = sorted(set(iterations) - set(names))
+        if unknown:
+            raise ValueError(f"retrain_iterations names unknown layers {unknown}; layers: {names}")
+        return {n: check(iterations.get(n, 0), f"[{n!r}]") for n in names}
+    if isinstance(iterations, (list, tuple)):
+        if len(iterations) != len(names):
+            raise ValueError(
+                f"retrain_iterations has {len(iterations)} entries for {len(names)} hidden "
+                f"layers {names}"
+            )
+        return {n: check(v, f"[{i}]") for i, (n, v) in enumerate(zip(names, iterations))}
+    value = check(iterations, "")
+    return dict.fromkeys(names, value)
+
+
+def zip_models(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data_a: Any,
+    data_b: Any,
+    *,
+    share: Any = 1.0,
+    pairs: Mapping[str, Any] | None = None,
+    method: str = "mtz",
+    matching: str = "greedy",
+    hessian: str = "exact",
+    flatten_hessian: str = "auto",
+    damping: float | str | None = None,
+    seed: int = 0,
+    device: Any = None,
+    progress: ProgressCallback | None = None,
+    retrain_iterations: Any = 0,
+    train_a: Any = None,
+    train_b: Any = None,
+    lr: float = 0.01,
+    optimizer: str = "sgd",
+    heldout_a: Any = None,
+    heldout_b: Any = None,
+    after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
+) -> ZipResult:
+    """Zip every hidden layer of two models (bottom-up), retraining after each if asked.
+
+    `share`: a fraction in [0, 1] or a count for every layer, or a dict by layer name (missing
+    layers: 0). `pairs`: {layer name: k×2 array} rebuilds a given zip exactly (overrides
+    `share`; missing layers: 0). `retrain_iterations`: an int for every layer, a list, or a
+    dict by layer name, with `train_a`/`train_b` re-iterable (inputs, labels) batches; the next
+    layer's Hessians are computed after that retraining. `heldout_a`/`heldout_b`: data the
+    Hessians never see, to measure each layer's error (`LayerRecord.heldout_error`).
+    """
+    config = ZipConfig(
+        method=method,
+        matching=matching,
+        hessian=hessian,
+        flatten_hessian=flatten_hessian,
+        damping=ZipConfig.default_damping() if damping is None else damping,
+        seed=seed,
+    )
+
+    def between_layers(session: ZipSession, record: LayerRecord) -> None:
+        its = iterations[record.name]
+        if its:
+            rep = session.retrain(
+                train_a,
+                train_b,
+                iterations=its,
+                lr=lr,
+                optimizer=optimizer,
+                seed=seed + record.index,
+            )
+            if rep.cancelled:
+                raise ZipCancelled(
+                    f"cancelled while retraining after layer {record.name!r}; the network keeps "
+                    f"the weights of the last completed iteration ({rep.iterations})"
+                )
+        if after_step is not None:
+            after_step(session, record)
+
+    session = ZipSession(
+        model_a,
+        model_b,
+        data_a,
+        data_b,
+        config=config,
+        device=device,
+        progress=progress,
+        after_step=between_layers,
+        heldout_a=heldout_a,
+        heldout_b=heldout_b,
+    )
+    layers = session.hidden_layers
+    names = [name for name, _, _ in layers]
+    iterations = resolve_iterations(retrain_iterations, names)
+    if any(iterations.values()) and (train_a is None or train_b is None):
+        raise ValueError(
+            "retrain_iterations > 0 needs train_a and train_b ((inputs, labels) batches)"
+        )
+    if pairs is not None:
+        if not isinstance(pairs, Mapping):
+            raise TypeError(
+                f"pairs must be a dict {{layer name: k×2 array}}, got {type(pairs).__name__}"
+            )
+        unknown = sorted(set(pairs) - set(names))
+        if unknown:
+            raise ValueError(f"pairs names unknown layers {unknown}; the layers are {names}")
+        checked = {
+            name: validate_pairs(pairs.get(name, np.zeros((0, 2), np.int64)), n_a, n_b, name=name)
+            for name, n_a, n_b in layers
+        }
+        for name in names:
+            session.step(pairs=checked[name])
+        return session.result()
+    return session.run(resolve_shares(share, layers))

@@ -1,0 +1,277 @@
+"""Training one model, and retraining a zipped network jointly on both tasks.
+
+Retraining is what recovers accuracy after each zipped layer (the method page): all parameters,
+the sum of the two task losses, one batch of each task per step, for a short number of
+iterations. Both loops share one engine: iterate re-iterable batch sources round and round, take
+an optimizer step, report progress, stop cleanly when cancelled (keeping the weights of the last
+completed step) and restore the starting weights if the loss turns NaN.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .progress import CancelToken
+
+__all__ = [
+    "OPTIMIZERS",
+    "TrainProgress",
+    "TrainReport",
+    "TrainingDiverged",
+    "resolve_device",
+    "train",
+    "retrain",
+]
+
+#: sgd with momentum 0.9 is the default (the method's retraining used SGD, lr 0.01).
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or Inf; the model was put back to its weights before training."""
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Iteration `iteration` of `total` done; `losses` per task for that iteration."""
+
+    iteration: int
+    total: int
+    losses: tuple[float, ...]
+
+
+@dataclass
+class TrainReport:
+    """What a (re)training run did."""
+
+    iterations: int  # completed optimizer steps
+    samples: int  # training samples seen, all tasks together
+    losses: list[tuple[float, ...]] = field(default_factory=list)  # per step, per task
+    seconds: float = 0.0
+    cancelled: bool = False
+    device: str = "cpu"
+
+    def final_losses(self, window: int = 20) -> tuple[float, ...]:
+        """Mean loss per task over the last `window` steps (empty when nothing ran)."""
+        tail = self.losses[-window:]
+        if not tail:
+            return ()
+        return tuple(sum(step[t] for step in tail) / len(tail) for t in range(len(tail[0])))
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """`auto` (or None): CUDA, then MPS, then CPU. A named device must exist here."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} was asked for, but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {str(dev)!r} does not exist; this machine has {torch.cuda.device_count()} "
+            "CUDA device(s)"
+        )
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' was asked for, but MPS is not available here")
+    return dev
+
+
+def _cycle(
+    data: Any, label: str, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (x, y) batches from a re-iterable collection, restarted as needed."""
+    if isinstance(data, Iterator) or data is None or iter(data) is data:
+        raise TypeError(
+            f"{label} must be a re-iterable collection of (inputs, labels) batches (a list or a "
+            f"DataLoader), got {type(data).__name__}"
+        )
+    while True:
+        empty = True
+        for i, batch in enumerate(data):
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise TypeError(f"{label} batch {i} must be an (inputs, labels) pair")
+            x, y = batch[0], batch[1]
+            if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+                raise TypeError(f"{label} batch {i}: inputs and labels must be tensors")
+            if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+                raise ValueError(
+                    f"{label} batch {i}: labels must be a 1-D integer tensor with one label per "
+                    f"input, got shape {tuple(y.shape)} for {x.shape[0]} inputs"
+                )
+            empty = False
+            yield x.to(device, non_blocking=True), y.to(device, torch.long, non_blocking=True)
+        if empty:
+            raise ValueError(f"{label} yielded no batches")
+
+
+def _optimizer(
+    params: Sequence[nn.Parameter], name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
+
+
+def _run(
+    model: nn.Module,
+    sources: Sequence[tuple[Any, str]],
+    loss_fn: Callable[[Sequence[tuple[torch.Tensor, torch.Tensor]]], list[torch.Tensor]],
+    *,
+    iterations: int,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    weight_decay: float,
+    seed: int,
+    device: torch.device,
+    progress: Callable[[TrainProgress], None] | None,
+    cancel: CancelToken | None,
+) -> TrainReport:
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+    report = TrainReport(0, 0, device=str(device))
+    if iterations == 0:
+        return report
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad and p.numel()]
+    opt = _optimizer(params, optimizer, lr, momentum, weight_decay)
+    cycles = [_cycle(data, label, device) for data, label in sources]
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    t0 = time.perf_counter()
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for it in range(iterations):
+                if cancel is not None and cancel.cancelled:
+                    report.cancelled = True
+                    break
+                batches = [next(c) for c in cycles]
+                losses = loss_fn(batches)
+                total = torch.stack(losses).sum()
+                if not torch.isfinite(total):
+                    model.load_state_dict(start)
+                    raise TrainingDiverged(
+                        f"the loss became {float(total)} at iteration {it + 1}; the weights "
+                        f"were restored to before training (try a lower lr than {lr})"
+                    )
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                values = tuple(float(v.detach()) for v in losses)
+                report.losses.append(values)
+                report.iterations = it + 1
+                report.samples += sum(b[0].shape[0] for b in batches)
+                if progress is not None:
+                    progress(TrainProgress(it + 1, iterations, values))
+    finally:
+        model.train(was_training)
+        report.seconds = time.perf_counter() - t0
+    return report
+
+
+def train(
+    model: nn.Module,
+    data: Any,
+    *,
+    iterations: int,
+    lr: float = 0.01,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device | None = "auto",
+    progress: Callable[[TrainProgress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> TrainReport:
+    """Train one model for one task (cross-entropy), in place; the model moves to `device`."""
+    dev = resolve_device(device)
+
+    def loss_fn(batches):
+        ((x, y),) = batches
+        return [F.cross_entropy(model(x), y)]
+
+    return _run(
+        model,
+        [(data, "data")],
+        loss_fn,
+        iterations=iterations,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=dev,
+        progress=progress,
+        cancel=cancel,
+    )
+
+
+def retrain(
+    model: nn.Module,
+    train_a: Any,
+    train_b: Any,
+    *,
+    iterations: int,
+    lr: float = 0.01,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> TrainReport:
+    """Joint retraining of a zipped network: loss_A + loss_B, one batch of each task per step.
+
+    `device=None` keeps the network where it is; labels index each task's own head.
+    """
+    if device is None:
+        dev = next(model.parameters()).device
+    else:
+        dev = resolve_device(device)
+
+    def loss_fn(batches):
+        (xa, ya), (xb, yb) = batches
+        return [F.cross_entropy(model(xa, 0), ya), F.cross_entropy(model(xb, 1), yb)]
+
+    return _run(
+        model,
+        [(train_a, "train_a"), (train_b, "train_b")],
+        loss_fn,
+        iterations=iterations,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=dev,
+        progress=progress,
+        cancel=cancel,
+    )
