@@ -1,0 +1,175 @@
+"""The built-in demo pairs: small pre-trained models the app, tests and docs load offline.
+
+Each pair is made by `build_demo` with fixed seeds (`scripts/make_assets.py` runs it for all;
+rerunning reproduces the files) and stored under `assets/demos/<name>/` as `a.safetensors`,
+`b.safetensors` (checkpoints with their model spec and task) and `a.json`, `b.json` (cards:
+architecture, task, preprocessing, data split, accuracy, seed, format version).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .checkpoints import load_checkpoint, save_checkpoint
+from .data import Task, load_task
+from .evaluation import evaluate
+from .models import create_model
+from .training import train
+
+__all__ = ["DemoSpec", "DemoPair", "DEMOS", "ASSETS_DIR", "list_demos", "build_demo", "load_demo"]
+
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "demos"
+CARD_FORMAT = "mtz-demo-card"
+CARD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    name: str
+    title: str
+    description: str
+    model: str
+    task_a: str
+    task_b: str
+    options: dict[str, Any] = field(default_factory=dict)
+    iterations: int = 1500
+    lr: float = 0.05
+    batch_size: int = 64
+    seed_a: int = 1
+    seed_b: int = 2
+    data_seed: int = 0
+
+
+DEMOS: dict[str, DemoSpec] = {
+    d.name: d
+    for d in (
+        DemoSpec(
+            "digits-mlp",
+            "LeNet-300-100 on 8×8 digits: 0–4 vs 5–9",
+            "Two LeNet-300-100 networks, one per half of the digits, each with a 5-way head.",
+            "lenet300",
+            "digits:0-4",
+            "digits:5-9",
+        ),
+        DemoSpec(
+            "digits-conv",
+            "Small LeNet-5 on 8×8 digits: which digit vs odd/even",
+            "Two small conv nets (8 and 16 channels, 64 hidden units): all ten digits, and parity.",
+            "lenet5",
+            "digits",
+            "digits:parity",
+            options={"channels": (8, 16), "hidden": 64, "conv_relu": True},
+        ),
+        DemoSpec(
+            "moons-circles",
+            "2-D teaching pair: moons vs circles",
+            "Two small MLPs (16, 16) on generated 2-D points, for decision-boundary pictures.",
+            "mlp",
+            "moons",
+            "circles",
+            options={"widths": (16, 16)},
+            iterations=2000,
+            lr=0.1,
+        ),
+    )
+}
+
+
+@dataclass
+class DemoPair:
+    spec: DemoSpec
+    model_a: nn.Module
+    model_b: nn.Module
+    task_a: Task
+    task_b: Task
+    card_a: dict[str, Any]
+    card_b: dict[str, Any]
+
+
+def list_demos() -> list[str]:
+    return list(DEMOS)
+
+
+def _spec(name: str) -> DemoSpec:
+    if name not in DEMOS:
+        raise ValueError(f"unknown demo {name!r}; the demos are {list(DEMOS)}")
+    return DEMOS[name]
+
+
+def _card(demo: DemoSpec, which: str, model: nn.Module, task: Task, seed: int) -> dict[str, Any]:
+    return {
+        "format": CARD_FORMAT,
+        "format_version": CARD_VERSION,
+        "demo": demo.name,
+        "model": which,
+        "architecture": model.mtz_spec.to_dict(),
+        "task": task.name,
+        "preprocessing": {"mean": list(task.mean), "std": list(task.std), "pad_to": task.pad_to},
+        "split": {
+            "seed": task.seed,
+            "calib": task.size("calib"),
+            "test": task.size("test"),
+            "rule": "stratified 80/20 (mtz_core.data)",
+        },
+        "accuracy": {
+            split: round(evaluate(model, task.batches(split, 512)).accuracy, 4)
+            for split in ("calib", "test")
+        },
+        "training": {
+            "iterations": demo.iterations,
+            "lr": demo.lr,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "batch_size": demo.batch_size,
+        },
+        "seed": seed,
+    }
+
+
+def build_demo(name: str, out_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Train demo pair `name` with its fixed seeds and write it (default: `ASSETS_DIR/name`)."""
+    demo = _spec(name)
+    out = Path(out_dir) if out_dir is not None else ASSETS_DIR / name
+    out.mkdir(parents=True, exist_ok=True)
+    cards = {}
+    for which, task_text, seed in (
+        ("a", demo.task_a, demo.seed_a),
+        ("b", demo.task_b, demo.seed_b),
+    ):
+        task = load_task(task_text, seed=demo.data_seed)
+        model = create_model(
+            demo.model, task.input_shape, task.num_classes, seed=seed, **demo.options
+        )
+        data = task.batches("calib", demo.batch_size, shuffle=True, seed=seed)
+        train(model, data, iterations=demo.iterations, lr=demo.lr, seed=seed, device="cpu")
+        model.eval()
+        card = _card(demo, which, model, task, seed)
+        save_checkpoint(model, None, out / f"{which}.safetensors", task=task.name)
+        (out / f"{which}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        cards[which] = card
+    return cards
+
+
+def load_demo(name: str, root: str | Path | None = None) -> DemoPair:
+    """Load demo pair `name` with its two tasks (offline; no download)."""
+    demo = _spec(name)
+    folder = Path(root) / name if root is not None else ASSETS_DIR / name
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"demo {name!r} is missing at {folder}; run `python scripts/make_assets.py` to make it"
+        )
+    models, tasks, cards = [], [], []
+    for which in ("a", "b"):
+        card = json.loads((folder / f"{which}.json").read_text())
+        if card.get("format") != CARD_FORMAT or card.get("format_version") != CARD_VERSION:
+            raise ValueError(f"{folder / which}.json is not a version-{CARD_VERSION} demo card")
+        model, _ = load_checkpoint(folder / f"{which}.safetensors")
+        models.append(model.eval())
+        tasks.append(load_task(card["task"], seed=card["split"]["seed"]))
+        cards.append(card)
+    return DemoPair(demo, models[0], models[1], tasks[0], tasks[1], cards[0], cards[1])

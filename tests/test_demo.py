@@ -1,0 +1,47 @@
+"""The shipped demo pairs load offline, match their cards, zip, and are reproducible."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtz_core import evaluate, zip_models
+from mtz_core.demo import ASSETS_DIR, DEMOS, build_demo, load_demo
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_demo_loads_and_matches_its_cards(name):
+    pair = load_demo(name)
+    for model, task, card in (
+        (pair.model_a, pair.task_a, pair.card_a),
+        (pair.model_b, pair.task_b, pair.card_b),
+    ):
+        assert card["task"] == task.name
+        acc = evaluate(model, task.batches("test", 512)).accuracy
+        assert acc == pytest.approx(card["accuracy"]["test"], abs=1e-4)
+        assert acc > 0.9
+    calib_a = [x for x, _ in pair.task_a.batches("calib", 256, limit=512)]
+    calib_b = [x for x, _ in pair.task_b.batches("calib", 256, limit=512)]
+    result = zip_models(pair.model_a, pair.model_b, calib_a, calib_b, share=0.5)
+    assert 0 < result.saved_fraction < 0.5
+
+
+def test_demo_assets_are_small():
+    total = sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file())
+    assert total < 5 * 2**20
+
+
+def test_rebuilding_a_demo_reproduces_its_files(tmp_path):
+    build_demo("moons-circles", tmp_path)
+    for which in ("a", "b"):
+        shipped = load_file(ASSETS_DIR / "moons-circles" / f"{which}.safetensors")
+        rebuilt = load_file(tmp_path / f"{which}.safetensors")
+        assert shipped.keys() == rebuilt.keys()
+        for key in shipped:
+            assert torch.equal(shipped[key], rebuilt[key]), key
+
+
+def test_unknown_demo():
+    with pytest.raises(ValueError, match="unknown demo 'nope'"):
+        load_demo("nope")
