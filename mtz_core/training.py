@@ -32,6 +32,8 @@ __all__ = [
 
 #: sgd with momentum 0.9 is the default (the method's retraining used SGD, lr 0.01).
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: constant lr (retraining's short runs), or cosine decay to 0 over the run (training originals).
+SCHEDULES = ("constant", "cosine")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -151,7 +153,10 @@ def _run(
     device: torch.device,
     progress: Callable[[TrainProgress], None] | None,
     cancel: CancelToken | None,
+    schedule: str = "constant",
 ) -> TrainReport:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
     report = TrainReport(0, 0, device=str(device))
@@ -160,6 +165,9 @@ def _run(
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad and p.numel()]
     opt = _optimizer(params, optimizer, lr, momentum, weight_decay)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations) if schedule == "cosine" else None
+    )
     cycles = [_cycle(data, label, device) for data, label in sources]
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training
@@ -184,6 +192,8 @@ def _run(
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 values = tuple(float(v.detach()) for v in losses)
                 report.losses.append(values)
                 report.iterations = it + 1
@@ -209,6 +219,7 @@ def train(
     device: str | torch.device | None = "auto",
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: CancelToken | None = None,
+    schedule: str = "constant",
 ) -> TrainReport:
     """Train one model for one task (cross-entropy), in place; the model moves to `device`."""
     dev = resolve_device(device)
@@ -230,6 +241,7 @@ def train(
         device=dev,
         progress=progress,
         cancel=cancel,
+        schedule=schedule,
     )
 
 

@@ -1,0 +1,413 @@
+"""The MTZ paper's experiments, reproduced with this project's defaults; writes docs/results.md.
+
+    python -m experiments.originals --data-root ../shared/data/mnist   # once: train, cache
+    python -m experiments.paper --data-root ../shared/data/mnist       # the tables (minutes)
+    python -m experiments.paper --quick --out /tmp/results.md           # CI's reduced run
+
+Every number is a mean ± std over seeds: pairs of originals (different training seeds) and
+retraining seeds. Accuracies are on the held-out test split, which neither the Hessians nor the
+retraining ever see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mtz_core import evaluate, evaluate_zipped, retrain, zip_models
+from mtz_core.data import Task
+from mtz_core.demo import load_demo
+
+from . import originals as orig
+from .report import Report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Sizes of a run: the full one, or CI's quick one."""
+
+    seeds: int = 3
+    calib: int = 4096  # Hessian samples per task
+    shares: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    retrain: int = 300  # retraining iterations per layer (batch 32 per task)
+    vgg_retrain: int = 100
+    fresh_cap: int = 20000  # iterations at most when training a fresh network
+    fresh_every: int = 1000
+    test_limit: int | None = None
+    heldout: int = 1000  # held-out samples for the measured layer error
+    damping_samples: tuple[int, ...] = (256, 1024, 4096)
+    damping_grid: tuple[float | str, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, "auto")
+    lenet5: bool = True
+    vgg: bool = True
+    originals: Callable | None = field(default=None, compare=False)
+
+
+QUICK = Setup(
+    seeds=1,
+    calib=1024,
+    shares=(0.5, 1.0),
+    retrain=30,
+    vgg_retrain=10,
+    fresh_cap=600,
+    fresh_every=200,
+    test_limit=2000,
+    heldout=500,
+    damping_samples=(256, 1024),
+    damping_grid=(1e-4, 0.1, "auto"),
+    lenet5=False,
+    vgg=False,
+)
+
+
+def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    vals = [v * scale for v in values]
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+class Pair:
+    """Two originals and their tasks, with the data the experiments feed the engine."""
+
+    def __init__(self, a, b, task_a: Task, task_b: Task, setup: Setup, seed: int):
+        self.a, self.b, self.task_a, self.task_b, self.setup, self.seed = (
+            a,
+            b,
+            task_a,
+            task_b,
+            setup,
+            seed,
+        )
+
+    def calib(self, n: int | None = None) -> tuple[list, list]:
+        n = n or self.setup.calib
+        return tuple(
+            [x for x, _ in t.batches("calib", 512, limit=n)] for t in (self.task_a, self.task_b)
+        )
+
+    def heldout(self) -> tuple[list, list]:
+        h = self.setup.heldout
+        return tuple(
+            [x for x, _ in t.batches("test", 500, limit=h)] for t in (self.task_a, self.task_b)
+        )
+
+    def train(self, seed: int) -> tuple:
+        return tuple(
+            t.batches("calib", 32, shuffle=True, seed=seed) for t in (self.task_a, self.task_b)
+        )
+
+    def test(self) -> tuple:
+        lim = self.setup.test_limit
+        return tuple(t.batches("test", 1000, limit=lim) for t in (self.task_a, self.task_b))
+
+    def original_accuracy(self) -> tuple[float, float]:
+        ta, tb = self.test()
+        return evaluate(self.a, ta).accuracy, evaluate(self.b, tb).accuracy
+
+    def zip(self, share, *, method="mtz", retrain_its=0, damping=None, calib=None, seed=None):
+        seed = self.seed if seed is None else seed
+        ca, cb = self.calib(calib)
+        ha, hb = self.heldout()
+        tra, trb = self.train(seed)
+        result = zip_models(
+            self.a,
+            self.b,
+            ca,
+            cb,
+            share=share,
+            method=method,
+            damping=damping,
+            seed=seed,
+            retrain_iterations=retrain_its,
+            train_a=tra,
+            train_b=trb,
+            heldout_a=ha,
+            heldout_b=hb,
+        )
+        sa, sb = evaluate_zipped(result.model, *self.test())
+        return result, sa.accuracy, sb.accuracy
+
+
+def reinitialize(net: torch.nn.Module, seed: int) -> None:
+    """PyTorch's default Linear/Conv init (U(±1/√fan_in)) for every block of a ZippedNet."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in net.layers:
+            sizes = layer.sizes
+            per = layer.spec.kernel_positions if layer.spec.kind == "conv" else layer.spec.positions
+            fan_in = (sizes.in_shared + max(sizes.in_own)) * per
+            bound = 1.0 / math.sqrt(max(1, fan_in))
+            for p in layer.parameters():
+                p.copy_(torch.rand(p.shape, generator=g) * 2 * bound - bound)
+
+
+def fresh_training_cost(pair: Pair, result, target: float, seed: int) -> tuple[int, bool]:
+    """Training samples a freshly initialised network of the zipped architecture needs to reach
+    mean test accuracy `target` (same batch size and lr as retraining); (samples, reached)."""
+    net = result.model.clone()
+    reinitialize(net, seed)
+    tra, trb = pair.train(seed + 100)
+    ta, tb = pair.test()
+    done, setup = 0, pair.setup
+    while done < setup.fresh_cap:
+        retrain(net, tra, trb, iterations=setup.fresh_every, lr=0.01, seed=seed + done)
+        done += setup.fresh_every
+        sa, sb = evaluate_zipped(net, ta, tb)
+        if (sa.accuracy + sb.accuracy) / 2 >= target:
+            return done * 64, True
+    return done * 64, False
+
+
+def pairs_for(arch: str, task_a: str, task_b: str, setup: Setup, data_root: str) -> list[Pair]:
+    get = setup.originals or orig.get_original
+    ta = orig.task_for(arch, task_a, data_root)
+    tb = ta if task_b == task_a else orig.task_for(arch, task_b, data_root)
+    out = []
+    for s in range(setup.seeds):
+        if task_a == task_b:  # same task: two originals with different seeds
+            a, b = get(arch, ta, 2 * s)[0], get(arch, tb, 2 * s + 1)[0]
+        else:
+            a, b = get(arch, ta, s)[0], get(arch, tb, s)[0]
+        out.append(Pair(a, b, ta, tb, setup, seed=s))
+    return out
+
+
+def zip_table(report: Report, title: str, pairs: list[Pair], shares, retrain_its: int, fresh: bool):
+    """Before zipping / after zipping / after retraining per share, plus the no-sharing row.
+
+    Returns {share: {"before": (a, b), "zipped": (a, b), "retrained": (a, b), "ratio": r}}
+    (means over seeds) for the targets check.
+    """
+    rows, out = [], {}
+    orig_acc = [p.original_accuracy() for p in pairs]
+    base = [mean_std([a for a, _ in orig_acc]), mean_std([b for _, b in orig_acc])]
+    for share in (0.0, *shares):
+        zipped, retrained, saved, costs, ratios = [], [], [], [], []
+        for p, before in zip(pairs, orig_acc):
+            if share == 0.0:  # retraining alone, no sharing: the fair reference
+                zipped.append(before)
+            else:
+                _, a1, b1 = p.zip(share)
+                zipped.append((a1, b1))
+            res, a2, b2 = p.zip(share, retrain_its=retrain_its)
+            retrained.append((a2, b2))
+            saved.append(res.saved_fraction)
+            costs.append(res.retrain_samples)
+            if fresh and share == 1.0:
+                samples, reached = fresh_training_cost(p, res, (a2 + b2) / 2, p.seed)
+                ratios.append((samples / max(1, res.retrain_samples), reached))
+        ratio_text, ratio = "—", None
+        if ratios:
+            ratio = statistics.mean(r for r, _ in ratios)
+            ratio_text = ("" if all(ok for _, ok in ratios) else "≥ ") + f"{ratio:.1f}×"
+        rows.append(
+            [
+                "none (retrain only)" if share == 0.0 else f"{share:g}",
+                mean_std(saved),
+                *base,
+                mean_std([a for a, _ in zipped]),
+                mean_std([b for _, b in zipped]),
+                mean_std([a for a, _ in retrained]),
+                mean_std([b for _, b in retrained]),
+                f"{statistics.mean(costs):,.0f}",
+                ratio_text,
+            ]
+        )
+        avg = lambda xs: tuple(statistics.mean(x[i] for x in xs) for i in (0, 1))  # noqa: E731
+        out[share] = {
+            "before": avg(orig_acc),
+            "zipped": avg(zipped),
+            "retrained": avg(retrained),
+            "ratio": ratio,
+        }
+    report.table(
+        title,
+        [
+            "share",
+            "saved_fraction %",
+            "A before",
+            "B before",
+            "A zipped",
+            "B zipped",
+            f"A retrained ({retrain_its}/layer)",
+            f"B retrained ({retrain_its}/layer)",
+            "retraining samples",
+            "fresh training / retraining",
+        ],
+        rows,
+    )
+    return out
+
+
+def baseline_table(report: Report, pairs: list[Pair], shares, retrain_its: int):
+    """mtz against mtz-avg, euclidean and random; returns {(share, method): (before, after)}."""
+    rows, out = [], {}
+    for share in shares:
+        for method in ("mtz", "mtz-avg", "euclidean", "random"):
+            before, after = [], []
+            for p in pairs:
+                _, a1, b1 = p.zip(share, method=method)
+                _, a2, b2 = p.zip(share, method=method, retrain_its=retrain_its)
+                before.append((a1 + b1) / 2)
+                after.append((a2 + b2) / 2)
+            rows.append([f"{share:g}", method, mean_std(before), mean_std(after)])
+            out[share, method] = (statistics.mean(before), statistics.mean(after))
+    report.table(
+        "Baselines at equal shares (LeNet-300-100, MNIST 0–4 vs 5–9): mean test accuracy of the "
+        "two tasks, %",
+        ["share", "method", "before retraining", f"after retraining ({retrain_its}/layer)"],
+        rows,
+    )
+    return out
+
+
+def damping_table(report: Report, pairs: list[Pair], setup: Setup):
+    rows = []
+    for n in setup.damping_samples:
+        for damping in setup.damping_grid:
+            acc, pred, held, ratio, chosen, after = [], [], [], [], [], []
+            for p in pairs:
+                res, a, b = p.zip(1.0, damping=damping, calib=n)
+                acc.append((a + b) / 2)
+                pred.append(sum(r.predicted_error for r in res.layers))
+                held.append(sum(r.heldout_error for r in res.layers))
+                layer = res.model.layers[0]
+                rec = res.layers[0]
+                merged = layer.shared_weight.detach().norm(dim=1)
+                orig_w = torch.stack(
+                    [
+                        p.a[1].weight.detach()[rec.pairs[:, 0]].norm(dim=1),
+                        p.b[1].weight.detach()[rec.pairs[:, 1]].norm(dim=1),
+                    ]
+                ).mean(0)
+                ratio.append(float((merged / orig_w.clamp_min(1e-12)).mean()))
+                chosen.append("/".join(f"{r.damping:g}" for r in res.layers))
+                if n == setup.damping_samples[-1]:
+                    _, a2, b2 = p.zip(1.0, damping=damping, calib=n, retrain_its=setup.retrain)
+                    after.append((a2 + b2) / 2)
+            rows.append(
+                [
+                    n,
+                    f"{damping}" + (f" ({chosen[0]})" if damping == "auto" else ""),
+                    mean_std(acc),
+                    mean_std(pred, 1, 3),
+                    mean_std(held, 1, 3),
+                    mean_std(ratio, 1, 2),
+                    mean_std(after) if after else "—",
+                ]
+            )
+    report.table(
+        "Damping and Hessian samples (LeNet-300-100, MNIST 0–4 vs 5–9, full share; errors summed "
+        "over layers)",
+        [
+            "Hessian samples / task",
+            "damping",
+            "mean acc before retraining %",
+            "predicted layer error",
+            "held-out layer error",
+            "‖merged‖ / ‖original‖ (layer 1)",
+            "mean acc after retraining %",
+        ],
+        rows,
+    )
+    return rows
+
+
+def digits_table(report: Report, setup: Setup):
+    demo = load_demo("digits-mlp")
+    pairs = [
+        Pair(
+            demo.model_a,
+            demo.model_b,
+            demo.task_a,
+            demo.task_b,
+            Setup(**{**setup.__dict__, "calib": 1024, "test_limit": None, "heldout": 300}),
+            seed=s,
+        )
+        for s in range(setup.seeds)
+    ]
+    return zip_table(
+        report,
+        "Embedded digits demo (digits-mlp: LeNet-300-100, digits 0–4 vs 5–9; seeds = "
+        "retraining/calibration seeds)",
+        pairs,
+        setup.shares,
+        setup.retrain,
+        fresh=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument(
+        "--quick", action="store_true", help="CI's reduced run (1 seed, small sizes)"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    setup = QUICK if args.quick else Setup()
+    if args.quick:
+        setup = Setup(**{**QUICK.__dict__, "originals": orig.quick_original})
+    t0 = time.perf_counter()
+    report = Report(args.quick)
+    report.originals(setup)
+    same = pairs_for("lenet300", "mnist", "mnist", setup, args.data_root)
+    same_res = zip_table(
+        report,
+        "Same task (§4.1): two LeNet-300-100 on MNIST, test accuracy %",
+        same,
+        setup.shares,
+        setup.retrain,
+        fresh=True,
+    )
+    if setup.lenet5:
+        l5 = pairs_for("lenet5", "mnist", "mnist", setup, args.data_root)
+        zip_table(
+            report,
+            "Same task (§4.1): two LeNet-5 on MNIST, test accuracy %",
+            l5,
+            setup.shares,
+            setup.retrain,
+            fresh=True,
+        )
+    diff = pairs_for("lenet300", "mnist:0-4", "mnist:5-9", setup, args.data_root)
+    diff_res = zip_table(
+        report,
+        "Different tasks: LeNet-300-100 on MNIST 0–4 vs 5–9 (5-way heads), test accuracy %",
+        diff,
+        setup.shares,
+        setup.retrain,
+        fresh=True,
+    )
+    base_res = baseline_table(report, diff, (0.5, 1.0), setup.retrain)
+    if setup.vgg:
+        vgg = pairs_for("vgg11_bn", "mnist:0-4", "mnist:5-9", setup, args.data_root)
+        zip_table(
+            report,
+            "A small trained VGG: vgg11_bn (width 1/8), MNIST padded to 32×32, "
+            "0–4 vs 5–9, test accuracy %",
+            vgg,
+            (0.5, 1.0),
+            setup.vgg_retrain,
+            fresh=False,
+        )
+    damping_table(report, diff, setup)
+    digits_table(report, setup)
+    report.targets(same_res, diff_res, base_res, setup.retrain)
+    report.finish(time.perf_counter() - t0, args, setup)
+    Path(args.out).write_text(report.text())
+    print(report.text())
+
+
+if __name__ == "__main__":
+    main()
