@@ -9,72 +9,29 @@ one-call front door.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .analysis import LayerAnalysis, hessian_kind
 from .architecture import check_compatible, trace_model
 from .batches import CalibrationData
-from .config import AUTO_DAMPING_GRID, AUTO_HOLDOUT_EVERY, ZipConfig
-from .costs import (
-    SharingOperator,
-    average_merge,
-    cost_matrix,
-    hessian_merge,
-    merge_error,
-    sharing_operator,
-    squared_distance,
-)
-from .hessian import (
-    AUTO_EXACT_MAX_DIM,
-    LayerHessian,
-    SecondMoment,
-    capture_inputs,
-    damp,
-    hessian_rows,
-    hessian_shape,
-)
+from .config import ZipConfig
 from .layout import incoming_vectors, vectors_to_weights
-from .matching import greedy_pairs, optimal_pairs, resolve_shares, validate_pairs
+from .matching import resolve_shares, validate_pairs
 from .progress import CancelToken, ProgressCallback, ProgressEvent
 from .records import LayerRecord, ZipResult
+from .streams import layer_hessian, measure_layer_error
 from .training import TrainReport, retrain
 from .zipped import ZippedLayer, ZippedNet
 
 __all__ = ["ZipSession"]
-
-
-@dataclass
-class _Variant:
-    """The algebra for one damping factor: damped Hessians, Ĥ and the cost matrix."""
-
-    damping: float
-    damped_a: torch.Tensor
-    damped_b: torch.Tensor
-    lambdas: tuple[float, float]
-    op: SharingOperator
-    cost: torch.Tensor
-
-
-@dataclass
-class _Analysis:
-    """One layer's Hessians and incoming vectors, and the algebra per damping (for restep)."""
-
-    kind: str
-    h_a: LayerHessian
-    h_b: LayerHessian
-    held: tuple[torch.Tensor, torch.Tensor] | None  # damping="auto": held-out second moments
-    va: torch.Tensor
-    vb: torch.Tensor
-    seconds: dict[str, float]
-    variants: dict[float, _Variant] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,7 +120,7 @@ class ZipSession:
         self.after_step = after_step
         self.records: list[LayerRecord] = []
         self._undo: list[_Undo] = []
-        self._cache: OrderedDict[tuple[int, int], _Analysis] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], LayerAnalysis] = OrderedDict()
         self._counter = 0
         self._version = 0
         self._cancel = CancelToken()
@@ -199,9 +156,10 @@ class ZipSession:
         analysis = self._analysis(index)
         damping = self.config.damping
         if damping == "auto":
-            k_full = min(len(analysis.va), len(analysis.vb))
-            damping, _ = self._select_damping(index, analysis, k_full)
-        return self._variant(analysis, damping).cost.cpu().numpy()
+            damping, _ = analysis.select_damping(
+                analysis.full_share, self.config, index, check=self._check
+            )
+        return analysis.variant(damping).cost.cpu().numpy()
 
     def result(self) -> ZipResult:
         params = dict(self.params, zipped=self.model.num_parameters())
@@ -250,14 +208,14 @@ class ZipSession:
         scores = None
         damping = cfg.damping
         if damping == "auto":
-            damping, scores = self._select_damping(index, analysis, k, chosen)
-        variant = self._variant(analysis, damping)
+            damping, scores = analysis.select_damping(k, cfg, index, chosen, check=self._check)
+        variant = analysis.variant(damping)
         if chosen is None:
-            chosen = self._choose(index, analysis, variant, k)
+            chosen = analysis.choose(variant, k, cfg, index)
         chosen = chosen.to(self.algebra_device)
         t1 = time.perf_counter()
         self._emit(index, "matching", 1, 1)
-        merged, errors = self._merge(analysis, variant, chosen)
+        merged, errors = analysis.merge(variant, chosen, cfg.method)
         s = layer.sizes.in_shared
         weight, bias = vectors_to_weights(merged, spec, s, analysis.kind)
         self._cancel.check()
@@ -270,7 +228,18 @@ class ZipSession:
         heldout = None
         if self.heldout is not None:
             try:
-                heldout = self._measure(index, old[0], chosen.cpu(), weight, bias)
+                heldout = measure_layer_error(
+                    self.model,
+                    index,
+                    old[0],
+                    chosen.cpu(),
+                    weight,
+                    bias,
+                    self.heldout,
+                    self.algebra_device,
+                    check=self._check,
+                    on_batch=self._on_batch(index, "heldout"),
+                )
             except BaseException:
                 self.model.restore_layers(index, old)
                 raise
@@ -395,200 +364,57 @@ class ZipSession:
             n = len(self.model.layers) - 1
             self.progress(ProgressEvent(name, index, n, stage, done, total, task, losses))
 
-    def _hessian_kind(self, index: int) -> str:
-        layer = self.model.layers[index]
-        spec, s = layer.spec, layer.sizes.in_shared
-        if spec.kind == "conv":
-            return self.config.hessian
-        if spec.positions == 1:
-            return "exact"
-        mode = self.config.flatten_hessian
-        if mode == "auto":
-            return "exact" if s * spec.positions + 1 <= AUTO_EXACT_MAX_DIM else "block"
-        return mode
+    def _check(self) -> None:
+        self._cancel.check()
 
-    def _analysis(self, index: int) -> _Analysis:
+    def _on_batch(self, index: int, stage: str) -> Callable[[int, int | None, int], None]:
+        return lambda done, total, task: self._emit(index, stage, done, total, task)
+
+    def _analysis(self, index: int) -> LayerAnalysis:
+        """The layer's Hessians and vectors for the current network state (cached)."""
         key = (index, self._version)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        kind = self._hessian_kind(index)
-        t0 = time.perf_counter()
-        split = self.config.damping == "auto"
-        (h_a, held_a), (h_b, held_b) = (self._hessian(index, t, kind, split) for t in (0, 1))
-        t1 = time.perf_counter()
         layer = self.model.layers[index]
-        s = layer.sizes.in_shared
+        kind = hessian_kind(layer, self.config)
+        split = self.config.damping == "auto"
+        t0 = time.perf_counter()
+        (h_a, held_a), (h_b, held_b) = (
+            layer_hessian(
+                self.model,
+                index,
+                t,
+                self.data[t],
+                kind,
+                split,
+                self.algebra_device,
+                check=self._check,
+                on_batch=self._on_batch(index, "hessian"),
+            )
+            for t in (0, 1)
+        )
+        t1 = time.perf_counter()
         va, vb = (
             incoming_vectors(
                 layer.own_weight[t].detach().to(self.algebra_device, torch.float64),
                 layer.own_bias[t].detach().to(self.algebra_device, torch.float64),
                 layer.spec,
-                s,
+                layer.sizes.in_shared,
                 kind,
             )
             for t in (0, 1)
         )
         held = (held_a, held_b) if split else None
-        analysis = _Analysis(kind, h_a, h_b, held, va, vb, {"hessian": t1 - t0})
-        if self.config.damping != "auto":
-            self._variant(analysis, self.config.damping)
+        analysis = LayerAnalysis(kind, h_a, h_b, held, va, vb, {"hessian": t1 - t0})
+        if not split:
+            analysis.variant(self.config.damping)
         analysis.seconds["costs"] = time.perf_counter() - t1
         self._emit(index, "costs", 1, 1)
         self._cache[key] = analysis
         while len(self._cache) > 2:
             self._cache.popitem(last=False)
         return analysis
-
-    def _variant(self, analysis: _Analysis, damping: float) -> _Variant:
-        if damping in analysis.variants:
-            return analysis.variants[damping]
-        damped_a, lam_a = damp(analysis.h_a.blocks, damping)
-        damped_b, lam_b = damp(analysis.h_b.blocks, damping)
-        op = sharing_operator(damped_a, damped_b)
-        cost = cost_matrix(analysis.va, analysis.vb, op.h_hat)
-        if not torch.isfinite(cost).all():
-            raise ValueError("the cost matrix has NaN or Inf entries (activations overflowed?)")
-        lambdas = (float(lam_a.mean()), float(lam_b.mean()))
-        variant = _Variant(damping, damped_a, damped_b, lambdas, op, cost)
-        analysis.variants[damping] = variant
-        return variant
-
-    def _merge(
-        self, analysis: _Analysis, variant: _Variant, chosen: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = analysis.va[chosen[:, 0]], analysis.vb[chosen[:, 1]]
-        if self.config.method == "mtz":
-            merged = hessian_merge(a, b, variant.op)
-        else:
-            merged = average_merge(a, b)
-        return merged, merge_error(merged, a, b, variant.damped_a, variant.damped_b)
-
-    def _select_damping(
-        self, index: int, analysis: _Analysis, k: int, chosen: torch.Tensor | None = None
-    ) -> tuple[float, dict[float, float]]:
-        """Per factor of the grid: match, merge, and score the merge on the held-out samples."""
-        held_a, held_b = analysis.held  # type: ignore[misc]
-        scores: dict[float, float] = {}
-        for damping in AUTO_DAMPING_GRID:
-            self._cancel.check()
-            variant = self._variant(analysis, damping)
-            pairs = chosen if chosen is not None else self._choose(index, analysis, variant, k)
-            pairs = pairs.to(self.algebra_device)
-            merged, _ = self._merge(analysis, variant, pairs)
-            a, b = analysis.va[pairs[:, 0]], analysis.vb[pairs[:, 1]]
-            scores[damping] = float(merge_error(merged, a, b, held_a, held_b).sum())
-        best = min(scores, key=lambda d: (scores[d], -d))
-        return best, scores
-
-    def _hessian(
-        self, index: int, task: int, kind: str, split: bool
-    ) -> tuple[LayerHessian, torch.Tensor | None]:
-        """Task `task`'s Hessian of layer `index`; with `split`, also the held-out part's."""
-        layer = self.model.layers[index]
-        spec, s = layer.spec, layer.sizes.in_shared
-        blocks, dim = hessian_shape(spec, s, kind)
-        if s == 0:  # no shared inputs: a shared neuron shares only its bias, and E[1·1] = 1
-            ones = torch.ones(blocks, 1, 1, dtype=torch.float64, device=self.algebra_device)
-            return LayerHessian(ones, kind, 0, 0), (ones if split else None)
-        acc = SecondMoment(dim, blocks, self.algebra_device)
-        hold = SecondMoment(dim, blocks, self.algebra_device) if split else None
-        s_cols = s * (spec.positions if spec.kind == "linear" else 1)
-        seen = [0]
-
-        def take(xs: list[torch.Tensor]) -> None:
-            x = xs[0][:, :s_cols]
-            if hold is None:
-                acc.update(hessian_rows(x, spec, kind))
-                return
-            idx = torch.arange(seen[0], seen[0] + x.shape[0], device=x.device)
-            out = idx % AUTO_HOLDOUT_EVERY == AUTO_HOLDOUT_EVERY - 1
-            acc.update(hessian_rows(x[~out], spec, kind))
-            if bool(out.any()):
-                hold.update(hessian_rows(x[out], spec, kind))
-            seen[0] += x.shape[0]
-
-        samples = self._stream(index, task, self.data[task], take, "hessian")
-        if hold is not None and (hold.n == 0 or acc.n == 0):
-            raise ValueError(
-                f"damping='auto' holds out every {AUTO_HOLDOUT_EVERY}th calibration sample; "
-                f"data_{'ab'[task]} has {samples} samples, give at least {AUTO_HOLDOUT_EVERY}"
-            )
-        held = hold.finalize() if hold is not None else None
-        used = samples - samples // AUTO_HOLDOUT_EVERY if split else samples
-        return LayerHessian(acc.finalize(), kind, acc.n, used), held
-
-    def _stream(self, index: int, task: int, data: CalibrationData, take, stage: str) -> int:
-        """Run every batch of `data` through task `task` up to layer `index`; feed `take`."""
-        layer = self.model.layers[index]
-        total = data.total()
-        samples = 0
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad(), capture_inputs(layer, take) as run:
-                for i, x in enumerate(data):
-                    self._cancel.check()
-                    run(lambda x=x: self.model(x, task))
-                    samples += x.shape[0]
-                    self._emit(index, stage, i + 1, total, task)
-        finally:
-            self.model.train(was_training)
-        return samples
-
-    def _measure(
-        self,
-        index: int,
-        old: ZippedLayer,
-        pairs: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor,
-    ) -> float:
-        """½·mean over held-out samples (× positions) of Σ over shared neurons of the squared
-        pre-activation change, summed over both tasks: the predicted error, measured."""
-        if pairs.shape[0] == 0:
-            return 0.0
-        layer = self.model.layers[index]
-        spec, s = layer.spec, layer.sizes.in_shared
-        s_cols = layer.input_columns(s)
-        total = 0.0
-        for task, data in enumerate(self.heldout):  # type: ignore[arg-type]
-            rows = pairs[:, task].to(old.own_bias[task].device)
-            d_w = weight.to(self.algebra_device) - old.own_weight[task][rows, :s_cols].to(
-                self.algebra_device, torch.float64
-            )
-            d_b = bias.to(self.algebra_device) - old.own_bias[task][rows].to(
-                self.algebra_device, torch.float64
-            )
-            sums = [0.0, 0]
-
-            def take(xs: list[torch.Tensor], d_w=d_w, d_b=d_b, sums=sums) -> None:
-                x = xs[0][:, :s_cols].to(self.algebra_device, torch.float64)
-                if s == 0:
-                    n = x.shape[0] * (math.prod(spec.out_shape[1:]) if spec.kind == "conv" else 1)
-                    sums[0] += float((d_b**2).sum()) * n
-                    sums[1] += n
-                    return
-                dy = layer.apply_weights(x, d_w, d_b)
-                sums[0] += float((dy**2).sum())
-                sums[1] += dy.shape[0] * (dy[0, 0].numel())
-
-            self._stream(index, task, data, take, "heldout")
-            total += 0.5 * sums[0] / sums[1]
-        return total
-
-    def _choose(self, index: int, analysis: _Analysis, variant: _Variant, k: int) -> torch.Tensor:
-        method, match = self.config.method, self.config.matching
-        solver = greedy_pairs if match == "greedy" else optimal_pairs
-        if method in ("mtz", "mtz-avg"):
-            return solver(variant.cost, k)
-        if method == "euclidean":
-            return solver(squared_distance(analysis.va, analysis.vb), k)
-        n_a, n_b = variant.cost.shape
-        rng = np.random.default_rng([self.config.seed, index])
-        rows = rng.choice(n_a, size=k, replace=False)
-        cols = rng.choice(n_b, size=k, replace=False)
-        return torch.as_tensor(np.stack([rows, cols], axis=1), dtype=torch.long)
 
     def _check_faithful(self, model_a: nn.Module, model_b: nn.Module) -> None:
         """Our replay of each traced model must give its outputs (when it is in eval mode)."""

@@ -166,7 +166,9 @@ def _run(
     params = [p for p in model.parameters() if p.requires_grad and p.numel()]
     opt = _optimizer(params, optimizer, lr, momentum, weight_decay)
     sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations) if schedule == "cosine" else None
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
+        if schedule == "cosine"
+        else None
     )
     cycles = [_cycle(data, label, device) for data, label in sources]
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
