@@ -58,29 +58,32 @@ class CancelToken:
 
 
 def tqdm_progress(**tqdm_kwargs) -> ProgressCallback:
-    """A progress callback drawing one tqdm bar per layer and stage (for scripts and the CLI)."""
+    """A progress callback for scripts and the CLI: one tqdm bar per layer, counting the
+    Hessian and held-out batches of both tasks, with the stage and losses as its postfix."""
     from tqdm.auto import tqdm
 
-    state: dict[str, object] = {"key": None, "bar": None}
+    state: dict[str, object] = {"index": None, "bar": None, "units": 0}
 
     def report(event: ProgressEvent) -> None:
-        key = (event.index, event.stage, event.task)
+        if event.index != state["index"]:
+            if state["bar"] is not None:
+                state["bar"].close()  # type: ignore[attr-defined]
+            desc = f"layer {event.index + 1}/{event.n_layers} {event.layer}"
+            state.update(
+                index=event.index, units=0, bar=tqdm(desc=desc, unit="batch", **tqdm_kwargs)
+            )
         bar = state["bar"]
-        if key != state["key"]:
-            if bar is not None:
-                bar.close()  # type: ignore[attr-defined]
+        if event.stage in ("hessian", "heldout"):
+            bar.update(1)  # type: ignore[attr-defined]
+        if event.stage == "retrain":
+            losses = "/".join(f"{v:.3f}" for v in event.losses or ())
+            bar.set_postfix_str(f"retrain {event.done}/{event.total} loss {losses}", refresh=False)  # type: ignore[attr-defined]
+        else:
             task = (
                 ""
                 if event.task is None
                 else f" task {'AB'[event.task] if event.task < 2 else event.task}"
             )
-            desc = f"[{event.index + 1}/{event.n_layers}] {event.layer} {event.stage}{task}"
-            bar = tqdm(total=event.total, desc=desc, leave=False, **tqdm_kwargs)
-            state.update(key=key, bar=bar)
-        bar.n = event.done  # type: ignore[attr-defined]
-        bar.refresh()  # type: ignore[attr-defined]
-        if event.stage == "done":
-            bar.close()  # type: ignore[attr-defined]
-            state.update(key=None, bar=None)
+            bar.set_postfix_str(f"{event.stage}{task}", refresh=False)  # type: ignore[attr-defined]
 
     return report

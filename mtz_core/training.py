@@ -188,8 +188,8 @@ def _run(
                 if not torch.isfinite(total):
                     model.load_state_dict(start)
                     raise TrainingDiverged(
-                        f"the loss became {float(total)} at iteration {it + 1}; the weights "
-                        f"were restored to before training (try a lower lr than {lr})"
+                        f"the loss became {float(total.detach())} at iteration {it + 1}; the "
+                        f"weights were restored to before training (try a lower lr than {lr})"
                     )
                 opt.zero_grad(set_to_none=True)
                 total.backward()

@@ -16,6 +16,7 @@ pair is the same structure with k = 0 everywhere, which is how zipping starts.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,11 +278,19 @@ class ZippedNet(nn.Module):
         """Save as safetensors: the tensors plus the spec (JSON) in the file's metadata."""
         from safetensors.torch import save_file
 
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"zipped networks are saved as .safetensors; got {path.name!r}")
         meta = {"mtz_spec": json.dumps(self.spec_dict())}
         if metadata:
             meta["mtz_metadata"] = json.dumps(metadata)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata=meta)
+        tmp = path.with_name(path.name + ".tmp")  # a crash never leaves half a file
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> ZippedNet:

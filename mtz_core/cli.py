@@ -1,0 +1,610 @@
+"""`mtz`: train, evaluate, zip and sweep from the command line (`mtz COMMAND --help`).
+
+A thin, scriptable shell over the library: every command takes `--json` (one JSON document on
+stdout), progress bars go to stderr, and a failure is one line `mtz: error: ...` with exit code
+2 for a bad argument, 1 for anything that fails at run time (a missing file, an incompatible
+pair, CUDA not available) and 130 for Ctrl-C — never a traceback (MTZ_DEBUG=1 shows one).
+Task splits are fixed by a data seed that `mtz train` records in its checkpoints, so a later
+zip reads the same calibration/test split the model was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+
+class UsageError(Exception):
+    """A bad argument: reported like argparse's own errors, with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)  # one line, no usage block: scripts parse stderr too
+
+
+def _arg(fn, *options):
+    """An argparse type from `fn(text, *options)`, keeping its ValueError's message."""
+
+    def parse(text: str) -> Any:
+        try:
+            return fn(text.strip(), *options)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = fn.__name__.strip("_")
+    return parse
+
+
+def _num(text: str, kind: type = int, low: float = 0, high: float = math.inf, pos=False) -> Any:
+    """An int or float in [low, high] (`pos`: and > 0, for a learning rate or a width)."""
+    what = f"{'an int' if kind is int else 'a number'} >= {low:g}"
+    what = (
+        "a positive number" if pos else f"a number in [{low:g}, {high:g}]" if high < 1e9 else what
+    )
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or not low <= value <= high or (pos and value <= 0):
+        raise ValueError(f"{text} is out of range; expected {what}")
+    return value
+
+
+def _share_fraction(text: str) -> float:
+    return _num(text, float, 0, 1)
+
+
+def _share_value(text: str) -> float | int:
+    """A pair count when written as an int ("3"), otherwise a fraction in [0, 1] ("0.5")."""
+    return _num(text) if text.lstrip("+-").isdigit() else _share_fraction(text)
+
+
+def _by_layer(text: str, value) -> Any:
+    """`VALUE`, or `NAME=VALUE,NAME=VALUE` for per-layer settings."""
+    if "=" not in text:
+        return value(text)
+    out = {}
+    for item in text.split(","):
+        name, _, v = item.partition("=")
+        if not name.strip():
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        out[name.strip()] = value(v.strip())
+    return out
+
+
+def _iterations(text: str) -> Any:
+    if "=" in text:
+        return _by_layer(text, _num)
+    values = [_num(v.strip()) for v in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
+def _listed(text: str, item, allowed=None) -> list:
+    values = [item(v.strip()) for v in text.split(",") if v.strip()]
+    bad = [v for v in values if allowed is not None and v not in allowed]
+    if not values or bad:
+        raise ValueError(f"expected a comma list of {', '.join(allowed or ['values'])}: {text!r}")
+    return values
+
+
+def _damping(text: str) -> float | str:
+    return text if text == "auto" else _num(text, float, 0)
+
+
+def _task(text: str) -> str:
+    from .data import parse_task
+
+    return str(parse_task(text))
+
+
+def _safetensors(text: str) -> Path:
+    if not text.lower().endswith(".safetensors"):
+        raise ValueError(f"the output must end in .safetensors, got {text!r}")
+    return Path(text)
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY=VALUE (a JSON value), got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value  # a bare word is a string option
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mtz` argument parser; errors raise `UsageError` instead of exiting."""
+    from . import __version__
+    from .config import CONV_HESSIANS, FLATTEN_HESSIANS, MATCHINGS, METHODS
+    from .models import list_models
+    from .training import OPTIMIZERS
+
+    int0, int1, pos = _arg(_num), _arg(_num, int, 1), _arg(_num, float, 0, math.inf, True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    common.add_argument("--seed", type=int0, default=0, help="init, shuffling, random pairs")
+    root, root_help = os.environ.get("MTZ_DATA_ROOT"), "MNIST etc. (default: $MTZ_DATA_ROOT)"
+    common.add_argument("--data-root", default=root, help=root_help)
+    common.add_argument("--data-seed", type=int0, help="split seed (default: checkpoint's or 0)")
+    common.add_argument("--json", action="store_true", help="print a JSON result on stdout")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser = _Parser(prog="mtz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"mtz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=text, description=text)
+
+    def pair(p: argparse.ArgumentParser) -> None:
+        p.add_argument("a", help="checkpoint of model A (.safetensors, .pt, .pth)")
+        p.add_argument("b", help="checkpoint of model B")
+        p.add_argument("--task-a", type=_arg(_task), help="task of A (default: its card's)")
+        p.add_argument("--task-b", type=_arg(_task), help="task of B (default: its card's)")
+        p.add_argument("--calib-samples", type=int1, default=512, help="per task, for Hessians")
+        p.add_argument("--heldout-samples", type=int1, default=512, help="test inputs, layer error")
+        p.add_argument("--batch-size", type=int1, default=64)
+        p.add_argument("--lr", type=pos, default=0.01, help="retraining learning rate")
+        p.add_argument("--damping", type=_arg(_damping), help="a number >= 0 or auto (0.1)")
+        p.add_argument("--matching", choices=MATCHINGS, default="greedy")
+        p.add_argument("--hessian", choices=CONV_HESSIANS, default="exact")
+        p.add_argument("--flatten-hessian", choices=FLATTEN_HESSIANS, default="auto")
+
+    p = command("train", "train a registry model on a task and save a checkpoint")
+    p.add_argument("--model", required=True, choices=list_models())
+    p.add_argument("--task", required=True, type=_arg(_task), help="e.g. digits:0-4")
+    p.add_argument("--iterations", type=int0, default=2000)
+    p.add_argument("--lr", type=pos, default=0.05)
+    p.add_argument("--batch-size", type=int1, default=64)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--pad-to", type=int1, help="zero-pad images to this side (VGG: 32)")
+    p.add_argument("--widths", type=_arg(_listed, int1), help="mlp: hidden widths, e.g. 300,100")
+    p.add_argument("--width", type=pos, help="vgg: width multiplier, e.g. 0.25")
+    p.add_argument("--channels", type=_arg(_listed, int1), help="lenet5: e.g. 8,16")
+    p.add_argument("--hidden", type=int1, help="lenet5: fully connected units")
+    p.add_argument("--dropout", type=_arg(_num, float, 0, 1), help="mlp / vgg")
+    p.add_argument("--option", type=_arg(_option), action="append", default=[], help="KEY=JSON")
+    p.add_argument("--out", required=True, type=_arg(_safetensors))
+
+    p = command("eval", "accuracy and loss of a checkpoint or a zipped network")
+    p.add_argument("checkpoint")
+    p.add_argument("--task", type=_arg(_task), help="a checkpoint's task (default: its card's)")
+    for w in "ab":
+        p.add_argument(f"--task-{w}", type=_arg(_task), help=f"a zipped network's task {w.upper()}")
+    p.add_argument("--split", choices=("test", "calib"), default="test")
+
+    p = command("zip", "zip two checkpoints into one multi-task network, with a JSON report")
+    pair(p)
+    share_help = "0.5: half of each layer; 1.0: all; an int: that many pairs (1 is one pair)"
+    share_help += "; per layer: fc1=0.5,fc2=3"
+    p.add_argument("--share", type=_arg(_by_layer, _share_value), default=0.5, help=share_help)
+    p.add_argument("--method", choices=METHODS, default="mtz")
+    its_help = "after each layer: 100, or per layer 100,50 or fc1=100"
+    p.add_argument("--retrain-iterations", type=_arg(_iterations), default=0, help=its_help)
+    p.add_argument("--out", type=_arg(_safetensors), help="zipped network to write")
+    p.add_argument("--report", type=Path, help="JSON report to write")
+
+    p = command("sweep", "zip at many shares and methods: table, CSV, HTML (and PNG) plot")
+    pair(p)
+    p.add_argument("--shares", type=_arg(_listed, _share_fraction), default=[0.25, 0.5, 0.75, 1])
+    p.add_argument("--methods", type=_arg(_listed, str, METHODS), default=["mtz"])
+    its_help = "budgets to compare, each per layer: e.g. 0,100"
+    p.add_argument("--retrain-iterations", type=_arg(_listed, _num), default=[0], help=its_help)
+    p.add_argument("--out", help="prefix of the files: PREFIX.csv, PREFIX.html (PREFIX.png)")
+
+    p = command("demo", "list the demo pairs, or write one's checkpoints to try the CLI")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--out", type=Path, help="folder to write a.safetensors, b.safetensors to")
+    return parser
+
+
+class _Run:
+    """What every command needs: the arguments, the device, output and loading helpers."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from .training import resolve_device
+
+        self.args = args
+        self.device = resolve_device(args.device)
+
+    def say(self, text: str) -> None:
+        if not self.args.json:
+            print(text)
+
+    def emit(self, result: dict[str, Any]) -> None:
+        if self.args.json:
+            print(json.dumps(_clean(result), indent=2))
+
+    def bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, disable=self.args.no_progress)
+
+    def task(self, text: str, extra: dict[str, Any], shape: Any, classes: Any, where: str):
+        """Load a task as the model saw it (same split seed and padding) and check the fit."""
+        from .data import load_task, parse_task
+
+        info, pad_to = parse_task(text).info, extra.get("pad_to")
+        if pad_to is None and shape is not None and info.kind == "image" and len(shape) == 3:
+            pad_to = shape[1] if shape[1] > info.input_shape[1] else None  # e.g. VGG on MNIST
+        seed = self.args.data_seed
+        seed = int(extra.get("data_seed", 0)) if seed is None else seed
+        task = load_task(text, data_root=self.args.data_root, seed=seed, pad_to=pad_to)
+        if shape is not None and (task.input_shape != tuple(shape) or task.num_classes != classes):
+            raise ValueError(
+                f"task {task.name} gives inputs {task.input_shape} and {task.num_classes} "
+                f"classes, but {where} expects inputs {tuple(shape)} and {classes} classes"
+            )
+        return task
+
+    def checkpoint(self, path: str, task_text: str | None):
+        from .checkpoints import load_checkpoint
+
+        if _zipped_metadata(path) is not None:
+            raise ValueError(f"{path} is a zipped network; this needs single-model checkpoints")
+        model, card = load_checkpoint(path)
+        text, spec = task_text or card.get("task"), card["model_spec"]
+        if not text:
+            raise ValueError(f"{path} records no task; name it with --task / --task-a / --task-b")
+        task = self.task(text, card["extra"], spec.input_shape, spec.num_classes, path)
+        return model.to(self.device).eval(), card, task
+
+    def zip_data(self, task) -> tuple[list, list, Any]:
+        """Calibration inputs, held-out test inputs, shuffled training batches (as `sweep`)."""
+        a = self.args
+        calib = [x for x, _ in task.batches("calib", a.batch_size, limit=a.calib_samples)]
+        held = [x for x, _ in task.batches("test", a.batch_size, limit=a.heldout_samples)]
+        return calib, held, task.batches("calib", a.batch_size, shuffle=True, seed=a.seed)
+
+
+def _zipped_metadata(path: str) -> dict[str, Any] | None:
+    """A zipped network file's metadata, or None when `path` is anything else."""
+    from safetensors import safe_open
+
+    if not str(path).lower().endswith(".safetensors") or not Path(path).is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # not safetensors at all: load_checkpoint says what it is
+        return None
+    return json.loads(meta.get("mtz_metadata") or "{}") if "mtz_spec" in meta else None
+
+
+def _score(model, task, split: str = "test", index: int | None = None) -> dict[str, Any]:
+    from .evaluation import evaluate
+
+    return dict(evaluate(model, task.batches(split, 256), task=index).to_dict(), task=task.name)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-ready: numpy to Python, paths to text, non-finite floats to null."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    obj = obj.item() if isinstance(obj, np.generic) else obj
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _describe(s: dict[str, Any], split: str) -> str:
+    return f"accuracy {_pct(s['accuracy'])}, loss {s['loss']:.4f} ({split}, {s['samples']} samples)"
+
+
+def cmd_train(run: _Run) -> int:
+    from .checkpoints import save_checkpoint
+    from .models import create_model
+    from .training import train
+
+    a, t0 = run.args, time.perf_counter()
+    extra = {"data_seed": a.data_seed or 0, "pad_to": a.pad_to}
+    task = run.task(a.task, extra, None, None, "")
+    options = dict(a.option)
+    for key in ("widths", "width", "channels", "hidden", "dropout"):
+        if getattr(a, key) is not None:
+            options[key] = getattr(a, key)
+    model = create_model(a.model, task.input_shape, task.num_classes, seed=a.seed, **options)
+    bar = run.bar(a.iterations, f"train {a.model} on {task.name}")
+
+    def progress(p) -> None:
+        bar.update(p.iteration - bar.n)
+        if p.iteration % 25 == 0 or p.iteration == p.total:
+            bar.set_postfix(loss=f"{p.losses[0]:.4f}", refresh=False)
+
+    data = task.batches("calib", a.batch_size, shuffle=True, seed=a.seed)
+    options = dict(lr=a.lr, optimizer=a.optimizer, seed=a.seed, device=run.device)
+    rep = train(model, data, iterations=a.iterations, progress=progress, **options)
+    bar.close()
+    score = _score(model.eval(), task)
+    extra.update(accuracy=score["accuracy"], loss=score["loss"], iterations=rep.iterations)
+    extra.update(lr=a.lr, batch_size=a.batch_size, optimizer=a.optimizer, seed=a.seed)
+    save_checkpoint(model, None, a.out, task=task.name, extra=extra)
+    seconds = time.perf_counter() - t0
+    run.say(f"trained {model.mtz_spec.describe()} on {task.name}, {rep.iterations} iterations")
+    run.say(f"test {_describe(score, 'test')}; {seconds:.1f} s; wrote {a.out}")
+    run.emit(dict(out=a.out, model=model.mtz_spec.to_dict(), task=task.name, test=score, **extra))
+    return 0
+
+
+def cmd_eval(run: _Run) -> int:
+    from .zipped import ZippedNet
+
+    a = run.args
+    meta = _zipped_metadata(a.checkpoint)
+    if meta is None:
+        if a.task_a or a.task_b:
+            raise UsageError(f"{a.checkpoint} is a single model: use --task, not --task-a/-b")
+        model, _, task = run.checkpoint(a.checkpoint, a.task)
+        score = _score(model, task, a.split)
+        run.say(f"{task.name}: {_describe(score, a.split)}")
+        run.emit(dict(path=a.checkpoint, kind="checkpoint", split=a.split, **score))
+        return 0
+    if a.task:
+        raise UsageError(f"{a.checkpoint} is a zipped network: use --task-a and --task-b")
+    net, scores = ZippedNet.load(a.checkpoint, device=run.device), {}
+    for t, w in enumerate("ab"):
+        text = getattr(a, f"task_{w}") or meta.get(f"task_{w}")
+        if not text:
+            raise ValueError(f"{a.checkpoint} records no task {w.upper()}; pass --task-{w}")
+        shape, classes = net.architecture.input_shape, net.layers[-1].out_width(t)
+        where = f"task {w.upper()} of {a.checkpoint}"
+        task = run.task(text, meta.get(f"data_{w}") or {}, shape, classes, where)
+        scores[w] = _score(net, task, a.split, t)
+        run.say(f"task {w.upper()} {task.name}: {_describe(scores[w], a.split)}")
+    run.emit(dict(path=a.checkpoint, kind="zipped", split=a.split, tasks=scores))
+    return 0
+
+
+def _zip(run: _Run, models, data, iterations, score_layers: bool):
+    """Zip as `zip_models` does (same order, seeds and retraining) but step by step with a
+    `ZipSession`, so both tasks can be scored after each layer's zip and its retraining."""
+    from .config import ZipConfig
+    from .matching import resolve_shares
+    from .pipeline import resolve_iterations
+    from .progress import tqdm_progress
+    from .session import ZipSession
+
+    a, ((calib_a, held_a, train_a), (calib_b, held_b, train_b), tasks) = run.args, data
+    damping = ZipConfig.default_damping() if a.damping is None else a.damping
+    config = ZipConfig(a.method, a.matching, a.hessian, a.flatten_hessian, damping, a.seed)
+    progress = None if a.no_progress else tqdm_progress()
+    session = ZipSession(
+        *models,
+        calib_a,
+        calib_b,
+        config=config,
+        device=run.device,
+        progress=progress,
+        heldout_a=held_a,
+        heldout_b=held_b,
+    )
+    counts = resolve_shares(a.share, session.hidden_layers)
+    its = resolve_iterations(iterations, [name for name, _, _ in session.hidden_layers])
+    scores: dict[str, dict[str, Any]] = {}
+
+    def both() -> dict[str, Any] | None:
+        if not score_layers:
+            return None
+        return {w: _score(session.model, tasks[t], index=t) for t, w in enumerate("ab")}
+
+    for name, _, _ in session.hidden_layers:
+        record = session.step(counts[name])
+        scores[name] = {"after_zip": both()}
+        if its[name]:
+            seed = a.seed + record.index
+            session.retrain(train_a, train_b, iterations=its[name], lr=a.lr, seed=seed)
+            scores[name]["after_retraining"] = both()
+    return session.result(), scores
+
+
+def _layer_report(record, scores: dict[str, Any]) -> dict[str, Any]:
+    c = record.pair_costs
+    costs = dict(min=c.min(), mean=c.mean(), max=c.max()) if c.size else None
+    summary = dict(record.summary(), method=record.method, matching=record.matching)
+    summary.update(pairs=record.pairs, pair_costs=costs, lambdas=record.lambdas)
+    summary.update(calib_samples=record.n_samples, damping_scores=record.damping_scores)
+    summary.update(retrain_samples=record.retraining.samples if record.retraining else 0)
+    return dict(summary, accuracy=scores)
+
+
+def cmd_zip(run: _Run) -> int:
+    from .evaluation import param_summary
+
+    a, t0 = run.args, time.perf_counter()
+    (model_a, card_a, task_a), (model_b, card_b, task_b) = (
+        run.checkpoint(a.a, a.task_a),
+        run.checkpoint(a.b, a.task_b),
+    )
+    models, tasks = (model_a, model_b), (task_a, task_b)
+    data = (run.zip_data(task_a), run.zip_data(task_b), tasks)
+    its = a.retrain_iterations
+    retraining = any(its.values()) if isinstance(its, dict) else any(np.atleast_1d(its))
+    result, scores = _zip(run, models, data, its, score_layers=retraining)
+
+    def final(model) -> dict[str, Any]:
+        return {w: _score(model, tasks[t], index=t) for t, w in enumerate("ab")}
+
+    accuracy = {"original": {"a": _score(model_a, task_a), "b": _score(model_b, task_b)}}
+    accuracy["zipped_no_retraining"] = final(result.model)
+    accuracy["zipped_retrained"] = None
+    if retraining:
+        # "Zipped, not retrained" is its own zip: with retraining on, each later layer's
+        # Hessians are computed through the retrained earlier layers.
+        accuracy["zipped_retrained"] = accuracy["zipped_no_retraining"]
+        accuracy["zipped_no_retraining"] = final(_zip(run, models, data, 0, False)[0].model)
+        accuracy["note"] = "zipped_no_retraining: a separate zip with retrain_iterations=0"
+    params = param_summary(result.params)
+    sources = {
+        w: dict(
+            path=path,
+            task=task.name,
+            model=card["model_spec"].to_dict(),
+            data=dict(data_seed=task.seed, pad_to=task.pad_to),
+        )
+        for w, path, card, task in (("a", a.a, card_a, task_a), ("b", a.b, card_b, task_b))
+    }
+    keys = ("share", "method", "matching", "hessian", "flatten_hessian", "calib_samples")
+    settings = {k: getattr(a, k) for k in (*keys, "heldout_samples", "batch_size", "lr", "seed")}
+    settings.update(damping=result.config.damping, retrain_iterations=its, device=str(run.device))
+    layers = [_layer_report(r, scores[r.name]) for r in result.layers]
+    report = dict(models=sources, settings=settings, params=params, accuracy=accuracy)
+    report.update(layers=layers, retrain_samples=result.retrain_samples, out=a.out)
+    if a.out is not None:
+        meta = dict(task_a=task_a.name, task_b=task_b.name, params=params, accuracy=accuracy)
+        meta.update(data_a=sources["a"]["data"], data_b=sources["b"]["data"], settings=settings)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        result.model.save(a.out, metadata=_clean(meta))
+    report.update(report=a.report, seconds=time.perf_counter() - t0)
+    if a.report is not None:
+        a.report.parent.mkdir(parents=True, exist_ok=True)
+        a.report.write_text(json.dumps(_clean(report), indent=2) + "\n")
+    _print_zip(run, result, accuracy, params)
+    run.emit(report)
+    return 0
+
+
+def _print_zip(run: _Run, result, accuracy: dict[str, Any], params: dict[str, Any]) -> None:
+    a = run.args
+    run.say(f"zipped {a.a} + {a.b} ({a.method}, share {a.share}):")
+    run.say(f"  {'layer':<12}{'shared':>12}{'predicted':>12}{'held-out':>12}{'retrained':>10}")
+    for r in result.layers:
+        held = "-" if r.heldout_error is None else f"{r.heldout_error:.4g}"
+        its, shared = r.retraining.iterations if r.retraining else 0, f"{r.k}/{min(r.n_a, r.n_b)}"
+        run.say(f"  {r.name:<12}{shared:>12}{r.predicted_error:>12.4g}{held:>12}{its:>10}")
+    labels = dict(original="original", zipped_no_retraining="zipped", zipped_retrained="retrained")
+    for key, label in labels.items():
+        if accuracy[key] is not None:
+            acc_a, acc_b = (_pct(accuracy[key][w]["accuracy"]) for w in "ab")
+            run.say(f"  {label:<10} accuracy A {acc_a}, B {acc_b}")
+    run.say(
+        f"  parameters: A {params['a']:,} + B {params['b']:,} -> zipped {params['zipped']:,}, "
+        f"saved {params['saved']:,} ({_pct(params['saved_fraction'])})"
+    )
+    for label, path in (("zipped network", a.out), ("report", a.report)):
+        if path is not None:
+            run.say(f"  wrote {label} {path}")
+
+
+def cmd_sweep(run: _Run) -> int:
+    from .sweep import image_engine_problem, pareto_front, save_sweep, sweep
+
+    a = run.args
+    (model_a, _, task_a), (model_b, _, task_b) = (
+        run.checkpoint(a.a, a.task_a),
+        run.checkpoint(a.b, a.task_b),
+    )
+    bar = run.bar(1 + len(a.shares) * len(a.methods) * len(a.retrain_iterations), "sweep")
+
+    def progress(done: int, _total: int, text: str) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix_str(text)
+
+    keys = ("calib_samples", "heldout_samples", "batch_size", "lr", "damping", "matching")
+    options = {k: getattr(a, k) for k in (*keys, "hessian", "flatten_hessian", "seed")}
+    grid = dict(shares=a.shares, methods=a.methods, retrain_iterations=a.retrain_iterations)
+    df = sweep(
+        model_a, model_b, task_a, task_b, **grid, **options, device=run.device, progress=progress
+    )
+    bar.close()
+    files = save_sweep(df, a.out) if a.out else []
+    png = None
+    if a.out and not any(f.suffix == ".png" for f in files):
+        png = image_engine_problem() or "the image engine failed (see the log)"
+    df["pareto"] = pareto_front(df)
+    cols = ["method", "share", "retrain_iterations", "saved_fraction", "acc_a", "acc_b"]
+    table = df[[*cols, "mean_acc"]].assign(pareto=df["pareto"].map({True: "*", False: ""}))
+    table = table.rename(columns={"retrain_iterations": "retrain"})
+    pct = dict.fromkeys(("saved_fraction", "acc_a", "acc_b", "mean_acc"), _pct)
+    run.say(f"sweep of {task_a.name} + {task_b.name} ({len(df) - 1} zips; * = Pareto front):")
+    run.say(table.to_string(index=False, formatters=pct))
+    for line in [f"wrote {f}" for f in files] + ([f"no PNG: {png}"] if png else []):
+        run.say(line)
+    run.emit(dict(rows=df.to_dict("records"), files=files, png_skipped=png))
+    return 0
+
+
+def cmd_demo(run: _Run) -> int:
+    from .demo import ASSETS_DIR, DEMOS, build_demo
+
+    a = run.args
+    if a.name is None:
+        if a.out is not None:
+            raise UsageError("--out needs a demo NAME; `mtz demo` lists them")
+        run.say("demo pairs (`mtz demo NAME --out DIR` writes one's checkpoints to DIR):")
+        for d in DEMOS.values():
+            run.say(f"  {d.name:<15} {d.title}\n  {'':<15} {d.model}: A {d.task_a}, B {d.task_b}")
+        run.emit({"demos": [dict(vars(d), folder=ASSETS_DIR / d.name) for d in DEMOS.values()]})
+        return 0
+    if a.name not in DEMOS:
+        raise ValueError(f"unknown demo {a.name!r}; the demos are {', '.join(DEMOS)}")
+    folder, out, built = ASSETS_DIR / a.name, a.out or ASSETS_DIR / a.name, False
+    names = ("a.safetensors", "b.safetensors", "a.json", "b.json")
+    shipped = all((folder / n).is_file() for n in names)
+    if a.out is None and not shipped:
+        raise ValueError(f"demo {a.name!r} is not shipped at {folder}; pass --out DIR to train it")
+    if a.out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for n in names if shipped else ():
+            shutil.copyfile(folder / n, out / n)
+        if not shipped:  # train it with its fixed seeds: the same files as shipped ones
+            build_demo(a.name, out)
+            built = True
+    files = [out / "a.safetensors", out / "b.safetensors"]
+    run.say(f"{a.name}: {DEMOS[a.name].title}")
+    run.say("\n".join(f"  {'trained' if built else 'checkpoint'} {f}" for f in files))
+    run.say(f"try: mtz zip {files[0]} {files[1]} --share 0.5 --out zipped.safetensors")
+    run.emit(dict(name=a.name, files=files, built=built, demo=vars(DEMOS[a.name])))
+    return 0
+
+
+COMMANDS = dict(train=cmd_train, eval=cmd_eval, zip=cmd_zip, sweep=cmd_sweep, demo=cmd_demo)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, KeyError) or not text:  # KeyError's text is a bare quoted key
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `mtz` with `argv` (default: sys.argv[1:]) and return the exit code; never raises."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help and --version exit through argparse
+            return exc.code if isinstance(exc.code, int) else 0
+        return COMMANDS[args.command](_Run(args))
+    except UsageError as exc:
+        print(f"mtz: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtz: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("MTZ_DEBUG"):
+            raise
+        print(f"mtz: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""Sweeps: zip one pair at many shares, methods and retraining budgets, as one table.
+
+One zip answers "what does sharing half the neurons cost?"; the question people ask is the
+trade-off curve (how much accuracy each extra percent of saved parameters costs, and whether
+MTZ beats the baselines at equal shares). `sweep` runs the grid, one row per configuration plus
+the original pair as the reference; `pareto_front` marks the rows nothing beats on both axes;
+`sweep_figure` draws the curves; `save_sweep` writes CSV, HTML and, if it can, PNG.
+
+Data roles follow `mtz_core.data`: Hessians and retraining use each task's `calib` split, every
+accuracy the `test` split; the per-layer held-out error reads test inputs the Hessians never see.
+pandas and plotly are imported inside the functions: `import mtz_core` never needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from .config import ZipConfig
+from .data import Task
+from .evaluation import evaluate, evaluate_zipped, param_summary
+from .pipeline import zip_models
+from .progress import CancelToken, ProgressCallback, ZipCancelled
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import pandas as pd
+    import plotly.graph_objects as go
+
+__all__ = ["COLUMNS", "sweep", "pareto_front", "sweep_figure", "save_sweep", "image_engine_problem"]
+
+log = logging.getLogger(__name__)
+
+#: One row per configuration. retrain_iterations: per layer; retrain_samples: all layers and
+#: both tasks; predicted_error / heldout_error: Σ over layers of the E_A + E_B increase the
+#: Hessians predict / measured on held-out inputs; saved_fraction = saved / (params_a + params_b).
+COLUMNS = (
+    *("method", "share", "retrain_iterations", "retrain_samples", "acc_a", "acc_b", "mean_acc"),
+    *("params_a", "params_b", "params_zipped", "saved", "saved_fraction"),
+    *("predicted_error", "heldout_error", "seconds"),
+)
+#: Evaluation only reads the data, so it can use larger batches than training.
+EVAL_BATCH_SIZE = 256
+
+SweepProgress = Callable[[int, int, str], None]
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _check_grid(
+    shares: Sequence[Any], methods: Sequence[str], retrain_iterations: Sequence[Any]
+) -> tuple[list[float], list[str], list[int]]:
+    """Validate the whole grid before any work, so a typo never costs a half-finished sweep."""
+    named = {"shares": shares, "methods": methods, "retrain_iterations": retrain_iterations}
+    for name, values in named.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"{name} must be a non-empty list, got {values!r}")
+    fractions = []
+    for s in shares:
+        # Shares are fractions of the smaller layer; an int 0 or 1 reads as 0 % or 100 %
+        # here (unlike zip_models, where an int is a pair count), since a sweep compares
+        # layers of different widths and a fixed count would mean different things in each.
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s <= 1.0:
+            raise ValueError(f"share {s!r} is out of range; shares are fractions in [0, 1]")
+        fractions.append(float(s))
+    for it in retrain_iterations:
+        if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+            raise ValueError(f"retrain_iterations entry {it!r} must be an int >= 0")
+    return fractions, list(methods), list(retrain_iterations)
+
+
+def _inputs(task: Task, split: str, batch_size: int, limit: int) -> list[Any]:
+    """Input-only batches (what the Hessians and the held-out error read)."""
+    return [x for x, _ in task.batches(split, batch_size, limit=limit)]
+
+
+def _series_label(method: str, its: int) -> str:
+    return f"{method}, retrain {its}/layer" if its else f"{method}, no retraining"
+
+
+def _row(method, share, its, samples, accs, params, errors, t0) -> dict[str, Any]:
+    """One table row; saved and saved_fraction come from `param_summary`, their one definition."""
+    p = param_summary(params)
+    values = (method, share, its, samples, *accs, sum(accs) / 2, p["a"], p["b"], p["zipped"])
+    values += (p["saved"], p["saved_fraction"], *errors, time.perf_counter() - t0)
+    return dict(zip(COLUMNS, values))
+
+
+def sweep(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    task_a: Task,
+    task_b: Task,
+    *,
+    shares: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
+    methods: Sequence[str] = ("mtz",),
+    retrain_iterations: Sequence[int] = (0,),
+    calib_samples: int = 512,
+    heldout_samples: int | None = 512,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    damping: float | str | None = None,
+    matching: str = "greedy",
+    hessian: str = "exact",
+    flatten_hessian: str = "auto",
+    seed: int = 0,
+    device: Any = None,
+    progress: SweepProgress | None = None,
+    zip_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> pd.DataFrame:
+    """Zip the pair for every method × retraining budget × share; one row each (see `COLUMNS`).
+
+    The first row is the original pair (method "original", share 0, nothing saved). Shares are
+    fractions in [0, 1] of each layer's smaller width; `retrain_iterations` values are per
+    layer (0: no retraining). `heldout_samples=None` skips the held-out layer error (NaN).
+
+    `progress(done, total, description)` is called as each configuration starts (done = the
+    configurations finished so far, the originals counting as one) and once at the end with
+    done == total. `cancel` is checked between configurations and, through the zip's progress
+    events, inside them; on cancel the rows finished so far are returned with
+    `df.attrs["cancelled"] = True`. `df.attrs` also holds the tasks and the settings.
+    """
+    import pandas as pd
+
+    share_list, method_list, its_list = _check_grid(shares, methods, retrain_iterations)
+    _positive_int(calib_samples, "calib_samples")
+    _positive_int(batch_size, "batch_size")
+    if heldout_samples is not None:
+        _positive_int(heldout_samples, "heldout_samples")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    check = ZipConfig.default_damping() if damping is None else damping
+    for m in method_list:  # ZipConfig names a bad method, matching, damping or seed
+        ZipConfig(m, matching, hessian, flatten_hessian, check, seed)
+    for label, t in (("task_a", task_a), ("task_b", task_b)):
+        if not isinstance(t, Task):
+            raise TypeError(f"{label} must be a mtz_core.data.Task, got {type(t).__name__}")
+
+    calib_a = _inputs(task_a, "calib", batch_size, calib_samples)
+    calib_b = _inputs(task_b, "calib", batch_size, calib_samples)
+    held_a = held_b = None
+    if heldout_samples is not None:
+        held_a = _inputs(task_a, "test", batch_size, heldout_samples)
+        held_b = _inputs(task_b, "test", batch_size, heldout_samples)
+
+    def test_batches(task: Task) -> Any:
+        return task.batches("test", EVAL_BATCH_SIZE)
+
+    def zip_events(event: Any) -> None:
+        # Raising from the progress callback is how a running zip is stopped from outside.
+        if cancel is not None and cancel.cancelled:
+            raise ZipCancelled("sweep cancelled")
+        if zip_progress is not None:
+            zip_progress(event)
+
+    options = dict(
+        matching=matching,
+        hessian=hessian,
+        flatten_hessian=flatten_hessian,
+        damping=damping,
+        seed=seed,
+        device=device,
+        progress=zip_events,
+        lr=lr,
+        heldout_a=held_a,
+        heldout_b=held_b,
+    )
+    configs = [(m, its, s) for m in method_list for its in its_list for s in share_list]
+    total = len(configs) + 1
+    rows: list[dict[str, Any]] = []
+    cancelled = False
+
+    def report(done: int, text: str) -> None:
+        if progress is not None:
+            progress(done, total, text)
+
+    report(0, "original models")
+    t0 = time.perf_counter()
+    acc_a = evaluate(model_a, test_batches(task_a)).accuracy
+    acc_b = evaluate(model_b, test_batches(task_b)).accuracy
+    params = {"a": sum(p.numel() for p in model_a.parameters())}
+    params.update(b=sum(p.numel() for p in model_b.parameters()))
+    params.update(zipped=params["a"] + params["b"])
+    rows.append(_row("original", 0.0, 0, 0, (acc_a, acc_b), params, (0.0, 0.0), t0))
+    for i, (method, its, share) in enumerate(configs, start=1):
+        if cancel is not None and cancel.cancelled:
+            cancelled = True
+            break
+        report(i, f"{_series_label(method, its)}, share {share:g}")
+        t0 = time.perf_counter()
+        try:
+            result = zip_models(
+                model_a,
+                model_b,
+                calib_a,
+                calib_b,
+                share=share,
+                method=method,
+                retrain_iterations=its,
+                train_a=task_a.batches("calib", batch_size, shuffle=True, seed=seed),
+                train_b=task_b.batches("calib", batch_size, shuffle=True, seed=seed),
+                **options,
+            )
+        except ZipCancelled:
+            if cancel is not None and cancel.cancelled:
+                cancelled = True
+                break
+            raise
+        score_a, score_b = evaluate_zipped(result.model, test_batches(task_a), test_batches(task_b))
+        held = [r.heldout_error for r in result.layers]
+        errors = (
+            float(sum(r.predicted_error for r in result.layers)),
+            math.nan if None in held else float(sum(held)),
+        )
+        accs = (score_a.accuracy, score_b.accuracy)
+        samples = result.retrain_samples
+        rows.append(_row(method, share, its, samples, accs, result.params, errors, t0))
+    if not cancelled:
+        report(total, "done")
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    settings = dict(calib_samples=calib_samples, heldout_samples=heldout_samples, lr=lr)
+    settings.update(batch_size=batch_size, damping=damping, matching=matching, seed=seed)
+    df.attrs.update(settings, cancelled=cancelled, task_a=task_a.name, task_b=task_b.name)
+    return df
+
+
+def pareto_front(df: pd.DataFrame) -> pd.Series:
+    """True for rows no other row dominates in (saved_fraction ↑, mean_acc ↑).
+
+    A row is dominated when another saves at least as much and is at least as accurate, and is
+    strictly better in one of the two; equal rows do not dominate each other. Rows with a
+    missing value are never on the front.
+    """
+    import numpy as np
+    import pandas as pd
+
+    missing = [c for c in ("saved_fraction", "mean_acc") if c not in df.columns]
+    if missing:
+        raise ValueError(f"pareto_front needs columns {missing}; the table has {list(df.columns)}")
+    x = df["saved_fraction"].to_numpy(dtype=float)
+    y = df["mean_acc"].to_numpy(dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x_, y_ = np.where(ok, x, -np.inf), np.where(ok, y, -np.inf)
+    geq = (x_[None, :] >= x_[:, None]) & (y_[None, :] >= y_[:, None])  # [i, j]: j ≥ i on both
+    gt = (x_[None, :] > x_[:, None]) | (y_[None, :] > y_[:, None])
+    dominated = (geq & gt).any(axis=1)
+    return pd.Series(ok & ~dominated, index=df.index, name="pareto")
+
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_RETRAIN_DASHES = ("solid", "dot", "dashdot", "longdash")
+_PANELS = (("a", "acc_a"), ("b", "acc_b"), ("mean", "mean_acc"))
+
+
+def sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Test accuracy against parameters saved: one panel per task and one for the mean.
+
+    One line per method and retraining budget (colour: method; solid: with retraining, dashed:
+    without), the Pareto front ringed on the mean panel, and the original models as a dotted
+    reference line and a marker at 0 % saved. Each trace's `meta` names its kind, panel, method
+    and budget, so code (and tests) can find a series without parsing its label.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    missing = [c for c in COLUMNS[:7] + ("saved_fraction",) if c not in df]
+    if missing:
+        raise ValueError(f"sweep_figure needs the columns of `sweep`; missing {missing}")
+    a_name, b_name = df.attrs.get("task_a", "A"), df.attrs.get("task_b", "B")
+    titles = (f"task A ({a_name})", f"task B ({b_name})", "mean of A and B")
+    fig = make_subplots(1, 3, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=titles)
+    hover = (
+        "%{customdata[0]}<br>share %{customdata[1]:.0%} of each layer, retrain "
+        "%{customdata[2]}/layer<br>saved %{x:.1%} of A + B parameters<br>acc A %{customdata[3]:.1%}"
+        ", acc B %{customdata[4]:.1%}, mean %{customdata[5]:.1%}<extra></extra>"
+    )
+
+    def add(part: pd.DataFrame, column: str, col: int, **style: Any) -> None:
+        """One trace: x = saved_fraction, y = `column`, hover from the row's settings."""
+        custom = part[["method", "share", "retrain_iterations", "acc_a", "acc_b", "mean_acc"]]
+        prefix = "Pareto front<br>" if style["meta"]["kind"] == "pareto" else ""
+        fig.add_trace(
+            go.Scatter(
+                x=part["saved_fraction"].to_numpy(),
+                y=part[column].to_numpy(),
+                customdata=custom.to_numpy(),
+                hovertemplate=prefix + hover,
+                **style,
+            ),
+            row=1,
+            col=col,
+        )
+
+    zipped = df[df["method"] != "original"]
+    originals = df[df["method"] == "original"]
+    methods = list(dict.fromkeys(zipped["method"]))
+    budgets = sorted(set(int(v) for v in zipped["retrain_iterations"]))
+    nonzero = [b for b in budgets if b]
+    for col, (panel, column) in enumerate(_PANELS, start=1):
+        for mi, method in enumerate(methods):
+            for its in budgets:
+                part = zipped[(zipped["method"] == method) & (zipped["retrain_iterations"] == its)]
+                if part.empty:
+                    continue
+                dash = "dash" if its == 0 else _RETRAIN_DASHES[nonzero.index(its) % 4]
+                label = _series_label(method, its)
+                add(
+                    part.sort_values(["saved_fraction", "share"]),
+                    column,
+                    col,
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=col == 1,
+                    line=dict(color=_COLORS[mi % len(_COLORS)], dash=dash),
+                    meta=dict(kind="series", panel=panel, method=method, retrain=its),
+                )
+        if not originals.empty:
+            ref = float(originals[column].iloc[0])
+            fig.add_hline(y=ref, line=dict(color="gray", dash="dot", width=1), row=1, col=col)
+            add(
+                originals,
+                column,
+                col,
+                mode="markers",
+                name="original models",
+                legendgroup="original",
+                showlegend=col == 1,
+                marker=dict(color="black", symbol="star", size=11),
+                meta=dict(kind="original", panel=panel),
+            )
+    if len(df):
+        add(
+            df[pareto_front(df)].sort_values("saved_fraction"),
+            "mean_acc",
+            3,
+            mode="lines+markers",
+            name="Pareto front (mean)",
+            line=dict(color="rgba(0,0,0,0.35)", width=6, shape="hv"),
+            marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(color="black", width=2)),
+            meta=dict(kind="pareto", panel="mean"),
+        )
+    for col in (1, 2, 3):
+        fig.update_xaxes(
+            title_text="parameters saved (% of A + B)", tickformat=".0%", row=1, col=col
+        )
+    fig.update_yaxes(title_text="test accuracy (%)", tickformat=".0%", row=1, col=1)
+    if title is None:
+        title = f"Accuracy vs parameters saved: {a_name} + {b_name}"
+        if df.attrs.get("cancelled"):
+            title += " (cancelled: partial results)"
+    fig.update_layout(
+        title=title, template="plotly_white", hovermode="closest", legend_title_text="series"
+    )
+    return fig
+
+
+def image_engine_problem() -> str | None:
+    """Why `save_sweep` cannot write a PNG here, or None when kaleido is importable."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return "kaleido is not installed (pip install kaleido)"
+    return None
+
+
+def save_sweep(df: pd.DataFrame, prefix: str | Path) -> list[Path]:
+    """Write `prefix.csv`, `prefix.html` (plotly.js inlined: the page works offline) and, when
+    kaleido is importable and works, `prefix.png`; returns the paths actually written.
+
+    A skipped PNG is logged (logger `mtz_core.sweep`), not raised: the table and the
+    interactive page are the results, the picture is a convenience.
+    """
+    base = Path(prefix)
+    if base.suffix.lower() in (".csv", ".html", ".png"):
+        base = base.with_suffix("")
+    if not base.name:
+        raise ValueError(f"prefix {str(prefix)!r} names no file; give e.g. 'results/sweep'")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    csv, html, png = (base.with_name(base.name + ext) for ext in (".csv", ".html", ".png"))
+    df.to_csv(csv, index=False)
+    fig = sweep_figure(df)
+    fig.write_html(html, include_plotlyjs=True, full_html=True)
+    written = [csv, html]
+    reason = image_engine_problem()
+    if reason is None:
+        try:
+            fig.write_image(png, width=1400, height=520, scale=2)
+            written.append(png)
+        except Exception as exc:  # kaleido may be present without a working browser engine
+            reason = f"kaleido could not render it ({type(exc).__name__}: {exc})"
+    if reason is not None:
+        log.info("PNG not written: %s", reason)
+    return written

@@ -1,0 +1,221 @@
+"""The `mtz` command line: each command end to end on the shipped demo pairs, and every bad
+argument or failure as one `mtz: error:` line with exit code 1 or 2, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtz_core import ZippedNet
+from mtz_core.checkpoints import load_checkpoint
+from mtz_core.cli import main
+from mtz_core.demo import ASSETS_DIR
+
+MLP_A = ASSETS_DIR / "digits-mlp" / "a.safetensors"
+MLP_B = ASSETS_DIR / "digits-mlp" / "b.safetensors"
+CONV_A = ASSETS_DIR / "digits-conv" / "a.safetensors"
+MOONS = ASSETS_DIR / "moons-circles" / "a.safetensors"
+CIRCLES = ASSETS_DIR / "moons-circles" / "b.safetensors"
+QUICK = " --calib-samples 128 --no-progress"
+
+
+def run(capsys, command: str) -> tuple[int, str, str]:
+    """`mtz COMMAND` (split on spaces: the paths used here have none) -> code, stdout, stderr."""
+    code = main(command.split())
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def zipped(tmp_path_factory):
+    """One zip of the digits MLP pair, with its JSON output, zipped network and report files."""
+    folder = tmp_path_factory.mktemp("zip")
+    out, report = folder / "z.safetensors", folder / "report.json"
+    command = f"zip {MLP_A} {MLP_B} --out {out} --report {report} --json" + QUICK
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        assert main(command.split()) == 0
+    return stdout.getvalue(), out, report
+
+
+def test_train_writes_a_checkpoint_with_its_task(tmp_path, capsys):
+    out = tmp_path / "m" / "moons.safetensors"
+    command = f"train --model mlp --widths 8 --task moons --iterations 30 --lr 0.1 --out {out}"
+    code, stdout, err = run(capsys, command + " --json --no-progress")
+    assert code == 0, err
+    result = json.loads(stdout)
+    model, card = load_checkpoint(out)
+    assert card["task"] == "moons" and card["model_spec"].kwargs["widths"] == (8,)
+    assert card["extra"]["accuracy"] == result["test"]["accuracy"] > 0.5
+    assert card["extra"]["data_seed"] == 0 and card["extra"]["iterations"] == 30
+    code, stdout, _ = run(capsys, f"eval {out} --no-progress")
+    assert code == 0 and "moons: accuracy" in stdout
+
+
+def test_zip_report_has_every_field(zipped):
+    stdout, out, report_path = zipped
+    printed, report = json.loads(stdout), json.loads(report_path.read_text())
+    assert printed == report
+    p = report["params"]
+    assert p["saved"] == p["a"] + p["b"] - p["zipped"] > 0
+    assert p["saved_fraction"] == pytest.approx(p["saved"] / (p["a"] + p["b"]))
+    assert ZippedNet.load(out).num_parameters() == p["zipped"]
+    assert [layer["name"] for layer in report["layers"]] == ["fc1", "fc2"]
+    for layer, n in zip(report["layers"], (300, 100)):
+        assert layer["n_a"] == layer["n_b"] == n and layer["shared"] == n // 2
+        assert len(layer["pairs"]) == n // 2 and all(len(pr) == 2 for pr in layer["pairs"])
+        costs = layer["pair_costs"]
+        assert costs["min"] <= costs["mean"] <= costs["max"]
+        assert layer["predicted_error"] > 0 and layer["heldout_error"] > 0
+        assert layer["hessian"] == "exact" and layer["damping"] == 0.1
+        assert layer["retrain_iterations"] == 0 and "hessian" in layer["seconds"]
+    acc = report["accuracy"]
+    assert acc["original"]["a"]["accuracy"] == pytest.approx(0.9833, abs=1e-4)
+    assert acc["zipped_retrained"] is None and acc["zipped_no_retraining"]["b"]["accuracy"] > 0.9
+    assert report["settings"]["share"] == 0.5 and report["settings"]["calib_samples"] == 128
+
+
+def test_eval_reads_a_zipped_network_and_its_tasks(zipped, capsys):
+    _, out, report_path = zipped
+    report = json.loads(report_path.read_text())
+    code, stdout, err = run(capsys, f"eval {out} --json --no-progress")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["kind"] == "zipped"
+    for w, task in (("a", "digits:0-4"), ("b", "digits:5-9")):
+        assert result["tasks"][w]["task"] == task
+        assert result["tasks"][w] == report["accuracy"]["zipped_no_retraining"][w]
+    code, stdout, _ = run(capsys, f"eval {MLP_A} --split test --json")
+    assert code == 0 and json.loads(stdout)["accuracy"] == pytest.approx(0.9833, abs=1e-4)
+
+
+def test_zip_with_retraining_matches_the_sweep(capsys, tmp_path):
+    """The CLI zips step by step (to score each layer); the result must be zip_models'."""
+    command = f"zip {MOONS} {CIRCLES} --share 1.0 --retrain-iterations 3 --json"
+    code, stdout, err = run(capsys, command + QUICK)
+    assert code == 0, err
+    report = json.loads(stdout)
+    acc = report["accuracy"]
+    assert acc["zipped_retrained"] is not None and report["retrain_samples"] == 3 * 2 * 2 * 64
+    for layer in report["layers"]:
+        assert layer["retrain_iterations"] == 3 and layer["retrain_samples"] == 3 * 2 * 64
+        assert set(layer["accuracy"]) == {"after_zip", "after_retraining"}
+    command = f"sweep {MOONS} {CIRCLES} --shares 1 --retrain-iterations 0,3 --json"
+    code, stdout, err = run(capsys, command + QUICK)
+    assert code == 0, err
+    rows = {r["retrain_iterations"]: r for r in json.loads(stdout)["rows"] if r["share"] == 1}
+    for key, its in (("zipped_retrained", 3), ("zipped_no_retraining", 0)):
+        assert acc[key]["a"]["accuracy"] == rows[its]["acc_a"]
+        assert acc[key]["b"]["accuracy"] == rows[its]["acc_b"]
+    assert report["params"]["saved_fraction"] == pytest.approx(rows[3]["saved_fraction"])
+
+
+def test_sweep_writes_its_files_and_prints_the_table(capsys, tmp_path):
+    prefix = tmp_path / "out" / "sweep"
+    command = f"sweep {MOONS} {CIRCLES} --shares 0.5,1 --methods mtz,euclidean --out {prefix}"
+    code, stdout, err = run(capsys, command + QUICK)
+    assert code == 0, err
+    assert all((tmp_path / "out" / f"sweep.{ext}").is_file() for ext in ("csv", "html"))
+    assert "original" in stdout and "euclidean" in stdout and "Pareto" in stdout
+    assert "wrote" in stdout and "sweep.csv" in stdout
+
+
+def test_demo_lists_and_copies(capsys, tmp_path):
+    code, stdout, _ = run(capsys, "demo")
+    assert code == 0 and "digits-mlp" in stdout and "moons-circles" in stdout
+    code, stdout, _ = run(capsys, f"demo digits-mlp --out {tmp_path} --json")
+    assert code == 0
+    files = [Path(f) for f in json.loads(stdout)["files"]]
+    assert [f.name for f in files] == ["a.safetensors", "b.safetensors"]
+    assert load_checkpoint(files[1])[1]["task"] == "digits:5-9"
+
+
+PAIR = f"{MLP_A} {MLP_B}"
+TRAIN = "train --model mlp --task moons --out x.safetensors"
+BAD = [
+    ("unknown method", f"zip {PAIR} --method magic", 2, "invalid choice"),
+    ("share too big", f"zip {PAIR} --share 1.5", 2, "1.5 is out of range"),
+    ("share not a number", f"zip {PAIR} --share abc", 2, "'abc'"),
+    ("share of no layer", f"zip {PAIR} --share fc9=0.5", 1, "fc9"),
+    ("sweep share", f"sweep {PAIR} --shares 0.5,2", 2, "2 is out of range"),
+    ("sweep method", f"sweep {PAIR} --methods mtz,x", 2, "--methods"),
+    ("missing file", f"zip {MLP_A} missing.safetensors", 1, "not found"),
+    ("text file", f"zip {{notes.txt}} {MLP_B}", 1, "unsupported checkpoint extension"),
+    ("text as safetensors", "eval {fake.safetensors}", 1, "not a valid .safetensors"),
+    ("incompatible pair", f"zip {MLP_A} {CONV_A}", 1, "differ"),
+    ("cuda", f"eval {MLP_A} --device cuda", 1, "CUDA is not available"),
+    ("bad device", f"eval {MLP_A} --device tpu", 1, "unknown device"),
+    ("unknown task", f"eval {MLP_A} --task nosuch:0-4", 2, "unknown dataset"),
+    ("task of wrong size", f"eval {MLP_A} --task digits", 1, "expects inputs"),
+    ("unknown model", "train --model resnet --task digits --out x.safetensors", 2, "choice"),
+    ("negative iterations", TRAIN + " --iterations -5", 2, "-5"),
+    ("negative retraining", f"zip {PAIR} --retrain-iterations -1", 2, "-1"),
+    ("retraining per layer", f"zip {PAIR} --retrain-iterations 1,2,3", 1, "3 entries"),
+    ("lr zero", f"zip {PAIR} --lr 0", 2, "positive"),
+    ("option for no model", TRAIN.replace("mlp", "lenet300") + " --widths 3", 1, "option"),
+    ("output not safetensors", TRAIN.replace(".safetensors", ".pt"), 2, ".safetensors"),
+    ("no command", "", 2, "required"),
+    ("unknown demo", "demo nope", 1, "unknown demo"),
+    ("zipped net as a model", f"zip {{zipped}} {MLP_B}", 1, "zipped network"),
+    ("zipped net with --task", "eval {zipped} --task digits:0-4", 2, "--task-a"),
+    ("dataset files missing", TRAIN.replace("moons", "mnist") + " --data-root {empty}", 1, "mnist"),
+]
+
+
+@pytest.mark.parametrize("command, code, message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_arguments_give_one_error_line(command, code, message, tmp_path, capsys, zipped):
+    if "--device cuda" in command and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    for name in ("notes.txt", "fake.safetensors"):
+        (tmp_path / name).write_text("not a checkpoint\n")
+    (tmp_path / "empty").mkdir()
+    files = {"notes.txt": tmp_path / "notes.txt", "fake.safetensors": tmp_path / "fake.safetensors"}
+    files.update(zipped=zipped[1], empty=tmp_path / "empty")
+    for name, path in files.items():
+        command = command.replace("{" + name + "}", str(path))
+    got, out, err = run(capsys, command)
+    assert got == code, err
+    assert err.startswith("mtz: error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert message in err and "Traceback" not in err and out == ""
+
+
+def test_help_and_version(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "zip" in out and "sweep" in out
+    code, out, _ = run(capsys, "zip --help")
+    assert code == 0 and "--retrain-iterations" in out and "--share" in out
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("mtz ")
+
+
+def test_console_script_starts():
+    script = shutil.which("mtz", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "mtz_core.cli"]
+    proc = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: mtz" in proc.stdout and "train" in proc.stdout
+
+
+def test_interrupts_and_unexpected_errors_stay_one_line(capsys, monkeypatch):
+    import mtz_core.cli as cli
+
+    def interrupted(run):
+        raise KeyboardInterrupt
+
+    def broken(run):
+        raise KeyError("surprise")
+
+    monkeypatch.setitem(cli.COMMANDS, "demo", interrupted)
+    assert run(capsys, "demo") == (130, "", "mtz: interrupted\n")
+    monkeypatch.setitem(cli.COMMANDS, "demo", broken)
+    assert run(capsys, "demo") == (1, "", "mtz: error: KeyError: 'surprise'\n")
+    monkeypatch.setenv("MTZ_DEBUG", "1")  # developers get the traceback back
+    with pytest.raises(KeyError):
+        main(["demo"])
