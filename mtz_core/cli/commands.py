@@ -1,220 +1,27 @@
-"""`mtz`: train, evaluate, zip and sweep from the command line (`mtz COMMAND --help`).
-
-A thin, scriptable shell over the library: every command takes `--json` (one JSON document on
-stdout), progress bars go to stderr, and a failure is one line `mtz: error: ...` with exit code
-2 for a bad argument, 1 for anything that fails at run time (a missing file, an incompatible
-pair, CUDA not available) and 130 for Ctrl-C — never a traceback (MTZ_DEBUG=1 shows one).
-Task splits are fixed by a data seed that `mtz train` records in its checkpoints, so a later
-zip reads the same calibration/test split the model was trained on.
-"""
+"""The `mtz` commands: train, eval, zip, sweep, demo (each takes the parsed arguments)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "UsageError"]
+from .arguments import UsageError  # noqa: F401
 
-
-class UsageError(Exception):
-    """A bad argument: reported like argparse's own errors, with exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise UsageError(message)  # one line, no usage block: scripts parse stderr too
-
-
-def _arg(fn, *options):
-    """An argparse type from `fn(text, *options)`, keeping its ValueError's message."""
-
-    def parse(text: str) -> Any:
-        try:
-            return fn(text.strip(), *options)
-        except (ValueError, TypeError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    parse.__name__ = fn.__name__.strip("_")
-    return parse
-
-
-def _num(text: str, kind: type = int, low: float = 0, high: float = math.inf, pos=False) -> Any:
-    """An int or float in [low, high] (`pos`: and > 0, for a learning rate or a width)."""
-    what = f"{'an int' if kind is int else 'a number'} >= {low:g}"
-    what = (
-        "a positive number" if pos else f"a number in [{low:g}, {high:g}]" if high < 1e9 else what
-    )
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(f"expected {what}, got {text!r}") from None
-    if not math.isfinite(value) or not low <= value <= high or (pos and value <= 0):
-        raise ValueError(f"{text} is out of range; expected {what}")
-    return value
-
-
-def _share_fraction(text: str) -> float:
-    return _num(text, float, 0, 1)
-
-
-def _share_value(text: str) -> float | int:
-    """A pair count when written as an int ("3"), otherwise a fraction in [0, 1] ("0.5")."""
-    return _num(text) if text.lstrip("+-").isdigit() else _share_fraction(text)
-
-
-def _by_layer(text: str, value) -> Any:
-    """`VALUE`, or `NAME=VALUE,NAME=VALUE` for per-layer settings."""
-    if "=" not in text:
-        return value(text)
-    out = {}
-    for item in text.split(","):
-        name, _, v = item.partition("=")
-        if not name.strip():
-            raise ValueError(f"expected NAME=VALUE, got {item!r}")
-        out[name.strip()] = value(v.strip())
-    return out
-
-
-def _iterations(text: str) -> Any:
-    if "=" in text:
-        return _by_layer(text, _num)
-    values = [_num(v.strip()) for v in text.split(",")]
-    return values[0] if len(values) == 1 else values
-
-
-def _listed(text: str, item, allowed=None) -> list:
-    values = [item(v.strip()) for v in text.split(",") if v.strip()]
-    bad = [v for v in values if allowed is not None and v not in allowed]
-    if not values or bad:
-        raise ValueError(f"expected a comma list of {', '.join(allowed or ['values'])}: {text!r}")
-    return values
-
-
-def _damping(text: str) -> float | str:
-    return text if text == "auto" else _num(text, float, 0)
-
-
-def _task(text: str) -> str:
-    from .data import parse_task
-
-    return str(parse_task(text))
-
-
-def _safetensors(text: str) -> Path:
-    if not text.lower().endswith(".safetensors"):
-        raise ValueError(f"the output must end in .safetensors, got {text!r}")
-    return Path(text)
-
-
-def _option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"expected KEY=VALUE (a JSON value), got {text!r}")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value  # a bare word is a string option
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `mtz` argument parser; errors raise `UsageError` instead of exiting."""
-    from . import __version__
-    from .config import CONV_HESSIANS, FLATTEN_HESSIANS, MATCHINGS, METHODS
-    from .models import list_models
-    from .training import OPTIMIZERS
-
-    int0, int1, pos = _arg(_num), _arg(_num, int, 1), _arg(_num, float, 0, math.inf, True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
-    common.add_argument("--seed", type=int0, default=0, help="init, shuffling, random pairs")
-    root, root_help = os.environ.get("MTZ_DATA_ROOT"), "MNIST etc. (default: $MTZ_DATA_ROOT)"
-    common.add_argument("--data-root", default=root, help=root_help)
-    common.add_argument("--data-seed", type=int0, help="split seed (default: checkpoint's or 0)")
-    common.add_argument("--json", action="store_true", help="print a JSON result on stdout")
-    common.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser = _Parser(prog="mtz", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"mtz {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=text, description=text)
-
-    def pair(p: argparse.ArgumentParser) -> None:
-        p.add_argument("a", help="checkpoint of model A (.safetensors, .pt, .pth)")
-        p.add_argument("b", help="checkpoint of model B")
-        p.add_argument("--task-a", type=_arg(_task), help="task of A (default: its card's)")
-        p.add_argument("--task-b", type=_arg(_task), help="task of B (default: its card's)")
-        p.add_argument("--calib-samples", type=int1, default=512, help="per task, for Hessians")
-        p.add_argument("--heldout-samples", type=int1, default=512, help="test inputs, layer error")
-        p.add_argument("--batch-size", type=int1, default=64)
-        p.add_argument("--lr", type=pos, default=0.01, help="retraining learning rate")
-        p.add_argument("--damping", type=_arg(_damping), help="a number >= 0 or auto (0.1)")
-        p.add_argument("--matching", choices=MATCHINGS, default="greedy")
-        p.add_argument("--hessian", choices=CONV_HESSIANS, default="exact")
-        p.add_argument("--flatten-hessian", choices=FLATTEN_HESSIANS, default="auto")
-
-    p = command("train", "train a registry model on a task and save a checkpoint")
-    p.add_argument("--model", required=True, choices=list_models())
-    p.add_argument("--task", required=True, type=_arg(_task), help="e.g. digits:0-4")
-    p.add_argument("--iterations", type=int0, default=2000)
-    p.add_argument("--lr", type=pos, default=0.05)
-    p.add_argument("--batch-size", type=int1, default=64)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--pad-to", type=int1, help="zero-pad images to this side (VGG: 32)")
-    p.add_argument("--widths", type=_arg(_listed, int1), help="mlp: hidden widths, e.g. 300,100")
-    p.add_argument("--width", type=pos, help="vgg: width multiplier, e.g. 0.25")
-    p.add_argument("--channels", type=_arg(_listed, int1), help="lenet5: e.g. 8,16")
-    p.add_argument("--hidden", type=int1, help="lenet5: fully connected units")
-    p.add_argument("--dropout", type=_arg(_num, float, 0, 1), help="mlp / vgg")
-    p.add_argument("--option", type=_arg(_option), action="append", default=[], help="KEY=JSON")
-    p.add_argument("--out", required=True, type=_arg(_safetensors))
-
-    p = command("eval", "accuracy and loss of a checkpoint or a zipped network")
-    p.add_argument("checkpoint")
-    p.add_argument("--task", type=_arg(_task), help="a checkpoint's task (default: its card's)")
-    for w in "ab":
-        p.add_argument(f"--task-{w}", type=_arg(_task), help=f"a zipped network's task {w.upper()}")
-    p.add_argument("--split", choices=("test", "calib"), default="test")
-
-    p = command("zip", "zip two checkpoints into one multi-task network, with a JSON report")
-    pair(p)
-    share_help = "0.5: half of each layer; 1.0: all; an int: that many pairs (1 is one pair)"
-    share_help += "; per layer: fc1=0.5,fc2=3"
-    p.add_argument("--share", type=_arg(_by_layer, _share_value), default=0.5, help=share_help)
-    p.add_argument("--method", choices=METHODS, default="mtz")
-    its_help = "after each layer: 100, or per layer 100,50 or fc1=100"
-    p.add_argument("--retrain-iterations", type=_arg(_iterations), default=0, help=its_help)
-    p.add_argument("--out", type=_arg(_safetensors), help="zipped network to write")
-    p.add_argument("--report", type=Path, help="JSON report to write")
-
-    p = command("sweep", "zip at many shares and methods: table, CSV, HTML (and PNG) plot")
-    pair(p)
-    p.add_argument("--shares", type=_arg(_listed, _share_fraction), default=[0.25, 0.5, 0.75, 1])
-    p.add_argument("--methods", type=_arg(_listed, str, METHODS), default=["mtz"])
-    its_help = "budgets to compare, each per layer: e.g. 0,100"
-    p.add_argument("--retrain-iterations", type=_arg(_listed, _num), default=[0], help=its_help)
-    p.add_argument("--out", help="prefix of the files: PREFIX.csv, PREFIX.html (PREFIX.png)")
-
-    p = command("demo", "list the demo pairs, or write one's checkpoints to try the CLI")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--out", type=Path, help="folder to write a.safetensors, b.safetensors to")
-    return parser
+__all__ = ["COMMANDS"]
 
 
 class _Run:
     """What every command needs: the arguments, the device, output and loading helpers."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from .training import resolve_device
+        from ..training import resolve_device
 
         self.args = args
         self.device = resolve_device(args.device)
@@ -234,7 +41,7 @@ class _Run:
 
     def task(self, text: str, extra: dict[str, Any], shape: Any, classes: Any, where: str):
         """Load a task as the model saw it (same split seed and padding) and check the fit."""
-        from .data import load_task, parse_task
+        from ..data import load_task, parse_task
 
         info, pad_to = parse_task(text).info, extra.get("pad_to")
         if pad_to is None and shape is not None and info.kind == "image" and len(shape) == 3:
@@ -250,7 +57,7 @@ class _Run:
         return task
 
     def checkpoint(self, path: str, task_text: str | None):
-        from .checkpoints import load_checkpoint
+        from ..checkpoints import load_checkpoint
 
         if _zipped_metadata(path) is not None:
             raise ValueError(f"{path} is a zipped network; this needs single-model checkpoints")
@@ -284,7 +91,7 @@ def _zipped_metadata(path: str) -> dict[str, Any] | None:
 
 
 def _score(model, task, split: str = "test", index: int | None = None) -> dict[str, Any]:
-    from .evaluation import evaluate
+    from ..evaluation import evaluate
 
     return dict(evaluate(model, task.batches(split, 256), task=index).to_dict(), task=task.name)
 
@@ -310,9 +117,9 @@ def _describe(s: dict[str, Any], split: str) -> str:
 
 
 def cmd_train(run: _Run) -> int:
-    from .checkpoints import save_checkpoint
-    from .models import create_model
-    from .training import train
+    from ..checkpoints import save_checkpoint
+    from ..models import create_model
+    from ..training import train
 
     a, t0 = run.args, time.perf_counter()
     extra = {"data_seed": a.data_seed or 0, "pad_to": a.pad_to}
@@ -345,7 +152,7 @@ def cmd_train(run: _Run) -> int:
 
 
 def cmd_eval(run: _Run) -> int:
-    from .zipped import ZippedNet
+    from ..zipped import ZippedNet
 
     a = run.args
     meta = _zipped_metadata(a.checkpoint)
@@ -376,11 +183,11 @@ def cmd_eval(run: _Run) -> int:
 def _zip(run: _Run, models, data, iterations, score_layers: bool):
     """Zip as `zip_models` does (same order, seeds and retraining) but step by step with a
     `ZipSession`, so both tasks can be scored after each layer's zip and its retraining."""
-    from .config import ZipConfig
-    from .matching import resolve_shares
-    from .pipeline import resolve_iterations
-    from .progress import tqdm_progress
-    from .session import ZipSession
+    from ..config import ZipConfig
+    from ..matching import resolve_shares
+    from ..pipeline import resolve_iterations
+    from ..progress import tqdm_progress
+    from ..session import ZipSession
 
     a, ((calib_a, held_a, train_a), (calib_b, held_b, train_b), tasks) = run.args, data
     damping = ZipConfig.default_damping() if a.damping is None else a.damping
@@ -426,7 +233,7 @@ def _layer_report(record, scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_zip(run: _Run) -> int:
-    from .evaluation import param_summary
+    from ..evaluation import param_summary
 
     a, t0 = run.args, time.perf_counter()
     (model_a, card_a, task_a), (model_b, card_b, task_b) = (
@@ -504,7 +311,7 @@ def _print_zip(run: _Run, result, accuracy: dict[str, Any], params: dict[str, An
 
 
 def cmd_sweep(run: _Run) -> int:
-    from .sweep import image_engine_problem, pareto_front, save_sweep, sweep
+    from ..sweep import image_engine_problem, pareto_front, save_sweep, sweep
 
     a = run.args
     (model_a, _, task_a), (model_b, _, task_b) = (
@@ -542,7 +349,7 @@ def cmd_sweep(run: _Run) -> int:
 
 
 def cmd_demo(run: _Run) -> int:
-    from .demo import ASSETS_DIR, DEMOS, build_demo
+    from ..demo import ASSETS_DIR, DEMOS, build_demo
 
     a = run.args
     if a.name is None:
@@ -576,35 +383,3 @@ def cmd_demo(run: _Run) -> int:
 
 
 COMMANDS = dict(train=cmd_train, eval=cmd_eval, zip=cmd_zip, sweep=cmd_sweep, demo=cmd_demo)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if isinstance(exc, KeyError) or not text:  # KeyError's text is a bare quoted key
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `mtz` with `argv` (default: sys.argv[1:]) and return the exit code; never raises."""
-    try:
-        try:
-            args = build_parser().parse_args(argv)
-        except SystemExit as exc:  # --help and --version exit through argparse
-            return exc.code if isinstance(exc.code, int) else 0
-        return COMMANDS[args.command](_Run(args))
-    except UsageError as exc:
-        print(f"mtz: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mtz: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if os.environ.get("MTZ_DEBUG"):
-            raise
-        print(f"mtz: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

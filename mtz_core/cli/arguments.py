@@ -1,0 +1,197 @@
+"""Argument parsing for `mtz`: the parser and the value types that check each argument."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["UsageError", "build_parser"]
+
+
+class UsageError(Exception):
+    """A bad argument: reported like argparse's own errors, with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)  # one line, no usage block: scripts parse stderr too
+
+
+def _arg(fn, *options):
+    """An argparse type from `fn(text, *options)`, keeping its ValueError's message."""
+
+    def parse(text: str) -> Any:
+        try:
+            return fn(text.strip(), *options)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = fn.__name__.strip("_")
+    return parse
+
+
+def _num(text: str, kind: type = int, low: float = 0, high: float = math.inf, pos=False) -> Any:
+    """An int or float in [low, high] (`pos`: and > 0, for a learning rate or a width)."""
+    what = f"{'an int' if kind is int else 'a number'} >= {low:g}"
+    what = (
+        "a positive number" if pos else f"a number in [{low:g}, {high:g}]" if high < 1e9 else what
+    )
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or not low <= value <= high or (pos and value <= 0):
+        raise ValueError(f"{text} is out of range; expected {what}")
+    return value
+
+
+def _share_fraction(text: str) -> float:
+    return _num(text, float, 0, 1)
+
+
+def _share_value(text: str) -> float | int:
+    """A pair count when written as an int ("3"), otherwise a fraction in [0, 1] ("0.5")."""
+    return _num(text) if text.lstrip("+-").isdigit() else _share_fraction(text)
+
+
+def _by_layer(text: str, value) -> Any:
+    """`VALUE`, or `NAME=VALUE,NAME=VALUE` for per-layer settings."""
+    if "=" not in text:
+        return value(text)
+    out = {}
+    for item in text.split(","):
+        name, _, v = item.partition("=")
+        if not name.strip():
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        out[name.strip()] = value(v.strip())
+    return out
+
+
+def _iterations(text: str) -> Any:
+    if "=" in text:
+        return _by_layer(text, _num)
+    values = [_num(v.strip()) for v in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
+def _listed(text: str, item, allowed=None) -> list:
+    values = [item(v.strip()) for v in text.split(",") if v.strip()]
+    bad = [v for v in values if allowed is not None and v not in allowed]
+    if not values or bad:
+        raise ValueError(f"expected a comma list of {', '.join(allowed or ['values'])}: {text!r}")
+    return values
+
+
+def _damping(text: str) -> float | str:
+    return text if text == "auto" else _num(text, float, 0)
+
+
+def _task(text: str) -> str:
+    from ..data import parse_task
+
+    return str(parse_task(text))
+
+
+def _safetensors(text: str) -> Path:
+    if not text.lower().endswith(".safetensors"):
+        raise ValueError(f"the output must end in .safetensors, got {text!r}")
+    return Path(text)
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY=VALUE (a JSON value), got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value  # a bare word is a string option
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mtz` argument parser; errors raise `UsageError` instead of exiting."""
+    from .. import __version__
+    from ..config import CONV_HESSIANS, FLATTEN_HESSIANS, MATCHINGS, METHODS
+    from ..models import list_models
+    from ..training import OPTIMIZERS
+
+    int0, int1, pos = _arg(_num), _arg(_num, int, 1), _arg(_num, float, 0, math.inf, True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    common.add_argument("--seed", type=int0, default=0, help="init, shuffling, random pairs")
+    root, root_help = os.environ.get("MTZ_DATA_ROOT"), "MNIST etc. (default: $MTZ_DATA_ROOT)"
+    common.add_argument("--data-root", default=root, help=root_help)
+    common.add_argument("--data-seed", type=int0, help="split seed (default: checkpoint's or 0)")
+    common.add_argument("--json", action="store_true", help="print a JSON result on stdout")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser = _Parser(prog="mtz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"mtz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=text, description=text)
+
+    def pair(p: argparse.ArgumentParser) -> None:
+        p.add_argument("a", help="checkpoint of model A (.safetensors, .pt, .pth)")
+        p.add_argument("b", help="checkpoint of model B")
+        p.add_argument("--task-a", type=_arg(_task), help="task of A (default: its card's)")
+        p.add_argument("--task-b", type=_arg(_task), help="task of B (default: its card's)")
+        p.add_argument("--calib-samples", type=int1, default=512, help="per task, for Hessians")
+        p.add_argument("--heldout-samples", type=int1, default=512, help="test inputs, layer error")
+        p.add_argument("--batch-size", type=int1, default=64)
+        p.add_argument("--lr", type=pos, default=0.01, help="retraining learning rate")
+        p.add_argument("--damping", type=_arg(_damping), help="a number >= 0 or auto (0.1)")
+        p.add_argument("--matching", choices=MATCHINGS, default="greedy")
+        p.add_argument("--hessian", choices=CONV_HESSIANS, default="exact")
+        p.add_argument("--flatten-hessian", choices=FLATTEN_HESSIANS, default="auto")
+
+    p = command("train", "train a registry model on a task and save a checkpoint")
+    p.add_argument("--model", required=True, choices=list_models())
+    p.add_argument("--task", required=True, type=_arg(_task), help="e.g. digits:0-4")
+    p.add_argument("--iterations", type=int0, default=2000)
+    p.add_argument("--lr", type=pos, default=0.05)
+    p.add_argument("--batch-size", type=int1, default=64)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--pad-to", type=int1, help="zero-pad images to this side (VGG: 32)")
+    p.add_argument("--widths", type=_arg(_listed, int1), help="mlp: hidden widths, e.g. 300,100")
+    p.add_argument("--width", type=pos, help="vgg: width multiplier, e.g. 0.25")
+    p.add_argument("--channels", type=_arg(_listed, int1), help="lenet5: e.g. 8,16")
+    p.add_argument("--hidden", type=int1, help="lenet5: fully connected units")
+    p.add_argument("--dropout", type=_arg(_num, float, 0, 1), help="mlp / vgg")
+    p.add_argument("--option", type=_arg(_option), action="append", default=[], help="KEY=JSON")
+    p.add_argument("--out", required=True, type=_arg(_safetensors))
+
+    p = command("eval", "accuracy and loss of a checkpoint or a zipped network")
+    p.add_argument("checkpoint")
+    p.add_argument("--task", type=_arg(_task), help="a checkpoint's task (default: its card's)")
+    for w in "ab":
+        p.add_argument(f"--task-{w}", type=_arg(_task), help=f"a zipped network's task {w.upper()}")
+    p.add_argument("--split", choices=("test", "calib"), default="test")
+
+    p = command("zip", "zip two checkpoints into one multi-task network, with a JSON report")
+    pair(p)
+    share_help = "0.5: half of each layer; 1.0: all; an int: that many pairs (1 is one pair)"
+    share_help += "; per layer: fc1=0.5,fc2=3"
+    p.add_argument("--share", type=_arg(_by_layer, _share_value), default=0.5, help=share_help)
+    p.add_argument("--method", choices=METHODS, default="mtz")
+    its_help = "after each layer: 100, or per layer 100,50 or fc1=100"
+    p.add_argument("--retrain-iterations", type=_arg(_iterations), default=0, help=its_help)
+    p.add_argument("--out", type=_arg(_safetensors), help="zipped network to write")
+    p.add_argument("--report", type=Path, help="JSON report to write")
+
+    p = command("sweep", "zip at many shares and methods: table, CSV, HTML (and PNG) plot")
+    pair(p)
+    p.add_argument("--shares", type=_arg(_listed, _share_fraction), default=[0.25, 0.5, 0.75, 1])
+    p.add_argument("--methods", type=_arg(_listed, str, METHODS), default=["mtz"])
+    its_help = "budgets to compare, each per layer: e.g. 0,100"
+    p.add_argument("--retrain-iterations", type=_arg(_listed, _num), default=[0], help=its_help)
+    p.add_argument("--out", help="prefix of the files: PREFIX.csv, PREFIX.html (PREFIX.png)")
+
+    p = command("demo", "list the demo pairs, or write one's checkpoints to try the CLI")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--out", type=Path, help="folder to write a.safetensors, b.safetensors to")
+    return parser
