@@ -112,6 +112,9 @@ class ZipSession:
         move = [[(w.to(self.device), b.to(self.device)) for w, b in ws] for ws in (w_a, w_b)]
         self.model = ZippedNet.from_models([arch_a, arch_b], move).eval()
         self._check_faithful(model_a, model_b)
+        self._hidden = [
+            (la.name, la.out_units, lb.out_units) for la, lb in zip(arch_a.hidden, arch_b.hidden)
+        ]
         self.params = {
             "a": sum(p.numel() for p in model_a.parameters()),
             "b": sum(p.numel() for p in model_b.parameters()),
@@ -133,10 +136,9 @@ class ZipSession:
 
     @property
     def hidden_layers(self) -> list[tuple[str, int, int]]:
-        """(name, n_a, n_b) of every zippable layer, in order."""
-        return [
-            (layer.spec.name, *layer.sizes.out_own[:2]) for layer in list(self.model.layers)[:-1]
-        ]
+        """(name, n_a, n_b) of every zippable layer, in order, with the models' own widths
+        (zipping does not change them)."""
+        return list(self._hidden)
 
     @property
     def next_index(self) -> int | None:
@@ -288,16 +290,25 @@ class ZipSession:
         return record
 
     def retrain(
-        self, train_a: Any, train_b: Any, *, iterations: int, **options: Any
+        self,
+        train_a: Any,
+        train_b: Any,
+        *,
+        iterations: int,
+        restore_on_cancel: bool = False,
+        **options: Any,
     ) -> TrainReport:
         """Retrain the current network jointly on both tasks (see `mtz_core.training.retrain`).
 
-        Undoing the last step undoes this retraining too. Stops early, keeping the weights of
-        the last completed iteration, when `cancel()` is called (the report says so).
+        Undoing the last step undoes this retraining too. When `cancel()` is called it stops
+        early and keeps the weights of the last completed iteration, or, with
+        `restore_on_cancel=True` (what an interactive UI wants), puts back the weights from
+        before this call and records nothing (the report still says what ran).
         """
         self._cancel.reset()
         if self._undo and self._undo[-1].state is None:
             self._undo[-1].state = _clone_state(self.model)
+        before = _clone_state(self.model) if restore_on_cancel else None
         index = self.records[-1].index if self.records else 0
 
         def report(p):
@@ -316,6 +327,9 @@ class ZipSession:
             )
         finally:
             self._bump()
+        if rep.cancelled and before is not None:
+            self.model.load_state_dict(before)
+            return rep
         if rep.iterations and self.model.layers[0].own_bias[0].device != self.device:
             self.to(self.model.layers[0].own_bias[0].device)
         if self.records:

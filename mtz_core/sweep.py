@@ -143,8 +143,11 @@ def sweep(
     for m in method_list:  # ZipConfig names a bad method, matching, damping or seed
         ZipConfig(m, matching, hessian, flatten_hessian, check, seed)
     for label, t in (("task_a", task_a), ("task_b", task_b)):
-        if not isinstance(t, Task):
-            raise TypeError(f"{label} must be a mtz_core.data.Task, got {type(t).__name__}")
+        if not all(hasattr(t, a) for a in ("batches", "name")):  # a Task or the same interface
+            raise TypeError(
+                f"{label} must be a mtz_core.data.Task (or offer .batches() and .name), got "
+                f"{type(t).__name__}"
+            )
 
     calib_a = _inputs(task_a, "calib", batch_size, calib_samples)
     calib_b = _inputs(task_b, "calib", batch_size, calib_samples)

@@ -271,3 +271,24 @@ def test_evaluate_scores():
         acc = (model(x).argmax(1) == y).float().mean().item()
     assert score.accuracy == pytest.approx(acc)
     assert_close(torch.tensor(score.loss), torch.nn.functional.cross_entropy(model(x), y).detach())
+
+
+def test_session_retrain_can_restore_on_cancel():
+    train_a, train_b = _task(18), _task(19)
+    session = ZipSession(make_mlp(18), make_mlp(19), _inputs(train_a), _inputs(train_b))
+    session.step(0.5)
+    assert session.hidden_layers == [("1", 24, 24), ("3", 16, 16)]  # the models' own widths
+    before = {k: v.clone() for k, v in session.model.state_dict().items()}
+
+    def stop(event):
+        if event.stage == "retrain" and event.done == 3:
+            session.cancel()
+
+    session.progress = stop
+    rep = session.retrain(train_a, train_b, iterations=20, restore_on_cancel=True)
+    assert rep.cancelled and rep.iterations == 3
+    assert session.records[-1].retraining is None
+    assert all(torch.equal(v, before[k]) for k, v in session.model.state_dict().items())
+    rep = session.retrain(train_a, train_b, iterations=20)
+    assert rep.cancelled and session.records[-1].retraining.iterations == 3
+    assert not all(torch.equal(v, before[k]) for k, v in session.model.state_dict().items())

@@ -1,0 +1,183 @@
+"""The Learn page's numbers: the method on the loaded pair, and the 2-D worked example.
+
+Everything here is read from the engine (records, cost matrices, the zipped network); the page
+only renders it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .jobs import NullJob
+from .pair import LoadedPair
+from .zipper import CostView, ZipSettings, ZipState, plan_savings
+
+__all__ = ["PairNumbers", "pair_numbers", "BoundaryStages", "boundary_stages"]
+
+
+@dataclass
+class PairNumbers:
+    """Real numbers of the loaded pair for the formulas."""
+
+    layers: list[dict[str, Any]]  # hidden layers: name, n_a, n_b, inputs, per_unit, dim
+    params_a: int
+    params_b: int
+    calib_a: int
+    calib_b: int
+    example_layer: str
+    example_dim: int  # D of that layer's Hessian, with the bias entry
+    cheapest: tuple[int, int, float] | None  # (i, j, d) of the cheapest pair
+    dearest: tuple[int, int, float] | None
+    median: float | None
+    n_pairs: int
+    full_saving: list[int]  # parameters saved per layer if every layer were fully shared
+    damping: Any
+    first_saving: tuple[int, int, int, int]  # (k, s, K, saved) for the first layer fully shared
+
+
+def pair_numbers(pair: LoadedPair, state: ZipState | None, view: CostView | None) -> PairNumbers:
+    hidden = pair.hidden
+    layers = []
+    prev_full = None
+    for row in hidden:
+        s = row["inputs"] if prev_full is None else prev_full
+        layers.append(
+            {
+                "name": row["layer"],
+                "kind": row["kind"],
+                "n_a": row["width A"],
+                "n_b": row["width B"],
+                "inputs": row["inputs"],
+                "per_unit": row["per_unit"],
+                "dim": s * row["per_unit"] + 1,
+            }
+        )
+        prev_full = min(row["width A"], row["width B"])
+    full = plan_savings(hidden, [min(r["width A"], r["width B"]) for r in hidden])
+    first = hidden[0]
+    k0 = min(first["width A"], first["width B"])
+    cheapest = dearest = median = None
+    n_pairs = 0
+    example = first["layer"]
+    dim = layers[0]["dim"]
+    if view is not None:
+        cost = view.cost
+        n_pairs = cost.size
+        i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        cheapest = (int(i), int(j), float(cost[i, j]))
+        i, j = np.unravel_index(int(np.argmax(cost)), cost.shape)
+        dearest = (int(i), int(j), float(cost[i, j]))
+        median = float(np.median(cost))
+        example = view.layer
+        if state is not None and view.index < len(state.records):
+            dim = state.records[view.index].hessian_dim
+        else:
+            dim = layers[view.index]["dim"] if view.index == 0 else dim
+    return PairNumbers(
+        layers=layers,
+        params_a=pair.params[0],
+        params_b=pair.params[1],
+        calib_a=min(
+            pair.task_a.size("calib"), (state.settings if state else ZipSettings()).calib_samples
+        ),
+        calib_b=min(
+            pair.task_b.size("calib"), (state.settings if state else ZipSettings()).calib_samples
+        ),
+        example_layer=example,
+        example_dim=dim,
+        cheapest=cheapest,
+        dearest=dearest,
+        median=median,
+        n_pairs=n_pairs,
+        full_saving=full,
+        damping=(state.settings if state else ZipSettings()).damping,
+        first_saving=(k0, first["inputs"], first["per_unit"], full[0]),
+    )
+
+
+@dataclass
+class BoundaryStages:
+    xs: np.ndarray
+    ys: np.ndarray
+    titles: list[str]  # one per stage
+    probs: list[list[np.ndarray]]  # [stage][task] → (len(ys), len(xs)) p(class 1)
+    accuracy: list[tuple[float, float]]
+    points: list[tuple[np.ndarray, np.ndarray]]  # per task: test inputs, labels
+    shares: list[int]
+    predicted: list[float]
+
+
+def _grid(pair: LoadedPair, n: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    pts = torch.cat([pair.task_a.test[0], pair.task_b.test[0]]).numpy()
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    pad = 0.15 * (hi - lo)
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], n)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], n)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32))
+    return xs, ys, grid
+
+
+@torch.no_grad()
+def _probs(state: ZipState, grid: torch.Tensor, n: int) -> list[np.ndarray]:
+    model = state.session.model
+    was = model.training
+    model.eval()
+    out = []
+    for t in (0, 1):
+        logits = model(grid.to(state.session.device), t)
+        p = (
+            torch.softmax(logits, dim=1)[:, 1]
+            if logits.shape[1] > 1
+            else torch.sigmoid(logits[:, 0])
+        )
+        out.append(p.cpu().numpy().reshape(n, n))
+    model.train(was)
+    return out
+
+
+def boundary_stages(
+    pair: LoadedPair,
+    share: float,
+    retrain_iterations: int = 0,
+    *,
+    lr: float = 0.05,
+    grid: int = 70,
+    max_points: int = 200,
+) -> BoundaryStages:
+    """Decision boundaries of both tasks before zipping and after zipping each hidden layer
+    with `share` of its neurons (retraining after each if asked)."""
+    if tuple(pair.task_a.input_shape) != (2,):
+        raise ValueError("decision boundaries need 2-D inputs (the moons-circles pair)")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be between 0 and 1, got {share}")
+    state = ZipState(pair, ZipSettings(heldout_samples=200, eval_samples=1000))
+    xs, ys, g = _grid(pair, grid)
+    titles, probs, acc, shares, predicted = (
+        ["original"],
+        [_probs(state, g, grid)],
+        [state.accuracy],
+        [],
+        [],
+    )
+    for name, n_a, n_b in state.layers:
+        k = int(round(share * min(n_a, n_b)))
+        event = state.step(k)
+        shares.append(k)
+        predicted.append(event["predicted_error"])
+        label = f"after {name} ({k}/{min(n_a, n_b)} shared)"
+        if retrain_iterations:
+            state.retrain(NullJob(), iterations=retrain_iterations, lr=lr, device="cpu")  # type: ignore[arg-type]
+            label += f", retrained {retrain_iterations}"
+        titles.append(label)
+        probs.append(_probs(state, g, grid))
+        acc.append(state.accuracy)
+    points = []
+    for task in (pair.task_a, pair.task_b):
+        x, y = task.test
+        points.append((x[:max_points].numpy(), y[:max_points].numpy()))
+    return BoundaryStages(xs, ys, titles, probs, acc, points, shares, predicted)

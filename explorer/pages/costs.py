@@ -1,0 +1,184 @@
+"""Costs: the N_A × N_B neuron-pair cost matrix of a hidden layer, and what the choice costs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer import figures, state, ui
+from explorer.state import K
+
+OVERFIT_RATIO = 2.0
+
+ws = state.workspace()
+st.title("Neuron-pair costs")
+st.caption(
+    "d[i, j] is the increase of the two networks' layer error if neuron i of A and neuron j of "
+    "B become one shared neuron (with Hessian-weighted merged weights). MTZ shares the cheapest "
+    "pairs first (greedy)."
+)
+ui.show_flashes("costs", ws)
+z = ui.require_zip(ws, "costs")
+
+names = [name for name, _, _ in z.layers]
+
+
+def describe(i: int) -> str:
+    name, n_a, n_b = z.layers[i]
+    status = {"zipped": "zipped", "next": "next to zip", "pending": "not zipped yet"}[z.status(i)]
+    return f"{name} ({n_a} × {n_b}) — {status}"
+
+
+default = z.next_index if z.next_index is not None else len(names) - 1
+c1, c2, c3, c4 = st.columns([3, 2, 3, 3])
+index = c1.selectbox(
+    "Layer", list(range(len(names))), index=default, format_func=describe, key=K.COSTS_LAYER
+)
+scale = c2.segmented_control(
+    "Colour", ["linear", "log"], default="log", key=K.COSTS_SCALE, required=True
+)
+order = c3.segmented_control(
+    "Rows and columns",
+    ["original", "matched"],
+    default="original",
+    key=K.COSTS_ORDER,
+    required=True,
+    format_func=lambda o: {"original": "original", "matched": "pairs on diagonal"}[o],
+)
+pool = c4.segmented_control(
+    "Aggregate blocks by",
+    ["mean", "min", "max"],
+    default="min",
+    key=K.COSTS_POOL,
+    required=True,
+    help="Only for layers wider than 256 neurons: the heatmap shows at most 256 × 256 cells.",
+)
+name, n_a, n_b = z.layers[index]
+status = z.status(index)
+
+
+def estimate() -> None:
+    ws.start_evaluate_plan()
+
+
+view = None
+if ws.busy:
+    view = z.cost_view(index, ws.estimates, compute=False)
+else:
+    try:
+        with st.spinner(f"Computing the Hessians and costs of {name}…"):
+            view = z.cost_view(index, ws.estimates)
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"The costs of {name} could not be computed: {ui.message(exc)}")
+        st.stop()
+
+if view is None and status == "next":
+    st.info(
+        f"{ws.job.title} is running: the Hessians and costs of {name} are computed when it ends "
+        "(they depend on the network it is changing). Zipped layers can be viewed meanwhile."
+    )
+    st.stop()
+if view is None:
+    earlier = ", ".join(names[len(z.records) : index])
+    st.info(
+        f"The costs of {name} depend on how the layers before it ({earlier}) are zipped: its "
+        "Hessian is taken over the shared inputs, through the zipped network. Zip those first on "
+        "**Step through**, or estimate them now by zipping a copy of the pair with the planned "
+        "shares (the tuning sliders on **Trade-off**)."
+    )
+    st.button(
+        "Estimate with the planned shares",
+        on_click=ui.callback("costs", estimate),
+        disabled=ws.busy,
+        key="costs.estimate",
+    )
+    st.stop()
+
+if view.source == "estimate":
+    st.warning(f"Estimate: {view.note}. Zip the layers before it for the exact costs.")
+
+# the share: fixed for a zipped layer, the plan otherwise (shared with Step through and tuning)
+if status == "zipped":
+    rec = z.records[index]
+    k = rec.k
+    st.caption(f"{name} is zipped with {k} shared neurons ({rec.method}); undo it to change that.")
+else:
+    key = state.plan_key("costs", name)
+    k = st.slider(
+        f"Shared neurons in {name} (of {view.max_k})",
+        0,
+        view.max_k,
+        int(min(ws.plan.get(name, view.max_k // 2), view.max_k)),
+        key=key,
+        on_change=lambda: ws.set_plan(name, st.session_state[key]),
+        help="The planned share of this layer: the next zip uses it (Step through).",
+    )
+
+pairs = view.pairs_for(k)
+fig = figures.cost_heatmap(
+    view.cost,
+    pairs=pairs,
+    order=order,
+    scale=scale,
+    pool=pool,
+    title=f"{name}: pair costs",
+    cache=view.figure_cache,
+)
+meta = fig.layout.meta
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Shared neurons", f"{k} / {view.max_k}")
+m2.metric(
+    "Predicted layer error",
+    f"{(view.applied_error if status == 'zipped' else view.predicted(k)):.4g}",
+    help="Σ of the chosen pairs' costs: the predicted increase of E_A + E_B.",
+)
+m3.metric("Cheapest pair", f"{view.cheapest:.3g}")
+m4.metric("Median pair", f"{view.median:.3g}")
+
+ui.plot(fig, key="costs.heatmap")
+if meta["block"] != [1, 1]:
+    st.caption(
+        f"{n_a} × {n_b} = {n_a * n_b:,} pairs are too many to draw: each cell shows the "
+        f"**{pool}** of a {meta['block'][0]} × {meta['block'][1]} block "
+        f"({meta['cells'][0]} × {meta['cells'][1]} cells); chosen pairs mark their block."
+    )
+else:
+    st.caption(
+        "Hover a cell for i (A's neuron), j (B's neuron) and the cost; squares mark the chosen "
+        "pairs" + (" — reordered so they lie on the diagonal." if order == "matched" else ".")
+    )
+
+c1, c2 = st.columns(2)
+with c1:
+    ui.plot(
+        figures.cost_histogram(view.cost, scale=scale, cache=view.figure_cache), key="costs.hist"
+    )
+with c2:
+    ui.plot(
+        figures.cost_curve(
+            view.curve,
+            k,
+            applied=view.applied_error if status == "zipped" else None,
+            title=f"{name}: predicted error vs shared neurons",
+        ),
+        key="costs.curve",
+    )
+
+st.subheader("Predicted against measured")
+rows = z.error_rows()
+if not rows:
+    st.caption(
+        "After a layer is zipped, its predicted error (on the Hessian samples) is compared here "
+        "with the error measured on held-out test inputs."
+    )
+else:
+    ui.plot(figures.layer_errors(rows, overfit_ratio=OVERFIT_RATIO), key="costs.errors")
+    for r in rows:
+        pred, held = r["predicted"], r["heldout"]
+        if held is not None and held > OVERFIT_RATIO * max(pred, 1e-12):
+            st.warning(
+                f"{r['layer']}: the error measured on held-out inputs ({held:.4g}) is "
+                f"{held / max(pred, 1e-12):.1f}× the predicted one ({pred:.4g}) — the merge is "
+                "overfitting its Hessian samples. Stronger damping or more calibration samples "
+                "help (zip settings on Step through)."
+            )
+    st.dataframe(rows, hide_index=True)

@@ -1,0 +1,100 @@
+"""Retrain: joint retraining of the zipped network on both tasks, in the background."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from explorer import figures, state, ui
+from explorer.state import K
+
+ws = state.workspace()
+st.title("Retrain")
+st.caption(
+    "After a layer is zipped, a short joint retraining (loss A + loss B, one batch of each task "
+    "per step, all parameters) recovers most of the accuracy the zip cost. It runs in the "
+    "background: the progress and both tasks' loss curves appear at the top of every page, and "
+    "Cancel puts the network back exactly as it was before the retraining."
+)
+ui.show_flashes("retrain", ws)
+z = ui.require_zip(ws, "retrain")
+busy = ui.busy_note(ws)
+
+cuda = torch.cuda.is_available()
+devices = ["auto", "cpu", "cuda"]
+
+
+def start() -> None:
+    device = st.session_state.get(K.RT_DEVICE, "auto")
+    ws.start_retrain(
+        iterations=int(st.session_state.get(K.RT_ITS, 200)),
+        lr=float(st.session_state.get(K.RT_LR, 0.01)),
+        batch_size=int(st.session_state.get(K.RT_BATCH, 32)),
+        device=device,
+    )
+
+
+c1, c2, c3, c4 = st.columns(4)
+c1.selectbox(
+    "Device",
+    devices,
+    key=K.RT_DEVICE,
+    format_func=lambda d: d if d != "cuda" or cuda else "cuda (no GPU here)",
+    help="auto: a CUDA GPU when there is one, else the CPU.",
+)
+c2.number_input("Iterations", 1, 1_000_000, 200, step=50, key=K.RT_ITS)
+c3.number_input("Learning rate", 1e-5, 10.0, 0.01, format="%.4f", key=K.RT_LR)
+c4.number_input("Batch size per task", 1, 4096, 32, key=K.RT_BATCH)
+
+if not z.records:
+    st.info("Zip a layer first (Step through): retraining recovers the accuracy a zip costs.")
+b1, b2, _ = st.columns([2, 2, 4])
+b1.button(
+    "Start retraining",
+    type="primary",
+    on_click=ui.callback("retrain", start),
+    disabled=busy or not z.records,
+    key="retrain.start",
+    width="stretch",
+)
+b2.button(
+    "Cancel",
+    on_click=ui.callback("retrain", lambda: ws.job.cancel()),
+    disabled=not (ws.busy and ws.job.kind == "retrain"),
+    key="retrain.cancel",
+    width="stretch",
+)
+
+m = st.columns(3)
+m[0].metric(
+    "Task A accuracy",
+    ui.pct(z.accuracy[0]),
+    delta=ui.delta(z.accuracy[0], z.baseline[0]),
+)
+m[1].metric(
+    "Task B accuracy",
+    ui.pct(z.accuracy[1]),
+    delta=ui.delta(z.accuracy[1], z.baseline[1]),
+)
+m[2].metric("Parameters saved", f"{z.saved_fraction():.1%}")
+
+runs = [
+    {"after layer": z.layers[i][0], **run}
+    for i, layer_runs in sorted(z.retrain_log.items())
+    for run in layer_runs
+]
+if runs:
+    st.subheader("Retraining so far")
+    st.dataframe(pd.DataFrame(runs), hide_index=True)
+retrain_events = [e for e in z.events if e["step"].startswith("retrain")]
+if retrain_events:
+    st.dataframe(
+        pd.DataFrame(retrain_events)[["layer", "step", "acc_a", "acc_b", "seconds", "device"]],
+        hide_index=True,
+    )
+
+last = ws.last_losses.get("retrain")
+if last and not (ws.busy and ws.job.kind == "retrain"):
+    st.subheader("Loss curves of the last retraining")
+    ui.plot(figures.loss_curves(last), key="retrain.last_losses")

@@ -1,0 +1,265 @@
+"""Step through the zip: one hidden layer at a time, bottom-up, with undo and reset."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from explorer import figures, state, ui
+from explorer.state import K
+from mtz_core import METHODS
+
+ws = state.workspace()
+st.title("Step through the zip")
+st.caption(
+    "Zip the layers bottom-up: set how many neurons of the next layer to share, zip it, look at "
+    "what it cost both tasks, retrain or not, go on. Undo puts a layer back exactly."
+)
+ui.show_flashes("step", ws)
+z = ui.require_zip(ws, "step")
+pair = ws.pair
+busy = ui.busy_note(ws)
+
+
+# ------------------------------------------------------------------------------ callbacks
+def do_step(name: str) -> None:
+    key = state.plan_key("step", name)
+    k = int(st.session_state.get(key, ws.plan.get(name, 0)))
+    event = ws.step(k)
+    ws.flash(
+        "step",
+        "success",
+        f"Zipped {event['layer']} with {event['shared']} shared neurons in "
+        f"{event['seconds']:.2f} s.",
+    )
+
+
+def do_undo() -> None:
+    name = ws.undo()
+    ws.flash("step", "info", f"Undid {name}: it is back exactly as before.")
+
+
+def do_reset() -> None:
+    ws.reset()
+    ws.flash("step", "info", "Reset: the network is the two original models again.")
+
+
+def do_run_remaining() -> None:
+    ws.start_run_remaining()
+
+
+def do_retrain() -> None:
+    ws.start_retrain(
+        iterations=int(st.session_state.get("step.rt_its", 100)),
+        lr=float(st.session_state.get("step.rt_lr", 0.01)),
+        batch_size=32,
+        device="auto",
+    )
+
+
+def apply_settings() -> None:
+    damping = st.session_state.get(K.SET_DAMPING, "0.1")
+    new = dataclasses.replace(
+        ws.settings,
+        method=st.session_state.get(K.SET_METHOD, ws.settings.method),
+        damping=damping if damping == "auto" else float(damping),
+        calib_samples=int(st.session_state.get(K.SET_CALIB, ws.settings.calib_samples)),
+    )
+    ws.change_settings(new)
+    ws.flash("step", "info", "New zip settings: the zip starts again from the original models.")
+
+
+# ------------------------------------------------------------------------------- timeline
+parts = []
+for i, (name, n_a, n_b) in enumerate(z.layers):
+    st_ = z.status(i)
+    if st_ == "zipped":
+        parts.append(
+            f":green[:material/check_circle:] **{name}** {z.records[i].k}/{min(n_a, n_b)} shared"
+        )
+    elif st_ == "next":
+        parts.append(f":red[:material/play_circle:] **{name}** next")
+    else:
+        parts.append(f":gray[:material/pending:] {name}")
+parts.append(":gray[:material/flag:] heads (per task)")
+st.markdown("Timeline: " + " &nbsp;→&nbsp; ".join(parts))
+ui.plot(
+    figures.network_diagram(
+        z.sharing_rows(),
+        input_label=f"input {tuple(pair.task_a.input_shape)}",
+        heads=(f"A: {pair.task_a.name}", f"B: {pair.task_b.name}"),
+    ),
+    key="step.diagram",
+)
+
+# ---------------------------------------------------------------------------------- status
+m = st.columns(5)
+last = z.events[-1] if z.events else None
+m[0].metric("Layers zipped", f"{len(z.records)} / {len(z.layers)}")
+m[1].metric(
+    "Parameters saved", f"{z.saved_fraction():.1%}", help="saved_fraction = saved / (A + B)"
+)
+m[2].metric(
+    f"Task A ({pair.task_a.name})",
+    ui.pct(z.accuracy[0]),
+    delta=ui.delta(z.accuracy[0], z.baseline[0]),
+)
+m[3].metric(
+    f"Task B ({pair.task_b.name})",
+    ui.pct(z.accuracy[1]),
+    delta=ui.delta(z.accuracy[1], z.baseline[1]),
+)
+if last is not None and last.get("predicted_error") is not None:
+    held = last.get("heldout_error")
+    m[4].metric(
+        f"Layer error of {last['layer']}",
+        f"{last['predicted_error']:.4g}",
+        delta=None if held is None else f"measured {held:.4g}",
+        delta_color="off",
+        delta_arrow="off",
+        help="Predicted increase of E_A + E_B (Hessian samples); below it, measured on "
+        "held-out test inputs.",
+    )
+else:
+    m[4].metric("Layer error", "–")
+
+# ------------------------------------------------------------------------------- next step
+with st.container(border=True):
+    if z.done:
+        st.markdown("**Every hidden layer is zipped.** Undo to change one, or reset.")
+    else:
+        name, n_a, n_b = z.layers[z.next_index]
+        k_max = min(n_a, n_b)
+        key = state.plan_key("step", name)
+        c1, c2 = st.columns([3, 2])
+        with c1:
+            k = st.slider(
+                f"Shared neurons in **{name}** (of {k_max}: {n_a} in A, {n_b} in B)",
+                0,
+                k_max,
+                int(min(ws.plan.get(name, k_max // 2), k_max)),
+                key=key,
+                on_change=lambda: ws.set_plan(name, st.session_state[key]),
+            )
+            try:
+                view = z.cost_view(z.next_index, compute=not busy)
+            except Exception as exc:  # noqa: BLE001
+                view = None
+                st.error(f"The costs of {name} could not be computed: {ui.message(exc)}")
+            if view is not None:
+                st.caption(
+                    f"Predicted layer error at {k}: **{view.predicted(k):.4g}** "
+                    f"({k / k_max:.0%} of the narrower side)."
+                )
+            else:
+                st.caption(f"{k / k_max:.0%} of the narrower side.")
+        with c2:
+            st.button(
+                f"Zip {name}",
+                type="primary",
+                on_click=ui.callback("step", do_step),
+                args=(name,),
+                disabled=busy,
+                key="step.zip",
+                width="stretch",
+            )
+            st.button(
+                "Zip all remaining layers (planned shares)",
+                on_click=ui.callback("step", do_run_remaining),
+                disabled=busy,
+                key="step.run_all",
+                width="stretch",
+            )
+    c1, c2, c3 = st.columns(3)
+    c1.button(
+        "Undo last layer",
+        on_click=ui.callback("step", do_undo),
+        disabled=busy or not z.records,
+        key="step.undo",
+        width="stretch",
+    )
+    c2.button(
+        "Reset to the original models",
+        on_click=ui.callback("step", do_reset),
+        disabled=busy or not z.records,
+        key="step.reset",
+        width="stretch",
+    )
+
+with st.container(border=True):
+    st.markdown("**Retrain now** (jointly on both tasks; more options on **Retrain**)")
+    c1, c2, c3 = st.columns([2, 2, 2])
+    c1.number_input("Iterations", 1, 100_000, 100, step=50, key="step.rt_its")
+    c2.number_input("Learning rate", 1e-5, 10.0, 0.01, format="%.4f", key="step.rt_lr")
+    c3.write("")
+    c3.button(
+        "Retrain",
+        on_click=ui.callback("step", do_retrain),
+        disabled=busy or not z.records,
+        key="step.retrain",
+        width="stretch",
+    )
+
+# -------------------------------------------------------------------------------- history
+if z.events:
+    st.subheader("What each step did")
+    hist = pd.DataFrame(z.events)[
+        [
+            "step",
+            "shared",
+            "of",
+            "predicted_error",
+            "heldout_error",
+            "acc_a",
+            "acc_b",
+            "saved_fraction",
+            "seconds",
+        ]
+    ]
+    st.dataframe(
+        hist,
+        hide_index=True,
+        column_config={
+            "acc_a": st.column_config.NumberColumn("acc A", format="percent"),
+            "acc_b": st.column_config.NumberColumn("acc B", format="percent"),
+            "saved_fraction": st.column_config.NumberColumn("saved", format="percent"),
+            "seconds": st.column_config.NumberColumn("s", format="%.2f"),
+        },
+    )
+
+with st.expander("Zip settings (changing them starts a new zip)"):
+    s = ws.settings
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox(
+        "Method",
+        list(METHODS),
+        index=list(METHODS).index(s.method),
+        key=K.SET_METHOD,
+        help="mtz: Hessian costs and merge (the method). Baselines: mtz-avg (MTZ pairs, plain "
+        "average), euclidean (closest weights, average), random (random pairs, average).",
+    )
+    damp_choices = ["0", "0.001", "0.01", "0.1", "1.0", "auto"]
+    current = "auto" if s.damping == "auto" else str(s.damping)
+    c2.selectbox(
+        "Damping",
+        damp_choices,
+        index=damp_choices.index(current) if current in damp_choices else 3,
+        key=K.SET_DAMPING,
+        help="λ = damping · trace(H)/dim added to each Hessian. Weak damping lets the merge "
+        "overfit the Hessian samples; auto picks per layer on held-out samples.",
+    )
+    c3.number_input(
+        "Calibration samples per task", 10, 100_000, s.calib_samples, step=256, key=K.SET_CALIB
+    )
+    st.button(
+        "Apply (starts a new zip)",
+        on_click=ui.callback("step", apply_settings),
+        disabled=busy,
+        key="step.apply_settings",
+    )
+    st.caption(
+        f"Now: {s.method}, damping {s.damping}, {s.calib_samples} calibration samples, "
+        f"held-out {s.heldout_samples}, quick evaluation on up to {s.eval_samples} test samples."
+    )

@@ -1,0 +1,194 @@
+"""Trade-off: accuracy of both tasks against parameters saved, from every configuration tried."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from explorer import figures, state, ui
+from explorer.recipe import points_csv
+from explorer.state import K
+from explorer.sweeping import pareto_mask
+from explorer.zipper import plan_savings
+from mtz_core import METHODS
+
+ws = state.workspace()
+st.title("Trade-off: accuracy vs parameters saved")
+st.caption(
+    "Every configuration you evaluate lands here: each step and retraining of **Step through**, "
+    "every tuned plan, and sweeps over shares × methods. The baselines (mtz-avg, euclidean, "
+    "random) are their own series; the dashed line is the Pareto front."
+)
+ui.show_flashes("tradeoff", ws)
+pair = ui.require_pair(ws)
+if not pair.zippable:
+    st.error(f"These models cannot be zipped: {pair.reason}")
+    st.stop()
+busy = ui.busy_note(ws)
+
+# ------------------------------------------------------------------------------- the figure
+df = ws.points_frame()
+y = st.segmented_control(
+    "Accuracy shown",
+    ["mean_acc", "acc_a", "acc_b"],
+    default="mean_acc",
+    key=K.TRADE_Y,
+    required=True,
+    format_func=lambda v: {
+        "mean_acc": "mean of A and B",
+        "acc_a": f"task A ({pair.task_a.name})",
+        "acc_b": f"task B ({pair.task_b.name})",
+    }[v],
+)
+front = df[pareto_mask(df, y)] if len(df) else None
+fig = figures.tradeoff_figure(df, y=y, front=front)
+ui.plot(fig, key="trade.figure")
+if len(df):
+    c1, c2, _ = st.columns([2, 2, 4])
+    c1.download_button(
+        "Download the points (CSV)",
+        data=lambda: points_csv(ws.points_frame()),
+        file_name="mtz_tradeoff.csv",
+        mime="text/csv",
+        on_click="ignore",
+        key="trade.csv",
+    )
+    c2.download_button(
+        "Download the figure (HTML)",
+        data=lambda: fig.to_html(include_plotlyjs=True, full_html=True),
+        file_name="mtz_tradeoff.html",
+        mime="text/html",
+        on_click="ignore",
+        key="trade.html",
+    )
+    with st.expander(f"All {len(df)} points"):
+        cols = [
+            c
+            for c in (
+                "series",
+                "label",
+                "saved_fraction",
+                "acc_a",
+                "acc_b",
+                "mean_acc",
+                "retrain_iterations",
+            )
+            if c in df.columns
+        ]
+        st.dataframe(df[cols], hide_index=True)
+else:
+    st.info("No configuration evaluated yet: zip a layer, tune a plan or run a sweep below.")
+
+# ------------------------------------------------------------------------------ ratio tuning
+st.subheader("Ratio tuning")
+st.caption(
+    "One slider per layer. The parameters saved are counted from the sizes alone — "
+    "k·(s·K + 1) per layer, s the previous layer's shared neurons (every input for the first), "
+    "K the weights per input unit — and the predicted error from the cached cost matrices."
+)
+z = ws.zip
+hidden = pair.hidden
+ks = []
+cols = st.columns(min(len(hidden), 4))
+for i, row in enumerate(hidden):
+    name = row["layer"]
+    k_max = min(row["width A"], row["width B"])
+    key = state.tune_key(name)
+    with cols[i % len(cols)]:
+        k = st.slider(
+            f"{name} (of {k_max})",
+            0,
+            k_max,
+            int(min(ws.plan.get(name, k_max // 2), k_max)),
+            key=key,
+            on_change=lambda name=name, key=key: ws.set_plan(name, st.session_state[key]),
+        )
+    ks.append(k)
+saved = plan_savings(hidden, ks)
+total = pair.params[0] + pair.params[1]
+rows = []
+missing = False
+for i, (row, k, sv) in enumerate(zip(hidden, ks, saved)):
+    if z is not None:
+        view = z.cost_view(i, ws.estimates, compute=False)
+    else:
+        view = ws.estimates.get(i)
+    if view is None:
+        missing = True
+    rows.append(
+        {
+            "layer": row["layer"],
+            "shared": k,
+            "of": min(row["width A"], row["width B"]),
+            "parameters saved": sv,
+            "predicted error": None if view is None else view.predicted(k),
+            "costs from": "–" if view is None else view.source,
+        }
+    )
+m1, m2, m3 = st.columns(3)
+m1.metric("Parameters saved", f"{sum(saved):,}", help="Σ k·(s·K + 1) over the layers")
+m2.metric("saved_fraction", f"{sum(saved) / total:.2%}", help="saved / (params A + params B)")
+known = [r["predicted error"] for r in rows if r["predicted error"] is not None]
+m3.metric("Predicted error (Σ layers)", f"{sum(known):.4g}" if known else "–")
+st.dataframe(pd.DataFrame(rows), hide_index=True)
+if missing:
+    st.caption(
+        "Layers without costs yet: evaluate the plan once (or zip on Step through); later layers' "
+        "costs are estimates from the last evaluated plan."
+    )
+
+
+def evaluate_plan() -> None:
+    ws.start_evaluate_plan(
+        retrain_iterations=int(st.session_state.get(K.TUNE_ITS, 0)),
+        lr=0.01,
+    )
+
+
+c1, c2 = st.columns([2, 3])
+c1.number_input("Retraining iterations after each layer", 0, 100_000, 0, step=50, key=K.TUNE_ITS)
+c2.write("")
+c2.button(
+    "Evaluate this plan",
+    type="primary",
+    on_click=ui.callback("tradeoff", evaluate_plan),
+    disabled=busy,
+    key="tune.evaluate",
+)
+
+# ------------------------------------------------------------------------------------ sweep
+st.subheader("Sweep")
+st.caption(
+    "Zip the pair at several shares (the same fraction of every layer) with each method, "
+    "optionally retraining after each layer; every configuration becomes a point."
+)
+
+
+def start_sweep() -> None:
+    ws.start_sweep(
+        shares=sorted(st.session_state.get(K.SWEEP_SHARES, [0.25, 0.5, 0.75, 1.0])),
+        methods=list(st.session_state.get(K.SWEEP_METHODS, ["mtz"])),
+        retrain_iterations=int(st.session_state.get(K.SWEEP_ITS, 0)),
+        calib_samples=int(st.session_state.get(K.SWEEP_CALIB, 512)),
+    )
+
+
+c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
+c1.multiselect(
+    "Shares", [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.25, 0.5, 0.75, 1.0], key=K.SWEEP_SHARES
+)
+c2.multiselect("Methods", list(METHODS), default=list(METHODS), key=K.SWEEP_METHODS)
+c3.number_input("Retraining per layer", 0, 100_000, 0, step=50, key=K.SWEEP_ITS)
+c4.number_input("Calibration samples", 10, 100_000, 512, step=128, key=K.SWEEP_CALIB)
+st.button(
+    "Run the sweep",
+    type="primary",
+    on_click=ui.callback("tradeoff", start_sweep),
+    disabled=busy,
+    key="sweep.run",
+)
+if ws.sweep is not None and len(ws.sweep):
+    with st.expander("The sweep alone, per task (mtz_core.sweep.sweep_figure)"):
+        from mtz_core.sweep import sweep_figure
+
+        ui.plot(sweep_figure(ws.sweep), key="trade.sweep_figure")

@@ -1,0 +1,95 @@
+"""The one owner of `st.session_state`: the user's `Workspace` and every widget key.
+
+Each browser session gets its own `Workspace` (so users of one server never see each other's
+work); pages reach it through `workspace()` and name their widgets with the keys below, never
+with ad-hoc strings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from . import resources
+from .workspace import Workspace
+
+__all__ = ["workspace", "K", "plan_key", "tune_key", "DEFAULT_DEMO", "widget"]
+
+WORKSPACE = "mtz.workspace"
+DEFAULT_DEMO = "digits-mlp"
+
+
+class K:
+    """Widget keys (each is also its `st.session_state` entry)."""
+
+    # Load
+    SOURCE = "load.source"
+    DEMO = "load.demo"
+    FILE_A, FILE_B = "load.file_a", "load.file_b"
+    ARCH_A, ARCH_B = "load.arch_a", "load.arch_b"
+    OPTS_A, OPTS_B = "load.opts_a", "load.opts_b"
+    TASKSRC_A, TASKSRC_B = "load.tasksrc_a", "load.tasksrc_b"
+    TASK_A, TASK_B = "load.task_a", "load.task_b"
+    NPZ_A, NPZ_B = "load.npz_a", "load.npz_b"
+    TRAIN_MODEL = "train.model"
+    TRAIN_OPTS = "train.opts"
+    TRAIN_TASK_A, TRAIN_TASK_B = "train.task_a", "train.task_b"
+    TRAIN_ITS = "train.iterations"
+    TRAIN_LR = "train.lr"
+    # Costs
+    COSTS_LAYER = "costs.layer"
+    COSTS_SCALE = "costs.scale"
+    COSTS_ORDER = "costs.order"
+    COSTS_POOL = "costs.pool"
+    # Sharing
+    SHARING_LAYER = "sharing.layer"
+    SHARING_PAIR = "sharing.pair"
+    # Step through
+    SET_METHOD = "settings.method"
+    SET_DAMPING = "settings.damping"
+    SET_CALIB = "settings.calib"
+    # Retrain
+    RT_DEVICE = "retrain.device"
+    RT_ITS = "retrain.iterations"
+    RT_LR = "retrain.lr"
+    RT_BATCH = "retrain.batch"
+    # Trade-off
+    TRADE_Y = "trade.y"
+    SWEEP_SHARES = "sweep.shares"
+    SWEEP_METHODS = "sweep.methods"
+    SWEEP_ITS = "sweep.iterations"
+    SWEEP_CALIB = "sweep.calib"
+    TUNE_ITS = "tune.iterations"
+    # Learn
+    LEARN_SHARE = "learn.share"
+    LEARN_ITS = "learn.iterations"
+    # Keep the work
+    RECIPE_FILE = "keep.recipe"
+
+
+def plan_key(page: str, layer: str) -> str:
+    """The key of a share widget for `layer` on `page` (all of them edit `Workspace.plan`)."""
+    return f"plan.{page}.{layer}"
+
+
+def tune_key(layer: str) -> str:
+    return plan_key("tune", layer)
+
+
+def widget(key: str, default: Any = None) -> Any:
+    """A widget's current value (its default before it is first drawn)."""
+    return st.session_state.get(key, default)
+
+
+def workspace() -> Workspace:
+    """This browser session's workspace, with the default demo loaded the first time."""
+    ws = st.session_state.get(WORKSPACE)
+    if ws is None:
+        ws = Workspace()
+        try:
+            ws.set_pair(resources.demo_pair(DEFAULT_DEMO))
+        except Exception as exc:  # noqa: BLE001 - the app still opens; the Load page says why
+            ws.flash("load", "error", f"The default demo could not be loaded: {exc}")
+        st.session_state[WORKSPACE] = ws
+    return ws

@@ -1,0 +1,155 @@
+"""Streamlit helpers the pages share: error handling, messages, the job panel, guards."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from . import figures, state
+from .workspace import Workspace
+
+log = logging.getLogger("explorer")
+
+PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+POLL_SECONDS = 0.5
+
+
+def message(exc: BaseException) -> str:
+    """What the user reads about an error: its message, never a traceback."""
+    text = str(exc).strip()
+    if isinstance(exc, (ValueError, TypeError, FileNotFoundError, RuntimeError, KeyError)) and text:
+        return text.strip("'\"") if isinstance(exc, KeyError) else text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextmanager
+def guard(area: str, ws: Workspace | None = None) -> Iterator[None]:
+    """Turn any error inside into a message for `area` (the page shows it); nothing crashes."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001
+        log.info("handled error in %s:\n%s", area, traceback.format_exc())
+        (ws or state.workspace()).flash(area, "error", message(exc))
+
+
+def callback(area: str, fn: Callable[..., Any]) -> Callable[..., None]:
+    """An `on_click` callback running `fn(*args)` under `guard(area)`."""
+
+    def run(*args: Any, **kwargs: Any) -> None:
+        with guard(area):
+            fn(*args, **kwargs)
+
+    return run
+
+
+def show_flashes(area: str, ws: Workspace | None = None) -> None:
+    for f in (ws or state.workspace()).take_flashes(area):
+        {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}[f.level](
+            f.text
+        )
+
+
+def plot(fig: Any, key: str | None = None) -> None:
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def require_pair(ws: Workspace):
+    if ws.pair is None:
+        st.info("No models are loaded. Open **Load models** to pick a demo pair or your own.")
+        st.page_link("explorer/pages/load.py", label="Load models", icon=":material/upload_file:")
+        st.stop()
+    return ws.pair
+
+
+def require_zip(ws: Workspace, area: str):
+    """The zip in progress (started if needed); stops the page with a message if impossible."""
+    pair = require_pair(ws)
+    if not pair.zippable:
+        st.error(f"These models cannot be zipped: {pair.reason}")
+        st.page_link(
+            "explorer/pages/load.py", label="Load other models", icon=":material/upload_file:"
+        )
+        st.stop()
+    if ws.zip is None:
+        if ws.busy:
+            st.info("A job is running; the zip starts when it ends.")
+            st.stop()
+        try:
+            with st.spinner("Preparing the zip (tracing both models, measuring them)…"):
+                ws.ensure_zip()
+        except Exception as exc:  # noqa: BLE001
+            st.error(f"The zip could not start: {message(exc)}")
+            st.stop()
+    return ws.zip
+
+
+def job_panel(ws: Workspace) -> None:
+    """Progress of the running job (polled), or the outcome of the last one."""
+    ws.collect()
+    job = ws.job
+    if job is None:
+        return
+
+    @st.fragment(run_every=POLL_SECONDS if job.running else None)
+    def panel() -> None:
+        current = ws.job
+        if current is None:
+            return
+        if current.running:
+            with st.container(border=True):
+                cols = st.columns([5, 1])
+                cols[0].progress(
+                    current.fraction,
+                    text=f"**{current.title}** — {current.text or 'starting'} "
+                    f"({current.fraction:.0%}, {current.elapsed:.0f} s)",
+                )
+                cols[1].button(
+                    "Cancel",
+                    key="job.cancel",
+                    on_click=current.cancel,
+                    disabled=current.token.cancelled,
+                    width="stretch",
+                )
+                rows = current.loss_rows()
+                if rows:
+                    plot(figures.loss_curves(rows), key="job.losses")
+            return
+        if not getattr(current, "applied", True):
+            st.rerun(scope="app")  # the job just ended: redraw the whole page with its results
+        if not current.seen:
+            text = current.message or current.title
+            if current.status == "done":
+                st.success(text)
+            elif current.status == "cancelled":
+                st.warning(text)
+            else:
+                st.error(text)
+            current.seen = True  # shown once: the next interaction clears it
+
+    panel()
+
+
+def busy_note(ws: Workspace) -> bool:
+    """True (and a note) while a job runs: buttons that change the network are disabled."""
+    if ws.busy:
+        st.caption(
+            f":material/hourglass_top: {ws.job.title} is running: actions that change the "
+            "network wait for it."
+        )
+        return True
+    return False
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1%}"
+
+
+def delta(value: float, baseline: float) -> str | None:
+    """An accuracy change against the original models, for `st.metric` (None when unchanged)."""
+    d = (value - baseline) * 100
+    return None if abs(d) < 0.05 else f"{d:+.1f} pts vs original"

@@ -1,0 +1,545 @@
+"""The app's handle on one zip in progress: a `ZipSession` plus what the pages show about it.
+
+`ZipState` steps, undoes, resets and retrains through the engine's `ZipSession` and keeps, per
+hidden layer, a `CostView`: the cost matrix, the greedy order over all its pairs and the
+cumulative predicted error along that order. A view is computed once (the next layer's comes
+from `session.cost_matrix()`, a zipped layer's from its record) and reused for every redraw, so
+moving a share slider never recomputes a Hessian. All the mathematics stays in `mtz_core`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtz_core import ProgressEvent, ZipCancelled, ZipConfig, ZipSession, evaluate
+from mtz_core.matching import greedy_pairs
+from mtz_core.training import resolve_device
+
+from .jobs import Job, JobCancelled
+from .pair import LoadedPair
+
+__all__ = [
+    "ZipSettings",
+    "CostView",
+    "ZipState",
+    "plan_savings",
+    "default_plan",
+    "point_row",
+]
+
+
+@dataclass(frozen=True)
+class ZipSettings:
+    """How zips are made in the app (method and data sizes); changing them starts a new zip."""
+
+    method: str = "mtz"
+    matching: str = "greedy"
+    damping: float | str = ZipConfig.default_damping()
+    calib_samples: int = 2048  # per task, for the Hessians
+    batch_size: int = 256  # calibration batches
+    heldout_samples: int = 300  # test inputs per task for the measured layer error
+    eval_samples: int = 1000  # test samples per task for the quick evaluation
+    seed: int = 0
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "matching": self.matching,
+            "damping": self.damping,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class CostView:
+    """One layer's costs as the pages draw them (computed once, read many times)."""
+
+    index: int
+    layer: str
+    cost: np.ndarray  # (n_a, n_b)
+    order: np.ndarray  # (m, 2): the greedy pairs over all m = min(n_a, n_b), in pick order
+    curve: np.ndarray  # (m,): cumulative cost along `order`
+    source: str  # "zipped" | "next" | "estimate"
+    chosen: np.ndarray | None = None  # the pairs actually applied (zipped layers)
+    applied_error: float | None = None  # their predicted error (zipped layers)
+    note: str = ""
+    cheapest: float = 0.0
+    median: float = 0.0
+    figure_cache: dict = field(default_factory=dict)  # pooled matrices, histogram counts
+
+    @property
+    def n_a(self) -> int:
+        return int(self.cost.shape[0])
+
+    @property
+    def n_b(self) -> int:
+        return int(self.cost.shape[1])
+
+    @property
+    def max_k(self) -> int:
+        return int(self.order.shape[0])
+
+    def pairs_for(self, k: int) -> np.ndarray:
+        """The pairs for share k: the applied ones for a zipped layer, else the greedy prefix."""
+        if self.chosen is not None:
+            return self.chosen
+        return self.order[: int(k)]
+
+    def predicted(self, k: int) -> float:
+        """Σ of the k cheapest greedy pair costs (0 for k = 0)."""
+        k = int(min(max(k, 0), self.max_k))
+        return float(self.curve[k - 1]) if k else 0.0
+
+    @staticmethod
+    def build(
+        index: int,
+        layer: str,
+        cost: np.ndarray,
+        source: str,
+        *,
+        chosen: np.ndarray | None = None,
+        applied_error: float | None = None,
+        note: str = "",
+    ) -> CostView:
+        cost = np.asarray(cost, dtype=np.float64)
+        m = min(cost.shape)
+        order = greedy_pairs(torch.from_numpy(cost), m).cpu().numpy().astype(np.int64)
+        curve = np.cumsum(cost[order[:, 0], order[:, 1]]) if m else np.zeros(0)
+        finite = cost[np.isfinite(cost)]
+        cheapest = float(finite.min()) if finite.size else 0.0
+        median = float(np.median(finite)) if finite.size else 0.0
+        return CostView(
+            index, layer, cost, order, curve, source, chosen, applied_error, note, cheapest, median
+        )
+
+
+def default_plan(layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
+    """Half of the narrower side of every hidden layer."""
+    return {name: min(n_a, n_b) // 2 for name, n_a, n_b in layers}
+
+
+def plan_savings(hidden: Sequence[dict[str, Any]], ks: Sequence[int]) -> list[int]:
+    """Parameters each layer's sharing saves: k·(s·K + 1), with s the previous layer's k (every
+    input for the first layer) and K the weights per input unit (kernel or flatten positions).
+
+    `hidden`: the pair's hidden-layer rows (`inputs`, `per_unit`).
+    """
+    out = []
+    prev = None
+    for row, k in zip(hidden, ks):
+        s = row["inputs"] if prev is None else prev
+        out.append(int(k) * (int(s) * int(row["per_unit"]) + 1))
+        prev = int(k)
+    return out
+
+
+def point_row(
+    series: str,
+    method: str,
+    label: str,
+    acc: tuple[float, float],
+    saved_fraction: float,
+    retrain_iterations: int = 0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One configuration for the trade-off page (the sweep's column names)."""
+    return {
+        "series": series,
+        "method": method,
+        "label": label,
+        "acc_a": float(acc[0]),
+        "acc_b": float(acc[1]),
+        "mean_acc": (float(acc[0]) + float(acc[1])) / 2,
+        "saved_fraction": float(saved_fraction),
+        "retrain_iterations": int(retrain_iterations),
+        **extra,
+    }
+
+
+class ZipState:
+    """One zip of the loaded pair, step by step, with its cached cost views and history."""
+
+    def __init__(self, pair: LoadedPair, settings: ZipSettings | None = None) -> None:
+        if not pair.zippable:
+            raise ValueError(f"this pair cannot be zipped: {pair.reason}")
+        self.pair = pair
+        self.settings = settings or ZipSettings()
+        s = self.settings
+        ta, tb = pair.task_a, pair.task_b
+        self.listener: Callable[[ProgressEvent], None] | None = None
+        self.session = ZipSession(
+            pair.model_a,
+            pair.model_b,
+            ta.batches("calib", s.batch_size, limit=s.calib_samples),
+            tb.batches("calib", s.batch_size, limit=s.calib_samples),
+            config=ZipConfig(**s.config()),
+            heldout_a=ta.test[0][: s.heldout_samples],
+            heldout_b=tb.test[0][: s.heldout_samples],
+            progress=self._progress,
+        )
+        self.eval_data = (
+            ta.batches("test", 512, limit=s.eval_samples),
+            tb.batches("test", 512, limit=s.eval_samples),
+        )
+        # the original widths (session.hidden_layers reports the unshared ones once zipped)
+        self._layers = list(self.session.hidden_layers)
+        self.epoch = 0
+        self._views: dict[int, CostView] = {}
+        self._next_epoch: int | None = None
+        self.baseline = self.evaluate()
+        self.accuracy = self.baseline
+        self.events: list[dict[str, Any]] = []
+        self.retrain_log: dict[int, list[dict[str, Any]]] = {}
+
+    # -- inspection ----------------------------------------------------------------------
+    @property
+    def layers(self) -> list[tuple[str, int, int]]:
+        """(name, n_a, n_b) of every hidden layer, with the original widths."""
+        return self._layers
+
+    @property
+    def records(self):
+        return self.session.records
+
+    @property
+    def next_index(self) -> int | None:
+        return self.session.next_index
+
+    @property
+    def done(self) -> bool:
+        return self.session.done
+
+    def status(self, index: int) -> str:
+        n = len(self.session.records)
+        return "zipped" if index < n else ("next" if index == n else "pending")
+
+    def saved_fraction(self) -> float:
+        return self.session.result().saved_fraction
+
+    def params(self) -> dict[str, int]:
+        res = self.session.result()
+        return dict(res.params, saved=res.saved)
+
+    def shares(self) -> dict[str, int]:
+        return {r.name: r.k for r in self.session.records}
+
+    def label(self) -> str:
+        ks = self.shares()
+        text = ", ".join(
+            f"{name} {ks.get(name, 0)}/{min(n_a, n_b)}" for name, n_a, n_b in self.layers
+        )
+        its = sum(e["iterations"] for runs in self.retrain_log.values() for e in runs)
+        return text + (f" · retrained {its} its" if its else "")
+
+    def sharing_rows(self) -> list[dict[str, Any]]:
+        ks = self.shares()
+        return [
+            {
+                "layer": name,
+                "n_a": n_a,
+                "n_b": n_b,
+                "shared": ks.get(name, 0),
+                "a_only": n_a - ks.get(name, 0),
+                "b_only": n_b - ks.get(name, 0),
+                "status": self.status(i),
+            }
+            for i, (name, n_a, n_b) in enumerate(self.layers)
+        ]
+
+    def error_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"layer": r.name, "predicted": r.predicted_error, "heldout": r.heldout_error}
+            for r in self.session.records
+        ]
+
+    def cost_view(
+        self,
+        index: int,
+        estimates: dict[int, CostView] | None = None,
+        *,
+        compute: bool = True,
+    ) -> CostView | None:
+        """The layer's cost view: exact for zipped layers (from their records) and the next one
+        (its Hessians are computed here once; not with `compute=False`, e.g. while a job runs
+        on the network), an estimate from another zip for later layers."""
+        records = self.session.records
+        if index < len(records):
+            view = self._views.get(index)
+            rec = records[index]
+            if view is None or view.source != "zipped" or view.chosen is not rec.pairs:
+                view = CostView.build(
+                    index,
+                    rec.name,
+                    rec.cost,
+                    "zipped",
+                    chosen=rec.pairs,
+                    applied_error=float(np.sum(rec.pair_costs)),
+                    note=f"zipped with {rec.k} pairs ({rec.method}, damping {rec.damping:g})",
+                )
+                self._views[index] = view
+            return view
+        if index == len(records):
+            view = self._views.get(index)
+            stale = view is None or view.source != "next" or self._next_epoch != self.epoch
+            if stale and not compute:
+                return None
+            if stale:
+                cost = self.session.cost_matrix()
+                name = self.layers[index][0]
+                view = CostView.build(
+                    index, name, cost, "next", note="the next layer, through the network as it is"
+                )
+                self._views[index] = view
+                self._next_epoch = self.epoch
+            return view
+        if estimates:
+            return estimates.get(index)
+        return None
+
+    # -- actions -------------------------------------------------------------------------
+    def evaluate(self) -> tuple[float, float]:
+        model = self.session.model
+        a = evaluate(model, self.eval_data[0], task=0).accuracy
+        b = evaluate(model, self.eval_data[1], task=1).accuracy
+        return a, b
+
+    def _changed(self) -> None:
+        self.epoch += 1
+        for i in [i for i in self._views if i >= len(self.session.records)]:
+            if self._views[i].source == "zipped":
+                del self._views[i]
+
+    def step(self, k: int | None = None, *, pairs: Any = None) -> dict[str, Any]:
+        """Zip the next layer with k shared neurons (or explicit pairs) and measure both tasks."""
+        index = self.session.next_index
+        if index is None:
+            raise ValueError("every hidden layer is zipped; undo or reset to change one")
+        name, n_a, n_b = self.layers[index]
+        if pairs is None:
+            if k is None or isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+                raise ValueError(f"the share of {name} must be a whole number of neurons")
+            if not 0 <= int(k) <= min(n_a, n_b):
+                raise ValueError(
+                    f"share {k} is out of range for {name}: choose 0 to {min(n_a, n_b)} "
+                    f"(the narrower of {n_a} and {n_b} neurons)"
+                )
+            rec = self.session.step(int(k))
+        else:
+            rec = self.session.step(pairs=pairs)
+        self._changed()
+        before = self.accuracy
+        self.accuracy = self.evaluate()
+        event = {
+            "step": f"zip {name}",
+            "layer": name,
+            "index": index,
+            "shared": rec.k,
+            "of": min(n_a, n_b),
+            "predicted_error": rec.predicted_error,
+            "heldout_error": rec.heldout_error,
+            "acc_a": self.accuracy[0],
+            "acc_b": self.accuracy[1],
+            "saved_fraction": self.saved_fraction(),
+            "before": before,
+            "seconds": sum(rec.seconds.values()),
+        }
+        self.events.append(event)
+        return event
+
+    def undo(self) -> str:
+        if not self.session.records:
+            raise ValueError("nothing to undo: no layer is zipped")
+        rec = self.session.undo()
+        self.retrain_log.pop(rec.index, None)
+        while self.events:
+            event = self.events.pop()
+            if event["step"].startswith("zip") and event["index"] == rec.index:
+                self.accuracy = tuple(event["before"])  # type: ignore[assignment]
+                break
+        self._changed()
+        return rec.name
+
+    def reset(self) -> None:
+        while self.session.records:
+            self.session.undo()
+        self.events.clear()
+        self.retrain_log.clear()
+        self.accuracy = self.baseline
+        self._changed()
+
+    def point(self) -> dict[str, Any]:
+        its = sum(e["iterations"] for runs in self.retrain_log.values() for e in runs)
+        return point_row(
+            "yours (step-through)",
+            self.settings.method,
+            self.label(),
+            self.accuracy,
+            self.saved_fraction(),
+            its,
+            shares=self.shares(),
+        )
+
+    # -- long work (runs in a job's thread) -----------------------------------------------
+    def _progress(self, event: ProgressEvent) -> None:
+        if self.listener is not None:
+            self.listener(event)
+
+    def run_remaining(self, job: Job, plan: dict[str, int]) -> list[dict[str, Any]]:
+        """Zip every remaining layer with the planned shares (a job: progress, cancel)."""
+        job.on_cancel(self.session.cancel)
+        remaining = [i for i in range(len(self.layers)) if self.status(i) != "zipped"]
+        events = []
+
+        def listen(ev: ProgressEvent) -> None:
+            pos = remaining.index(ev.index) if ev.index in remaining else 0
+            frac = (ev.done / ev.total) if ev.total else 0.0
+            job.progress(
+                int(1000 * (pos + frac) / max(len(remaining), 1)),
+                1000,
+                f"{ev.layer}: {ev.stage}",
+            )
+
+        self.listener = listen
+        try:
+            for i in remaining:
+                job.check()
+                name = self.layers[i][0]
+                events.append(self.step(int(plan.get(name, 0))))
+        except ZipCancelled as exc:
+            raise JobCancelled(
+                f"stopped: {len(events)} layer(s) zipped, the interrupted one unchanged"
+            ) from exc
+        finally:
+            self.listener = None
+        job.progress(1000, 1000, "done")
+        return events
+
+    def retrain(
+        self,
+        job: Job,
+        *,
+        iterations: int,
+        lr: float,
+        batch_size: int = 32,
+        device: str = "auto",
+        optimizer: str = "sgd",
+    ) -> dict[str, Any]:
+        """Retrain jointly on both tasks (a job). On cancel or failure the network goes back
+        to exactly what it was before this retraining."""
+        session = self.session
+        if not session.records:
+            raise ValueError("zip a layer first: retraining recovers the accuracy a zip costs")
+        check_retrain_options(iterations, lr, batch_size, device)
+        record = session.records[-1]
+        index = record.index
+        snapshot = {k: v.detach().clone() for k, v in session.model.state_dict().items()}
+        before_report = record.retraining
+        before_device = session.device
+        runs = self.retrain_log.setdefault(index, [])
+        seed = self.settings.seed + 1000 * (index + 1) + len(runs)
+        ta, tb = self.pair.task_a, self.pair.task_b
+        train_a = ta.batches("calib", batch_size, shuffle=True, seed=seed)
+        train_b = tb.batches("calib", batch_size, shuffle=True, seed=seed + 1)
+        dev = "auto" if device == "auto" else device
+
+        def restore() -> None:
+            with torch.no_grad():
+                session.model.load_state_dict(snapshot)
+            record.retraining = before_report
+            if session.device != before_device:
+                session.to(before_device)
+            self._changed()
+
+        def listen(ev: ProgressEvent) -> None:
+            if ev.stage == "retrain":
+                job.progress(
+                    ev.done, ev.total, f"retraining after {record.name}: {ev.done}/{ev.total}"
+                )
+                if ev.losses is not None:
+                    job.add_losses(ev.done, ev.losses)
+
+        job.on_cancel(session.cancel)
+        self.listener = listen
+        try:
+            report = session.retrain(
+                train_a,
+                train_b,
+                iterations=int(iterations),
+                lr=float(lr),
+                optimizer=optimizer,
+                device=dev,
+                seed=seed,
+            )
+        except BaseException:
+            restore()
+            raise
+        finally:
+            self.listener = None
+        if report.cancelled or job.token.cancelled:
+            done = report.iterations
+            restore()
+            raise JobCancelled(
+                f"retraining cancelled after {done} of {iterations} iterations; the network is "
+                "back to what it was before retraining"
+            )
+        self._changed()
+        before = self.accuracy
+        self.accuracy = self.evaluate()
+        runs.append(
+            {
+                "iterations": report.iterations,
+                "lr": float(lr),
+                "batch_size": int(batch_size),
+                "optimizer": optimizer,
+                "seed": seed,
+                "device": report.device,
+            }
+        )
+        event = {
+            "step": f"retrain {report.iterations} its",
+            "layer": record.name,
+            "index": index,
+            "shared": record.k,
+            "of": min(record.n_a, record.n_b),
+            "predicted_error": None,
+            "heldout_error": None,
+            "acc_a": self.accuracy[0],
+            "acc_b": self.accuracy[1],
+            "saved_fraction": self.saved_fraction(),
+            "before": before,
+            "seconds": report.seconds,
+            "final_losses": report.final_losses(),
+            "device": report.device,
+        }
+        self.events.append(event)
+        return event
+
+
+def check_retrain_options(iterations: Any, lr: Any, batch_size: Any, device: str) -> None:
+    """Refuse bad retraining settings before a job starts (messages say what to do)."""
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)):
+        raise ValueError("iterations must be a whole number")
+    if not 1 <= int(iterations) <= 1_000_000:
+        raise ValueError(f"iterations must be between 1 and 1,000,000, got {iterations}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0 or lr > 10:
+        raise ValueError(f"the learning rate must be a number in (0, 10], got {lr}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(f"the batch size must be a positive whole number, got {batch_size}")
+    if device not in ("auto", "cpu") and not str(device).startswith(("cuda", "mps")):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "CUDA was asked for, but this machine has no CUDA GPU; choose 'cpu' or 'auto' "
+            "(auto uses a GPU when there is one)"
+        )
+    resolve_device(device)

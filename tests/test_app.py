@@ -1,0 +1,573 @@
+"""The Streamlit app, headless (AppTest): every page and the main flows, asserting on what the
+pages show (metrics, messages, figure data), not only that nothing crashed."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+WS = "mtz.workspace"
+PAGES = ["load", "costs", "sharing", "step", "retrain", "tradeoff", "learn", "keep"]
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"explorer/pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def ws(at: AppTest):
+    return at.session_state[WS]
+
+
+def wait_job(at: AppTest, timeout: float = 60.0) -> None:
+    """Poll like the page does until the background job ends, then let the page apply it."""
+    job = ws(at).job
+    t0 = time.perf_counter()
+    while job is not None and job.running:
+        assert time.perf_counter() - t0 < timeout, f"{job.title} did not finish in {timeout} s"
+        time.sleep(0.05)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def values(data) -> np.ndarray:
+    """A figure's array, plain or in Plotly's typed-array encoding ({dtype, bdata, shape})."""
+    if isinstance(data, dict) and "bdata" in data:
+        import base64
+
+        arr = np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
+        if "shape" in data:
+            arr = arr.reshape([int(v) for v in str(data["shape"]).split(",")])
+        return arr
+    return np.asarray(data)
+
+
+def metric(at: AppTest, label: str) -> str:
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}; metrics: {[m.label for m in at.metric]}")
+
+
+def figures(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def figure(at: AppTest, title_part: str) -> dict:
+    for fig in figures(at):
+        title = fig["layout"].get("title", {})
+        text = title.get("text", "") if isinstance(title, dict) else str(title)
+        if title_part in text:
+            return fig
+    titles = [f["layout"].get("title", {}).get("text") for f in figures(at)]
+    raise AssertionError(f"no figure titled {title_part!r}; figures: {titles}")
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += (
+        [e.value for e in at.success] + [e.value for e in at.info] + [e.value for e in at.warning]
+    )
+    return "\n".join(parts)
+
+
+def zip_layer(at: AppTest, k: int) -> None:
+    """On the Step page: set the next layer's share and press Zip."""
+    z = ws(at).ensure_zip()
+    name = z.layers[z.next_index][0]
+    at.slider(key=f"plan.step.{name}").set_value(k).run()
+    at.button(key="step.zip").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+# ------------------------------------------------------------------------------- start
+
+
+def test_start_page_shows_the_demo_pair_ready():
+    at = new_app()
+    assert at.title[0].value == "Load two models"
+    assert [m.value for m in at.metric if m.label.startswith("Test accuracy")] == ["98.3%", "98.3%"]
+    assert metric(at, "Parameters A") == "50,105"
+    assert any("can be zipped" in s.value and "fc1, fc2" in s.value for s in at.success)
+    table = at.dataframe[0].value
+    assert list(table["layer"]) == ["fc1", "fc2", "fc3"]
+    assert list(table["width A"]) == [300, 100, 5]
+
+
+@pytest.mark.parametrize("page", PAGES[1:])
+def test_every_page_renders_on_the_demo(page):
+    at = goto(new_app(), page)
+    assert not at.error, [e.value for e in at.error]
+    assert at.title, "every page has a title"
+
+
+def test_costs_page_heatmap_curve_and_share_slider():
+    at = goto(new_app(), "costs")
+    heat = figure(at, "fc1: pair costs")
+    meta = heat["layout"]["meta"]
+    assert meta["shape"] == [300, 300]
+    assert max(meta["cells"]) <= 256, "never more than 256 × 256 cells"
+    assert meta["block"] == [2, 2]
+    assert any(t.get("name", "").startswith("chosen pairs (150)") for t in heat["data"])
+    assert metric(at, "Shared neurons") == "150 / 300"
+    z = ws(at).zip
+    view = z.cost_view(0)
+    assert metric(at, "Predicted layer error") == f"{view.predicted(150):.4g}"
+    # moving the share redraws from the cached matrix (no new Hessian) within the budget
+    before = z.session._cache.copy()
+    t0 = time.perf_counter()
+    at.slider(key="plan.costs.fc1").set_value(40).run()
+    assert time.perf_counter() - t0 < 1.0
+    assert metric(at, "Shared neurons") == "40 / 300"
+    assert ws(at).plan["fc1"] == 40
+    assert z.session._cache.keys() == before.keys()
+    curve = figure(at, "predicted error vs shared neurons")
+    marker = [t for t in curve["data"] if t.get("name", "").startswith("share 40")]
+    assert marker and list(values(marker[0]["x"])) == [40]
+    # matched order and the linear scale
+    at.segmented_control(key="costs.order").set_value("matched").run()
+    at.segmented_control(key="costs.scale").set_value("linear").run()
+    heat = figure(at, "fc1: pair costs")
+    assert heat["layout"]["meta"]["order"] == "matched"
+    assert heat["layout"]["meta"]["scale"] == "linear"
+
+
+def test_costs_page_later_layer_needs_earlier_or_estimate():
+    at = goto(new_app(), "costs")
+    at.selectbox(key="costs.layer").set_value(1).run()
+    assert any("depend on how the layers before it" in i.value for i in at.info)
+    at.button(key="costs.estimate").click().run()
+    wait_job(at)
+    at.run()
+    assert any("Estimate" in w.value for w in at.warning)
+    assert figure(at, "fc2: pair costs")["layout"]["meta"]["shape"] == [100, 100]
+
+
+# ------------------------------------------------------------------------------ stepping
+
+
+def test_zip_every_layer_then_undo_and_reset():
+    at = goto(new_app(), "step")
+    assert metric(at, "Layers zipped") == "0 / 2"
+    t0 = time.perf_counter()
+    zip_layer(at, 150)
+    assert time.perf_counter() - t0 < 5.0
+    z = ws(at).zip
+    assert metric(at, "Layers zipped") == "1 / 2"
+    assert metric(at, "Parameters saved") == f"{z.saved_fraction():.1%}"
+    assert metric(at, "Task A (digits:0-4)") == f"{z.accuracy[0]:.1%}"
+    assert metric(at, "Layer error of fc1") == f"{z.records[0].predicted_error:.4g}"
+    assert any("Zipped fc1 with 150 shared neurons" in s.value for s in at.success)
+    zip_layer(at, 100)
+    assert metric(at, "Layers zipped") == "2 / 2"
+    assert z.saved_fraction() == pytest.approx(z.session.result().saved_fraction)
+    assert any("Every hidden layer is zipped" in m.value for m in at.markdown)
+    diagram = figure(at, "The network")
+    texts_in = [t["text"][0] for t in diagram["data"] if t.get("mode") == "text"]
+    assert "150" in texts_in and "100" in texts_in  # shared boxes of fc1 and fc2
+    history = at.dataframe[0].value
+    assert list(history["step"]) == ["zip fc1", "zip fc2"]
+    # the sharing page shows the counts and the matching
+    goto(at, "sharing")
+    bars = figure(at, "Neurons per layer")
+    shared = next(t for t in bars["data"] if t["name"] == "shared")
+    assert list(values(shared["y"])) == [150, 100]
+    a_only = next(t for t in bars["data"] if t["name"] == "A only")
+    assert list(values(a_only["y"])) == [150, 0]  # of 300 and 100 neurons
+    assert figure(at, "Matching: 150 pairs")["layout"]["meta"]["pairs"] == 150
+    weights = figure(at, "fc1: pair 1 of 150")
+    assert len([t for t in weights["data"] if t["type"] == "heatmap"]) == 3
+    # costs of a zipped layer: its applied pairs, and predicted vs measured
+    goto(at, "costs")
+    at.selectbox(key="costs.layer").set_value(0).run()
+    assert figure(at, "fc1: pair costs")["layout"]["meta"]["pairs_shown"] > 0
+    errs = figure(at, "predicted vs measured")
+    assert [t["name"] for t in errs["data"]][:2] == [
+        "predicted (Hessian samples)",
+        "measured (held-out)",
+    ]
+    # undo and reset
+    goto(at, "step")
+    at.button(key="step.undo").click().run()
+    assert metric(at, "Layers zipped") == "1 / 2"
+    assert any("Undid fc2" in i.value for i in at.info)
+    at.button(key="step.reset").click().run()
+    assert metric(at, "Layers zipped") == "0 / 2"
+    assert metric(at, "Parameters saved") == "0.0%"
+
+
+def test_zip_all_remaining_runs_in_the_background():
+    at = goto(new_app(), "step")
+    at.button(key="step.run_all").click().run()
+    wait_job(at)
+    assert metric(at, "Layers zipped") == "2 / 2"
+    assert any("Zipping the remaining layers: done" in s.value for s in at.success)
+
+
+def test_sessions_do_not_see_each_other():
+    one = goto(new_app(), "step")
+    two = goto(new_app(), "step")
+    zip_layer(one, 50)
+    two.run()
+    assert metric(one, "Layers zipped") == "1 / 2"
+    assert metric(two, "Layers zipped") == "0 / 2"
+    assert ws(one) is not ws(two)
+    assert ws(one).pair is ws(two).pair, "the demo pair is one shared read-only resource"
+
+
+# ----------------------------------------------------------------------------- retraining
+
+
+def test_retrain_runs_in_a_worker_and_the_page_keeps_answering_then_cancel_restores():
+    at = goto(new_app(), "step")
+    zip_layer(at, 200)
+    z = ws(at).zip
+    before = {k: v.clone() for k, v in z.session.model.state_dict().items()}
+    acc_before = z.accuracy
+    goto(at, "retrain")
+    at.number_input(key="retrain.iterations").set_value(1_000_000).run()
+    at.button(key="retrain.start").click().run()
+    job = ws(at).job
+    assert job.kind == "retrain" and job.running
+    # the page keeps answering while the worker runs: other pages render, figures included
+    while not job.losses:
+        time.sleep(0.05)
+    goto(at, "costs")
+    assert not at.error
+    at.selectbox(key="costs.layer").set_value(0).run()
+    assert figure(at, "fc1: pair costs")["layout"]["meta"]["pairs_shown"] > 0
+    assert job.running, "the job was still running while the pages answered"
+    goto(at, "retrain")
+    assert at.get("progress"), "the running job shows a progress bar"
+    assert any(f["layout"]["title"]["text"] == "Training loss" for f in figures(at))
+    loss = figure(at, "Training loss")
+    assert {t.get("name") for t in loss["data"]} >= {"task A loss", "task B loss"}
+    assert at.button(key="retrain.start").disabled
+    at.button(key="job.cancel").click().run()
+    wait_job(at)
+    assert any("cancelled" in w.value for w in at.warning)
+    after = z.session.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "cancel restores the weights"
+    assert z.accuracy == acc_before
+    assert z.records[-1].retraining is None
+
+
+def test_retrain_a_few_iterations_adds_a_point():
+    at = goto(new_app(), "step")
+    zip_layer(at, 300)
+    goto(at, "retrain")
+    at.number_input(key="retrain.iterations").set_value(25).run()
+    at.button(key="retrain.start").click().run()
+    wait_job(at)
+    assert any("Retrained 25 iterations" in s.value for s in at.success)
+    z = ws(at).zip
+    assert z.records[-1].retraining.iterations == 25
+    assert z.retrain_log[0][0]["iterations"] == 25
+    assert metric(at, "Task A accuracy") == f"{z.accuracy[0]:.1%}"
+    assert len(ws(at).points) == 2  # the zip, then the retraining
+
+
+def test_cuda_without_a_gpu_is_an_error_and_nothing_is_lost():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    at = goto(new_app(), "step")
+    zip_layer(at, 100)
+    goto(at, "retrain")
+    at.selectbox(key="retrain.device").set_value("cuda").run()
+    at.button(key="retrain.start").click().run()
+    assert any("no CUDA GPU" in e.value and "cpu" in e.value for e in at.error)
+    assert len(ws(at).zip.records) == 1 and ws(at).job is None
+
+
+# ------------------------------------------------------------------------------ trade-off
+
+
+def test_ratio_tuning_counts_parameters_live_and_evaluates():
+    at = goto(new_app(), "tradeoff")
+    at.slider(key="plan.tune.fc1").set_value(120).run()
+    at.slider(key="plan.tune.fc2").set_value(60).run()
+    pair = ws(at).pair
+    saved = 120 * (64 * 1 + 1) + 60 * (120 * 1 + 1)
+    assert metric(at, "Parameters saved") == f"{saved:,}"
+    assert metric(at, "saved_fraction") == f"{saved / sum(pair.params):.2%}"
+    at.button(key="tune.evaluate").click().run()
+    wait_job(at)
+    point = ws(at).points[-1]
+    assert point["series"] == "yours (tuned plan)"
+    assert point["saved_fraction"] == pytest.approx(saved / sum(pair.params))
+    fig = figure(at, "Accuracy vs parameters saved")
+    names = [t.get("name") for t in fig["data"]]
+    assert "yours (tuned plan)" in names and "Pareto front" in names
+    # the layers ahead now have costs: the predicted error is live
+    assert metric(at, "Predicted error (Σ layers)") != "–"
+
+
+@pytest.mark.slow
+def test_tiny_sweep_with_baselines_and_pareto_front():
+    at = goto(new_app(), "tradeoff")
+    at.multiselect(key="sweep.shares").set_value([0.5]).run()
+    at.multiselect(key="sweep.methods").set_value(["mtz", "random"]).run()
+    at.number_input(key="sweep.calib").set_value(128).run()
+    at.button(key="sweep.run").click().run()
+    wait_job(at, 120)
+    df = ws(at).sweep
+    assert list(df["method"]) == ["original", "mtz", "random"]
+    fig = figure(at, "Accuracy vs parameters saved")
+    names = {t.get("name") for t in fig["data"]}
+    assert {"original", "mtz", "random", "Pareto front"} <= names
+    mtz = next(t for t in fig["data"] if t.get("name") == "mtz")
+    assert values(mtz["x"])[0] == pytest.approx(
+        float(df.loc[df.method == "mtz", "saved_fraction"].iloc[0])
+    )
+    assert any("Sweep done: 3 configurations" in s.value for s in at.success)
+
+
+def test_bad_sweep_settings_are_an_error():
+    at = goto(new_app(), "tradeoff")
+    at.multiselect(key="sweep.methods").set_value([]).run()
+    at.button(key="sweep.run").click().run()
+    assert any("at least one method" in e.value for e in at.error)
+    assert ws(at).job is None
+
+
+# ------------------------------------------------------------------------------ keep / learn
+
+
+def test_recipe_export_and_reimport_rebuilds_the_same_network():
+    from explorer.recipe import build_recipe, recipe_json, task_bytes, zipped_bytes
+    from mtz_core import ZippedNet
+
+    at = goto(new_app(), "step")
+    zip_layer(at, 120)
+    at.number_input(key="step.rt_its").set_value(15).run()
+    at.button(key="step.retrain").click().run()
+    wait_job(at)
+    zip_layer(at, 40)
+    z = ws(at).zip
+    goto(at, "keep")
+    assert at.get("download_button"), "recipe and model downloads are offered"
+    text = recipe_json(build_recipe(ws(at).pair, z))
+    # the downloads: the zipped network loads back, each task's network is safetensors
+    blob = zipped_bytes(z)
+    path = Path(__import__("tempfile").mkdtemp()) / "z.safetensors"
+    path.write_bytes(blob)
+    net = ZippedNet.load(path)
+    x = ws(at).pair.task_a.test[0][:8]
+    assert torch.allclose(net(x, 0), z.session.model(x, 0), atol=1e-6)
+    from safetensors.torch import load
+
+    assert load(task_bytes(z, 1))
+
+    other = goto(new_app(), "keep")
+    other.file_uploader(key="keep.recipe").set_value(
+        ("mtz_recipe.json", text.encode(), "application/json")
+    ).run()
+    other.button(key="keep.import").click().run()
+    wait_job(other)
+    z2 = ws(other).zip
+    assert [r.name for r in z2.records] == ["fc1", "fc2"]
+    for r1, r2 in zip(z.records, z2.records):
+        assert np.array_equal(r1.pairs, r2.pairs)
+    assert z2.retrain_log[0][0]["iterations"] == 15
+    x = ws(other).pair.task_b.test[0][:16]
+    assert torch.allclose(z2.session.model(x, 1), z.session.model(x, 1), atol=1e-5)
+    assert any("Rebuilt 2 layer(s)" in s.value for s in other.success)
+
+
+def test_bad_recipe_is_an_error_and_keeps_the_work():
+    at = goto(new_app(), "step")
+    zip_layer(at, 30)
+    goto(at, "keep")
+    at.file_uploader(key="keep.recipe").set_value(("x.json", b"{not json", "application/json"))
+    at.run()
+    at.button(key="keep.import").click().run()
+    assert any("not a JSON recipe" in e.value for e in at.error)
+    wrong = {"format": "mtz-recipe", "format_version": 1, "models": {}, "tasks": {},
+             "settings": {}, "hidden_layers": [{"name": "fc1", "n_a": 9, "n_b": 9}],
+             "layers": []}  # fmt: skip
+    at.file_uploader(key="keep.recipe").set_value(
+        ("w.json", json.dumps(wrong).encode(), "application/json")
+    )
+    at.run()
+    at.button(key="keep.import").click().run()
+    assert any("for other models" in e.value for e in at.error)
+    assert len(ws(at).zip.records) == 1
+    # a recipe for another demo never replaces work in progress
+    other = {**wrong, "models": {k: {"source": "demo", "name": "digits-conv"} for k in "ab"}}
+    at.file_uploader(key="keep.recipe").set_value(
+        ("c.json", json.dumps(other).encode(), "application/json")
+    )
+    at.run()
+    at.button(key="keep.import").click().run()
+    assert any("Load digits-conv on Load models first" in e.value for e in at.error)
+    assert len(ws(at).zip.records) == 1 and ws(at).pair.title.startswith("LeNet-300-100")
+
+
+def test_learn_page_uses_the_loaded_pairs_numbers():
+    at = goto(new_app(), "learn")
+    assert len(at.latex) >= 4
+    body = texts(at)
+    assert "digits:0-4" in body and "50,105" in body
+    assert "**65** entries" in body  # fc1: 64 inputs + 1
+    view = ws(at).zip.cost_view(0)
+    i, j = np.unravel_index(int(np.argmin(view.cost)), view.cost.shape)
+    assert f"d[{i}, {j}] = {view.cost[i, j]:.4g}" in body
+    assert "300 · (64 · 1 + 1) = **19,500**" in body
+    bounds = figures(at)[-1]
+    contours = [t for t in bounds["data"] if t["type"] == "contour"]
+    assert len(contours) == 3 * 2 * 2  # 3 stages × 2 tasks × (shading + boundary)
+    titles = [a["text"] for a in bounds["layout"]["annotations"]]
+    assert "after fc2 (16/16 shared) — task B: circles" in titles
+
+
+# ------------------------------------------------------------------------------- loading
+
+
+def _checkpoint_bytes(model) -> bytes:
+    import tempfile
+
+    from mtz_core.checkpoints import save_checkpoint
+
+    path = Path(tempfile.mkdtemp()) / "m.safetensors"
+    save_checkpoint(model, None, path)
+    return path.read_bytes()
+
+
+def _upload(at, which, name, data, task="digits:0-4", arch="(from the file's card)", opts=""):
+    at.segmented_control(key="load.source").set_value("Upload checkpoints").run()
+    at.file_uploader(key=f"load.file_{which}").set_value((name, data, "application/octet-stream"))
+    at.selectbox(key=f"load.arch_{which}").set_value(arch)
+    at.text_input(key=f"load.opts_{which}").set_value(opts)
+    at.text_input(key=f"load.task_{which}").set_value(task)
+    at.run()
+
+
+def test_upload_two_checkpoints_with_tasks():
+    from mtz_core.demo import load_demo
+
+    demo = load_demo("digits-mlp")
+    at = new_app()
+    _upload(at, "a", "a.safetensors", _checkpoint_bytes(demo.model_a), "digits:0-4")
+    _upload(at, "b", "b.pt", _state_dict_bytes(demo.model_b), "digits:5-9", "lenet300")
+    at.button(key="load.upload_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    pair = ws(at).pair
+    assert pair.models["a"]["name"] == "a.safetensors" and pair.zippable
+    assert [m.value for m in at.metric if m.label.startswith("Test accuracy")] == ["98.3%", "98.3%"]
+
+
+def _state_dict_bytes(model) -> bytes:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()
+
+
+def test_wrong_file_and_incompatible_models_are_explained():
+    from mtz_core.models import create_model
+
+    at = new_app()
+    title = ws(at).pair.title
+    _upload(at, "a", "a.pt", b"this is not a checkpoint")
+    _upload(at, "b", "b.pt", b"nor this", "digits:5-9")
+    at.button(key="load.upload_button").click().run()
+    assert any(
+        "model A (a.pt)" in e.value and "not a PyTorch checkpoint" in e.value for e in at.error
+    )
+    assert ws(at).pair.title == title, "a failed load keeps the loaded pair"
+    # two models that load but cannot be zipped: different depths
+    a = create_model("mlp", (1, 8, 8), 5, seed=1, widths=(32, 16))
+    b = create_model("mlp", (1, 8, 8), 5, seed=2, widths=(32,))
+    _upload(at, "a", "a.safetensors", _checkpoint_bytes(a))
+    _upload(at, "b", "b.safetensors", _checkpoint_bytes(b), "digits:5-9")
+    at.button(key="load.upload_button").click().run()
+    assert any("cannot be zipped" in e.value and "layer counts differ" in e.value for e in at.error)
+    goto(at, "step")
+    assert any("cannot be zipped" in e.value for e in at.error)
+
+
+def test_own_npz_task_and_option_errors():
+    from mtz_core.demo import load_demo
+
+    demo = load_demo("digits-mlp")
+    x, y = demo.task_a.calib
+    buf = io.BytesIO()
+    np.savez(buf, x=x.numpy(), y=y.numpy())
+    at = new_app()
+    _upload(at, "a", "a.safetensors", _checkpoint_bytes(demo.model_a))
+    at.radio(key="load.tasksrc_a").set_value("my .npz").run()
+    at.file_uploader(key="load.npz_a").set_value(("mine.npz", buf.getvalue(), "application/zip"))
+    at.run()
+    _upload(at, "b", "b.safetensors", _checkpoint_bytes(demo.model_b), "digits:5-9")
+    at.button(key="load.upload_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert ws(at).pair.task_a.name == "npz:mine.npz"
+    # an option the architecture does not have
+    _upload(at, "b", "b.pt", _state_dict_bytes(demo.model_b), "digits:5-9", "lenet300", '{"w": 3}')
+    at.button(key="load.upload_button").click().run()
+    assert any("has no option(s) ['w']" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_train_a_pair_in_the_app():
+    at = new_app()
+    at.segmented_control(key="load.source").set_value("Train in the app").run()
+    at.text_input(key="train.opts").set_value('{"widths": [16]}')
+    at.text_input(key="train.task_a").set_value("moons")
+    at.text_input(key="train.task_b").set_value("circles")
+    at.number_input(key="train.iterations").set_value(40)
+    at.run()
+    at.button(key="load.train_button").click().run()
+    wait_job(at)
+    pair = ws(at).pair
+    assert pair.task_a.name == "moons" and pair.models["b"]["source"] == "trained"
+    assert any("Trained the pair" in s.value for s in at.success)
+    assert pair.zippable
+
+
+def test_bad_task_text_for_training_is_an_error():
+    at = new_app()
+    at.segmented_control(key="load.source").set_value("Train in the app").run()
+    at.text_input(key="train.task_a").set_value("digits:0-12").run()
+    at.button(key="load.train_button").click().run()
+    assert any("out of range" in e.value for e in at.error)
+
+
+def test_conv_demo_zips_and_shows_kernels():
+    at = new_app()
+    at.selectbox(key="load.demo").set_value("digits-conv").run()
+    at.button(key="load.demo_button").click().run()
+    assert any("Loaded the demo pair digits-conv" in s.value for s in at.success)
+    assert [r for r in at.dataframe[0].value["layer"]] == ["conv1", "conv2", "fc1", "fc2"]
+    goto(at, "step")
+    for k in (6, 12, 48):
+        zip_layer(at, k)
+    assert metric(at, "Layers zipped") == "3 / 3"
+    z = ws(at).zip
+    assert z.saved_fraction() == pytest.approx(z.session.result().saved_fraction)
+    goto(at, "sharing")
+    weights = figure(at, "conv1: pair 1 of 6")
+    kernels = [values(t["z"]) for t in weights["data"] if t["type"] == "heatmap"]
+    assert [k.shape for k in kernels] == [(5, 5)] * 3  # one input channel, 5×5 kernels
+    goto(at, "costs")
+    at.selectbox(key="costs.layer").set_value(2).run()
+    assert figure(at, "fc1: pair costs")["layout"]["meta"]["shape"] == [64, 64]
+    goto(at, "learn")
+    assert "**26** entries" in texts(at)  # conv1: 1 channel × 25 kernel positions + 1

@@ -1,0 +1,200 @@
+"""The app's logic without Streamlit: workspace, zip state, jobs, recipes, uploaded tasks."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.jobs import Job, NullJob
+from explorer.pair import demo_pair
+from explorer.recipe import build_recipe, parse_recipe, rebuild, recipe_json
+from explorer.tasks import load_npz_task
+from explorer.workspace import BusyError, Workspace
+from explorer.zipper import ZipSettings, ZipState, plan_savings
+
+SMALL = ZipSettings(calib_samples=256, heldout_samples=64, eval_samples=128)
+
+
+@pytest.fixture(scope="module")
+def mlp_pair():
+    return demo_pair("digits-mlp")
+
+
+@pytest.fixture(scope="module")
+def conv_pair():
+    return demo_pair("digits-conv")
+
+
+@pytest.mark.parametrize("name", ["mlp_pair", "conv_pair"])
+def test_plan_savings_counts_what_the_engine_saves(name, request):
+    pair = request.getfixturevalue(name)
+    state = ZipState(pair, SMALL)
+    ks = [min(r["width A"], r["width B"]) * 3 // 4 for r in pair.hidden]
+    for k in ks:
+        state.step(k)
+    result = state.session.result()
+    assert sum(plan_savings(pair.hidden, ks)) == result.saved
+    assert state.saved_fraction() == pytest.approx(result.saved_fraction)
+
+
+def test_cost_view_greedy_curve_matches_the_applied_zip(mlp_pair):
+    state = ZipState(mlp_pair)
+    view = state.cost_view(0)
+    assert view.source == "next" and view.cost.shape == (300, 300)
+    assert state.cost_view(0) is view, "cached: a redraw never recomputes"
+    state.step(120)
+    rec = state.records[0]
+    np.testing.assert_array_equal(view.order[:120], rec.pairs)
+    assert view.predicted(120) == pytest.approx(rec.pair_costs.sum())
+    zipped = state.cost_view(0)
+    assert zipped.source == "zipped" and zipped.chosen is rec.pairs
+    assert state.cost_view(1, compute=False) is None
+    assert state.cost_view(1).source == "next"
+
+
+def test_step_rejects_a_share_out_of_range(mlp_pair):
+    state = ZipState(mlp_pair)
+    with pytest.raises(ValueError, match="out of range for fc1: choose 0 to 300"):
+        state.step(301)
+    with pytest.raises(ValueError, match="whole number"):
+        state.step(0.5)
+    assert not state.records
+
+
+def test_undo_restores_the_accuracy_and_reset_the_original(mlp_pair):
+    state = ZipState(mlp_pair)
+    base = state.accuracy
+    state.step(300)
+    state.retrain(NullJob(), iterations=5, lr=0.01, device="cpu")
+    assert state.retrain_log[0][0]["iterations"] == 5
+    state.step(100)
+    assert state.undo() == "fc2"
+    assert len(state.records) == 1
+    state.reset()
+    assert state.accuracy == base and not state.records and not state.retrain_log
+
+
+def test_retrain_cancel_restores_the_weights_exactly(mlp_pair):
+    state = ZipState(mlp_pair)
+    state.step(200)
+    before = {k: v.clone() for k, v in state.session.model.state_dict().items()}
+    job = Job("retrain", "Retraining", lambda j: state.retrain(j, iterations=10**6, lr=0.01))
+    job.start()
+    while not job.losses:
+        time.sleep(0.01)
+    job.cancel()
+    assert job.wait(30)
+    assert job.status == "cancelled" and "back to what it was" in job.error
+    after = state.session.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert state.records[-1].retraining is None and not state.retrain_log.get(0)
+
+
+def test_retrain_refuses_bad_settings(mlp_pair):
+    state = ZipState(mlp_pair)
+    with pytest.raises(ValueError, match="zip a layer first"):
+        state.retrain(NullJob(), iterations=5, lr=0.01)
+    state.step(10)
+    with pytest.raises(ValueError, match="learning rate"):
+        state.retrain(NullJob(), iterations=5, lr=-1.0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            state.retrain(NullJob(), iterations=5, lr=0.01, device="cuda")
+
+
+def test_job_reports_failure_as_a_message():
+    def boom(job):
+        raise ValueError("something the user can fix")
+
+    job = Job("x", "Boom", boom).start()
+    job.wait(5)
+    assert job.status == "failed" and job.error == "something the user can fix"
+
+
+def test_workspace_refuses_actions_while_a_job_runs(mlp_pair):
+    ws = Workspace()
+    ws.set_pair(mlp_pair)
+    assert ws.plan == {"fc1": 150, "fc2": 50}
+    gate = [True]
+
+    def wait(job):
+        while gate[0]:
+            time.sleep(0.01)
+
+    ws.start_job("x", "A long job", wait)
+    with pytest.raises(BusyError, match="A long job is still running"):
+        ws.step(10)
+    gate[0] = False
+    ws.job.wait(5)
+    assert ws.collect() is ws.job and ws.job.message.startswith("A long job: done")
+    ws.step(10)
+    assert len(ws.zip.records) == 1 and ws.points[-1]["series"] == "yours (step-through)"
+
+
+def test_recipe_round_trip_rebuilds_the_same_pairs(mlp_pair):
+    state = ZipState(mlp_pair)
+    state.step(77)
+    state.retrain(NullJob(), iterations=3, lr=0.02, device="cpu")
+    state.step(33)
+    recipe = parse_recipe(recipe_json(build_recipe(mlp_pair, state)).encode())
+    assert recipe["layers"][0]["retraining"][0]["lr"] == 0.02
+    again = rebuild(NullJob(), mlp_pair, recipe)
+    for r1, r2 in zip(state.records, again.records):
+        np.testing.assert_array_equal(r1.pairs, r2.pairs)
+    x = mlp_pair.task_a.test[0][:32]
+    torch.testing.assert_close(again.session.model(x, 0), state.session.model(x, 0))
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"\x00\x01", "not a JSON recipe"),
+        (b'{"format": "other"}', "not an MTZ Explorer recipe"),
+        (b'{"format": "mtz-recipe", "format_version": 9}', "version 9"),
+        (b'{"format": "mtz-recipe", "format_version": 1, "models": {}}', "no 'tasks'"),
+    ],
+)
+def test_parse_recipe_explains_what_is_wrong(payload, match):
+    with pytest.raises(ValueError, match=match):
+        parse_recipe(payload, "r.json")
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_npz_task_splits_and_batches():
+    x = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    task = load_npz_task("mine.npz", _npz(x=x, y=y))
+    assert task.name == "npz:mine.npz" and task.num_classes == 2 and task.input_shape == (2,)
+    assert task.size("calib") == 80 and task.size("test") == 20
+    assert sum(b[0].shape[0] for b in task.batches("test", 8)) == 20
+    with_test = load_npz_task("t.npz", _npz(x=x, y=y, x_test=x[:7], y_test=y[:7]))
+    assert with_test.size("test") == 7 and with_test.size("calib") == 100
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        ({"x": np.zeros((20, 2))}, "no array 'y'"),
+        ({"x": np.zeros((20, 2)), "y": np.zeros(19)}, "one label per input"),
+        ({"x": np.zeros(20), "y": np.zeros(20)}, "sample axis first"),
+        ({"x": np.full((20, 2), np.nan), "y": np.zeros(20)}, "NaN"),
+        ({"x": np.zeros((20, 2)), "y": np.zeros(20)}, "single class"),
+    ],
+)
+def test_npz_task_errors(arrays, match):
+    with pytest.raises(ValueError, match=match):
+        load_npz_task("bad.npz", _npz(**arrays))
+
+
+def test_npz_that_is_not_npz():
+    with pytest.raises(ValueError, match="not a NumPy .npz"):
+        load_npz_task("bad.npz", b"hello")
