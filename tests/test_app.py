@@ -131,11 +131,9 @@ def test_costs_page_heatmap_curve_and_share_slider():
     z = ws(at).zip
     view = z.cost_view(0)
     assert metric(at, "Predicted layer error") == f"{view.predicted(150):.4g}"
-    # moving the share redraws from the cached matrix (no new Hessian) within the budget
+    # moving the share redraws from the cached matrix (no new Hessian)
     before = z.session._cache.copy()
-    t0 = time.perf_counter()
-    at.slider(key="plan.costs.fc1").set_value(40).run()
-    assert time.perf_counter() - t0 < 1.0
+    at.slider(key="plan.costs.fc1").set_value(40).run()  # speed: benchmarks/app_latency.py
     assert metric(at, "Shared neurons") == "40 / 300"
     assert ws(at).plan["fc1"] == 40
     assert z.session._cache.keys() == before.keys()
@@ -167,9 +165,7 @@ def test_costs_page_later_layer_needs_earlier_or_estimate():
 def test_zip_every_layer_then_undo_and_reset():
     at = goto(new_app(), "step")
     assert metric(at, "Layers zipped") == "0 / 2"
-    t0 = time.perf_counter()
     zip_layer(at, 150)
-    assert time.perf_counter() - t0 < 5.0
     z = ws(at).zip
     assert metric(at, "Layers zipped") == "1 / 2"
     assert metric(at, "Parameters saved") == f"{z.saved_fraction():.1%}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtz_core import ZippedNet
+from mtz_core import ZipConfig, ZippedNet
 from mtz_core.checkpoints import load_checkpoint
 from mtz_core.cli import main
 from mtz_core.demo import ASSETS_DIR
@@ -74,7 +74,7 @@ def test_zip_report_has_every_field(zipped):
         costs = layer["pair_costs"]
         assert costs["min"] <= costs["mean"] <= costs["max"]
         assert layer["predicted_error"] > 0 and layer["heldout_error"] > 0
-        assert layer["hessian"] == "exact" and layer["damping"] == 0.1
+        assert layer["hessian"] == "exact" and layer["damping"] == ZipConfig.default_damping()
         assert layer["retrain_iterations"] == 0 and "hessian" in layer["seconds"]
     acc = report["accuracy"]
     assert acc["original"]["a"]["accuracy"] == pytest.approx(0.9833, abs=1e-4)

@@ -108,7 +108,7 @@ st.caption(
     "circles. The shading is each network's probability of class 1, the black line its decision "
     "boundary, before zipping and after zipping each hidden layer."
 )
-c1, c2 = st.columns(2)
+c1, c2 = st.columns(2, gap="large")  # apart: two sliders, not one range slider
 share = c1.slider("Share of each layer", 0.0, 1.0, 1.0, 0.125, key=K.LEARN_SHARE)
 its = c2.select_slider(
     "Retraining after each layer (iterations)", [0, 25, 50, 100, 200], value=0, key=K.LEARN_ITS

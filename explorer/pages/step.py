@@ -11,6 +11,9 @@ from explorer import figures, state, ui
 from explorer.state import K
 from mtz_core import METHODS
 
+#: above this many neuron pairs, the next layer's costs are computed on request
+BIG_LAYER_CELLS = 1024 * 1024
+
 ws = state.workspace()
 st.title("Step through the zip")
 st.caption(
@@ -60,7 +63,7 @@ def do_retrain() -> None:
 
 
 def apply_settings() -> None:
-    damping = st.session_state.get(K.SET_DAMPING, "0.1")
+    damping = st.session_state.get(K.SET_DAMPING, "1.0")
     new = dataclasses.replace(
         ws.settings,
         method=st.session_state.get(K.SET_METHOD, ws.settings.method),
@@ -143,8 +146,11 @@ with st.container(border=True):
                 key=key,
                 on_change=lambda: ws.set_plan(name, st.session_state[key]),
             )
+            # Small layers: predict right away. Wide ones (thousands of neurons) take seconds
+            # for their Hessians and costs, so they wait for a click (or the zip itself).
+            wanted = n_a * n_b <= BIG_LAYER_CELLS or st.session_state.get(f"step.predict.{name}")
             try:
-                view = z.cost_view(z.next_index, compute=not busy)
+                view = z.cost_view(z.next_index, compute=bool(wanted) and not busy)
             except Exception as exc:  # noqa: BLE001
                 view = None
                 st.error(f"The costs of {name} could not be computed: {ui.message(exc)}")
@@ -155,6 +161,13 @@ with st.container(border=True):
                 )
             else:
                 st.caption(f"{k / k_max:.0%} of the narrower side.")
+                if not wanted:
+                    st.button(
+                        f"Predict the error ({name} is wide: computing its costs takes a while)",
+                        on_click=lambda: st.session_state.update({f"step.predict.{name}": True}),
+                        disabled=busy,
+                        key="step.predict",
+                    )
         with c2:
             st.button(
                 f"Zip {name}",

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--heldout-samples", type=int1, default=512, help="test inputs, layer error")
         p.add_argument("--batch-size", type=int1, default=64)
         p.add_argument("--lr", type=pos, default=0.01, help="retraining learning rate")
-        p.add_argument("--damping", type=_arg(_damping), help="a number >= 0 or auto (0.1)")
+        p.add_argument("--damping", type=_arg(_damping), help="a number >= 0 or auto (1.0)")
         p.add_argument("--matching", choices=MATCHINGS, default="greedy")
         p.add_argument("--hessian", choices=CONV_HESSIANS, default="exact")
         p.add_argument("--flatten-hessian", choices=FLATTEN_HESSIANS, default="auto")

@@ -1,0 +1,169 @@
+"""Which neurons are shared: counts per layer, a layer's matching, and a pair's incoming
+weights as images (A's neuron, B's, the merged one)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ._style import COLORS, MARGIN
+
+__all__ = ["sharing_bars", "matching_figure", "weight_images"]
+
+
+def sharing_bars(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """Shared / A-only / B-only neuron counts per layer (stacked bars).
+
+    `rows`: dicts with `layer`, `shared`, `a_only`, `b_only` (and optionally `status`).
+    """
+    names = [r["layer"] for r in rows]
+    fig = go.Figure()
+    for key, label, color in (
+        ("shared", "shared", COLORS["shared"]),
+        ("a_only", "A only", COLORS["a"]),
+        ("b_only", "B only", COLORS["b"]),
+    ):
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[r[key] for r in rows],
+                name=label,
+                marker_color=color,
+                hovertemplate="%{x}: %{y} " + label + "<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        title="Neurons per layer",
+        yaxis={"title": "neurons stored"},
+        margin=MARGIN,
+        height=340,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def matching_figure(
+    pairs: np.ndarray,
+    pair_costs: np.ndarray,
+    n_a: int,
+    n_b: int,
+    *,
+    max_pairs: int = 400,
+    seed: int = 0,
+) -> go.Figure:
+    """A bipartite picture of a layer's matching: A's neurons left, B's right, one line per pair
+    coloured by cost tercile. More than `max_pairs` pairs are sampled (`layout.meta.shown`)."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    costs = np.asarray(pair_costs, np.float64).reshape(-1)
+    k = len(pairs)
+    idx = np.arange(k)
+    if k > max_pairs:
+        idx = np.sort(np.random.default_rng(seed).choice(k, max_pairs, replace=False))
+    fig = go.Figure()
+    if k:
+        cuts = np.quantile(costs, [1 / 3, 2 / 3]) if k >= 3 else np.array([np.inf, np.inf])
+        groups = (
+            ("cheapest third", costs <= cuts[0], "#2ca02c"),
+            ("middle third", (costs > cuts[0]) & (costs <= cuts[1]), "#bcbd22"),
+            ("dearest third", costs > cuts[1], "#d62728"),
+        )
+        for label, mask, color in groups:
+            sel = idx[mask[idx]]
+            if sel.size == 0:
+                continue
+            xs, ys = [], []
+            for p in sel:
+                xs += [0, 1, None]
+                ys += [pairs[p, 0] / max(n_a - 1, 1), pairs[p, 1] / max(n_b - 1, 1), None]
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    line={"color": color, "width": 1},
+                    name=f"{label} ({sel.size})",
+                    hoverinfo="skip",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=np.zeros(idx.size),
+                y=pairs[idx, 0] / max(n_a - 1, 1),
+                mode="markers",
+                marker={"color": COLORS["a"], "size": 5},
+                customdata=np.stack([pairs[idx, 0], pairs[idx, 1], costs[idx]], axis=1),
+                hovertemplate="A %{customdata[0]} ↔ B %{customdata[1]}<br>cost "
+                "%{customdata[2]:.4g}<extra></extra>",
+                name="A's neurons",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=np.ones(idx.size),
+                y=pairs[idx, 1] / max(n_b - 1, 1),
+                mode="markers",
+                marker={"color": COLORS["b"], "size": 5},
+                customdata=np.stack([pairs[idx, 0], pairs[idx, 1], costs[idx]], axis=1),
+                hovertemplate="A %{customdata[0]} ↔ B %{customdata[1]}<br>cost "
+                "%{customdata[2]:.4g}<extra></extra>",
+                name="B's neurons",
+            )
+        )
+    fig.update_layout(
+        title=f"Matching: {k} pairs of {n_a} A × {n_b} B neurons"
+        + (f" ({idx.size} shown)" if idx.size < k else ""),
+        xaxis={
+            "tickvals": [0, 1],
+            "ticktext": ["A (neuron index ↓)", "B (neuron index ↓)"],
+            "range": [-0.2, 1.2],
+        },
+        yaxis={"showticklabels": False, "autorange": "reversed"},
+        margin=MARGIN,
+        height=480,
+        legend={"orientation": "h", "y": -0.08},
+        meta={"pairs": k, "shown": int(idx.size)},
+    )
+    return fig
+
+
+def weight_images(
+    images: Sequence[np.ndarray], titles: Sequence[str], *, title: str = ""
+) -> go.Figure:
+    """Incoming weights shown as images (one panel each, one shared symmetric colour range).
+
+    Each image is 2-D (H, W); a (C, H, W) array shows its channels side by side.
+    """
+    flat = []
+    for img in images:
+        a = np.asarray(img, dtype=np.float64)
+        if a.ndim == 3:
+            a = np.concatenate(list(a), axis=1)
+        if a.ndim != 2:
+            raise ValueError(f"each image must be 2-D or 3-D, got shape {a.shape}")
+        flat.append(a)
+    vmax = max(float(np.nanmax(np.abs(a))) for a in flat) or 1.0
+    fig = make_subplots(rows=1, cols=len(flat), subplot_titles=list(titles))
+    for c, a in enumerate(flat, start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=a.astype(np.float32),
+                zmin=-vmax,
+                zmax=vmax,
+                colorscale="RdBu",
+                reversescale=True,
+                showscale=c == len(flat),
+                hovertemplate="row %{y}, col %{x}<br>weight %{z:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=c,
+        )
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{c}", row=1, col=c)
+        fig.update_xaxes(showticklabels=False, row=1, col=c)
+        fig.update_yaxes(showticklabels=False, row=1, col=c)
+    fig.update_layout(title=title, margin=MARGIN, height=320)
+    return fig

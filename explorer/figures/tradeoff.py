@@ -1,0 +1,133 @@
+"""Accuracy against parameters saved, one series per method or source, with the Pareto
+front."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ._style import COLORS, MARGIN, METHOD_COLORS
+
+__all__ = ["tradeoff_figure"]
+
+
+def _percent_format(span: float | None) -> str:
+    """Tick labels with enough decimals that neighbouring ticks (about span / 6 apart) differ."""
+    if span is None or span >= 0.1:
+        return ".0%"
+    return ".1%" if span >= 0.01 else ".2%"
+
+
+def tradeoff_figure(
+    points: Any,
+    *,
+    y: str = "mean_acc",
+    front: Any = None,
+    title: str = "",
+) -> go.Figure:
+    """Accuracy against parameters saved (`saved_fraction`), one series per method/source.
+
+    `points`: a pandas DataFrame with columns `saved_fraction`, `acc_a`, `acc_b`, `mean_acc`,
+    `method` and optionally `series`, `label`; `front`: the rows on the Pareto front (drawn as a
+    line). `y` is `mean_acc`, `acc_a` or `acc_b`.
+    """
+    if y not in ("mean_acc", "acc_a", "acc_b"):
+        raise ValueError(f"y must be mean_acc, acc_a or acc_b, got {y!r}")
+    ylabel = {
+        "mean_acc": "mean accuracy (A, B)",
+        "acc_a": "accuracy task A",
+        "acc_b": "accuracy task B",
+    }[y]
+    fig = go.Figure()
+    if points is not None and len(points):
+        df = points.copy()
+        if "series" not in df.columns:
+            df["series"] = df["method"]
+        if "label" not in df.columns:
+            df["label"] = df["series"]
+        symbols = {"mtz": "circle", "mtz-avg": "diamond", "euclidean": "square", "random": "x"}
+        for series, group in df.groupby("series", sort=False):
+            name = str(series)
+            color = METHOD_COLORS.get(name.split(" ")[0], None)
+            if name.startswith("yours"):
+                color = METHOD_COLORS["yours"]
+            symbol = "star" if name == "original" else symbols.get(name, "circle")
+            swept = name in symbols  # a sweep's method: one line through its shares
+            group = group.sort_values("saved_fraction") if swept else group
+            fig.add_trace(
+                go.Scatter(
+                    x=group["saved_fraction"],
+                    y=group[y],
+                    mode="lines+markers" if swept else "markers",
+                    line={"width": 1.5, "dash": "dot"} if swept else None,
+                    opacity=0.85,
+                    marker={
+                        "size": 14 if name == "original" else 10,
+                        "color": color,
+                        "symbol": symbol,
+                    },
+                    name=str(series),
+                    customdata=np.stack(
+                        [group["acc_a"], group["acc_b"], group["label"].astype(str)], axis=1
+                    ),
+                    hovertemplate="%{customdata[2]}<br>saved %{x:.1%}<br>A %{customdata[0]:.3f}"
+                    " · B %{customdata[1]:.3f}<extra>" + str(series) + "</extra>",
+                )
+            )
+    yrange, xspan = None, None
+    if points is not None and len(points):
+        ys = np.asarray(points[y], dtype=float)
+        ys = ys[np.isfinite(ys)]
+        if ys.size:
+            lo, hi = float(ys.min()), float(ys.max())
+            pad = max(0.02, 0.1 * (hi - lo))
+            yrange = [max(0.0, lo - pad), min(1.0, hi) + pad / 2]
+        xs = np.asarray(points["saved_fraction"], dtype=float)
+        xs = xs[np.isfinite(xs)]
+        if xs.size:
+            xspan = float(xs.max() - min(xs.min(), 0.0))
+    if front is not None and len(front):
+        f = front.sort_values("saved_fraction")
+        fig.add_trace(
+            go.Scatter(
+                x=f["saved_fraction"],
+                y=f[y],
+                mode="lines+markers",
+                line={"color": COLORS["front"], "width": 2, "dash": "dash"},
+                marker={
+                    "size": 14,
+                    "symbol": "circle-open",
+                    "color": COLORS["front"],
+                    "line": {"width": 2},
+                },
+                name="Pareto front",
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        title=title or "Accuracy vs parameters saved",
+        xaxis={
+            "title": "parameters saved (saved_fraction)",
+            "tickformat": _percent_format(xspan),
+            "range": None if xspan is not None else [0.0, 0.5],
+        },
+        yaxis={
+            "title": ylabel,
+            "tickformat": _percent_format(None if yrange is None else yrange[1] - yrange[0]),
+            "range": yrange if yrange is not None else [0.0, 1.0],
+        },
+        margin=MARGIN,
+        height=460,
+        legend={"orientation": "h", "y": -0.15},
+    )
+    if xspan is None:  # nothing to draw yet: the axes' real ranges, and why they are empty
+        fig.add_annotation(
+            x=0.25,
+            y=0.5,
+            text="no configuration evaluated yet",
+            showarrow=False,
+            font={"color": COLORS["neutral"], "size": 14},
+        )
+    return fig
