@@ -40,7 +40,7 @@ class ZipConfig:
     # auto: exact below AUTO_EXACT_MAX_DIM (mtz_core.hessian), one block per position above.
     flatten_hessian: str = "auto"
     # λ = damping · trace(H)/dim per task: λ of the size of H's mean eigenvalue. Measured on
-    # MNIST 0–4 vs 5–9 (docs/results.md): weak damping (1e-4) lets the merge overfit the
+    # MNIST 0–4 vs 5–9 (experiments.damping_probe, experiments.paper; docs/results.md): weak damping (1e-4) lets the merge overfit the
     # Hessian samples (merged weights 5–8× the originals, held-out layer error far above the
     # predicted one); at 1.0 the full zip keeps 97.1% mean accuracy before retraining against
     # 96.9% at 0.1, and MTZ's lead over MTZ pairs with plain averaging grows from 0.9 to 2.0
