@@ -1,5 +1,7 @@
 # Two commands do everything on a fresh machine: `make run` and `make test`.
 PY ?= python3
+# see mtz_core/__init__.py: OpenMP threads that busy-wait starve torch on small machines
+export OMP_WAIT_POLICY ?= PASSIVE
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

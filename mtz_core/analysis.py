@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .batches import all_finite
 from .config import AUTO_DAMPING_GRID, ZipConfig
 from .costs import (
     SharingOperator,
@@ -80,7 +81,7 @@ class LayerAnalysis:
         damped_b, lam_b = damp(self.h_b.blocks, damping)
         op = sharing_operator(damped_a, damped_b)
         cost = cost_matrix(self.va, self.vb, op.h_hat)
-        if not torch.isfinite(cost).all():
+        if not all_finite(cost):
             raise ValueError("the cost matrix has NaN or Inf entries (activations overflowed?)")
         lambdas = (float(lam_a.mean()), float(lam_b.mean()))
         self.variants[damping] = DampingVariant(damping, damped_a, damped_b, lambdas, op, cost)

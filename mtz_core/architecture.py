@@ -21,6 +21,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from .batches import all_finite
 from .ops import OpSpec, is_getitem, op_from_call, op_from_module
 
 __all__ = ["ArchitectureError", "LayerSpec", "Architecture", "trace_model", "check_compatible"]
@@ -422,7 +423,7 @@ def _finish(
                 spec.dilation,
             )
             spec = replace(spec, out_shape=tuple(x.shape[1:]))
-        if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
+        if not (all_finite(w) and all_finite(b)):
             raise ValueError(f"{label}: layer {item.name!r} has NaN or Inf weights")
         prev_units = spec.out_units
         specs.append(spec)

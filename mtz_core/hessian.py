@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architecture import LayerSpec
+from .batches import all_finite
 
 __all__ = ["SecondMoment", "LayerHessian", "hessian_rows", "capture_inputs", "damp"]
 
@@ -75,7 +76,7 @@ class SecondMoment:
         h[:, d, d] = self.n
         h /= self.n
         h = 0.5 * (h + h.transpose(1, 2))
-        if not torch.isfinite(h).all():
+        if not all_finite(h):
             raise ValueError("the Hessian has NaN or Inf entries (activations overflowed?)")
         return h
 
