@@ -23,6 +23,7 @@ __all__ = [
     "machine_line",
     "markdown_table",
     "median_time",
+    "available_memory_gb",
     "physical_memory_gb",
     "rss_gb",
 ]
@@ -88,7 +89,8 @@ def _cpu_name() -> str:
 
 def machine_line() -> str:
     return (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_cpu_name()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {_cpu_name()}, "
         f"Python {platform.python_version()}"
     )
 
@@ -113,6 +115,18 @@ def rss_gb() -> float:
         return 0.0
 
 
+def available_memory_gb() -> float:
+    """The system's MemAvailable in GB (Linux; +inf elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except (OSError, ValueError):
+        pass
+    return float("inf")
+
+
 def physical_memory_gb() -> float:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
@@ -121,32 +135,47 @@ def physical_memory_gb() -> float:
 
 
 class MemoryGuard:
-    """Watch this process's resident memory; past `limit_gb`, set `tripped` and interrupt.
+    """Watch memory; when this process's resident memory passes `limit_gb`, or the system's
+    available memory falls below `min_available_gb`, set `tripped` and interrupt.
 
     A benchmark that would exhaust the machine's memory is stopped (KeyboardInterrupt in the
     main thread, and `check()` raises from callbacks) instead of invoking the OOM killer, which
-    might pick another process. The limit is checked every `interval` seconds.
+    might pick another process. Checked every `interval` seconds.
     """
 
-    def __init__(self, limit_gb: float, interval: float = 0.2) -> None:
+    def __init__(
+        self, limit_gb: float, min_available_gb: float = 1.5, interval: float = 0.2
+    ) -> None:
         self.limit_gb = limit_gb
+        self.min_available_gb = min_available_gb
         self.interval = interval
         self.tripped = False
+        self.reason = ""
         self.peak_gb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):
-            now = rss_gb()
+            now, avail = rss_gb(), available_memory_gb()
             self.peak_gb = max(self.peak_gb, now)
-            if now > self.limit_gb and not self.tripped:
-                self.tripped = True
-                _thread.interrupt_main()
+            if self.tripped:
+                continue
+            if now > self.limit_gb:
+                self.reason = f"the process's resident memory passed {self.limit_gb:.1f} GB"
+            elif avail < self.min_available_gb:
+                self.reason = (
+                    f"the machine's available memory fell below {self.min_available_gb:.1f} GB "
+                    f"(this process: {now:.1f} GB)"
+                )
+            else:
+                continue
+            self.tripped = True
+            _thread.interrupt_main()
 
     def check(self) -> None:
         if self.tripped:
-            raise MemoryLimitExceeded(f"resident memory passed {self.limit_gb:.1f} GB")
+            raise MemoryLimitExceeded(self.reason)
 
     def __enter__(self) -> MemoryGuard:
         self._thread.start()

@@ -112,13 +112,15 @@ def zip_models(
         config=config,
         device=device,
         progress=progress,
-        after_step=between_layers,
         heldout_a=heldout_a,
         heldout_b=heldout_b,
     )
     layers = session.hidden_layers
     names = [name for name, _, _ in layers]
     iterations = resolve_iterations(retrain_iterations, names)
+    if any(iterations.values()) or after_step is not None:
+        # only then: a callback makes every step keep a full weight snapshot for undo
+        session.after_step = between_layers
     if any(iterations.values()) and (train_a is None or train_b is None):
         raise ValueError(
             "retrain_iterations > 0 needs train_a and train_b ((inputs, labels) batches)"
