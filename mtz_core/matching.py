@@ -93,9 +93,8 @@ def greedy_pairs(cost: torch.Tensor, k: int) -> torch.Tensor:
     sub = cost
     got_r, got_c, got_v = [empty], [empty], [cost.new_empty(0)]
     while sub.shape[0] > 0 and sub.shape[1] > 0:
-        row_best = sub.argmin(dim=1)
+        row_min, row_best = sub.min(dim=1)  # values and first-minimum indices in one pass
         col_best = sub.argmin(dim=0)
-        row_min = sub.gather(1, row_best[:, None]).squeeze(1)
         if sum(t.numel() for t in got_r) >= k:
             # Cheapest free entry: the first row holding the smallest row minimum, at that
             # row's argmin column, is the smallest (cost, flat index) key.
