@@ -7,8 +7,6 @@ from typing import Any
 
 import pandas as pd
 
-from mtz_core.data import Task
-
 from .jobs import Job
 from .pair import LoadedPair
 from .zipper import ZipSettings, check_retrain_options
@@ -33,12 +31,6 @@ def check_sweep(
             raise ValueError(f"share {s} is out of range: shares are fractions from 0 to 1")
     if retrain_iterations:
         check_retrain_options(retrain_iterations, lr, 32, "cpu")
-    for key, task in (("A", pair.task_a), ("B", pair.task_b)):
-        if not isinstance(task, Task):
-            raise ValueError(
-                f"sweeps run on built-in tasks; task {key} is your own data ({task.name}). "
-                "Use ratio tuning (evaluate a plan) for your data instead"
-            )
 
 
 def run_sweep(

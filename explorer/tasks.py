@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtz_core.data import Batches, Task, load_task, stratified_split
+from mtz_core.data import Task, load_task, stratified_split
+from mtz_core.data.task import SplitData
 
 __all__ = ["UserTask", "load_npz_task", "load_builtin_task", "task_kind", "NPZ_MAX_SAMPLES"]
 
@@ -25,7 +26,7 @@ TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True, eq=False)
-class UserTask:
+class UserTask(SplitData):
     """A labelled data set from the user's `.npz` (`x`, `y`, optionally `x_test`, `y_test`)."""
 
     file_name: str
@@ -45,37 +46,6 @@ class UserTask:
     @property
     def label_names(self) -> tuple[str, ...]:
         return tuple(str(i) for i in range(self.num_classes))
-
-    def split(self, split: str = "calib") -> tuple[torch.Tensor, torch.Tensor]:
-        if split not in ("calib", "test"):
-            raise ValueError(f"unknown split {split!r}; splits are: calib, test")
-        return self.calib if split == "calib" else self.test
-
-    def size(self, split: str = "calib") -> int:
-        return int(self.split(split)[1].shape[0])
-
-    def batches(
-        self,
-        split: str = "calib",
-        batch_size: int = 128,
-        *,
-        shuffle: bool = False,
-        seed: int | None = None,
-        limit: int | None = None,
-        drop_last: bool = False,
-        device: Any = None,
-    ) -> Batches:
-        x, y = self.split(split)
-        return Batches(
-            x,
-            y,
-            batch_size,
-            shuffle=shuffle,
-            seed=self.seed if seed is None else seed,
-            limit=limit,
-            drop_last=drop_last,
-            device=device,
-        )
 
     def __repr__(self) -> str:
         return (

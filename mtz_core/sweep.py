@@ -24,6 +24,7 @@ from torch import nn
 
 from .config import ZipConfig
 from .data import Task
+from .data.task import SplitData
 from .evaluation import evaluate, evaluate_zipped, param_summary
 from .pipeline import zip_models
 from .progress import CancelToken, ProgressCallback, ZipCancelled
@@ -143,9 +144,9 @@ def sweep(
     for m in method_list:  # ZipConfig names a bad method, matching, damping or seed
         ZipConfig(m, matching, hessian, flatten_hessian, check, seed)
     for label, t in (("task_a", task_a), ("task_b", task_b)):
-        if not all(hasattr(t, a) for a in ("batches", "name")):  # a Task or the same interface
+        if not isinstance(t, SplitData):
             raise TypeError(
-                f"{label} must be a mtz_core.data.Task (or offer .batches() and .name), got "
+                f"{label} must be a mtz_core.data.Task (or another SplitData with a name), got "
                 f"{type(t).__name__}"
             )
 

@@ -87,29 +87,13 @@ def _images_to_tensor(
     return t.sub_(mean_t).div_(std_t)
 
 
-@dataclass(frozen=True, eq=False)
-class Task:
-    """A task ready for use. `calib` and `test` are `(x float32, y int64)` tensor pairs.
+class SplitData:
+    """`split`, `size` and `batches` for anything holding `calib`/`test` `(x, y)` tensor pairs
+    and a `seed`: built-in tasks and the app's uploaded data sets share them."""
 
-    `mean`/`std` are the normalisation constants applied (empty for 2-D points) and `pad_to` the
-    padding, so images can be turned back into pixels for display: `x * std + mean`.
-    """
-
-    spec: TaskSpec
-    num_classes: int
-    input_shape: tuple[int, ...]
-    label_names: tuple[str, ...]
     calib: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
-    seed: int = 0
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    pad_to: int | None = None
-
-    @property
-    def name(self) -> str:
-        """The canonical text form, e.g. "mnist:0-4"."""
-        return str(self.spec)
+    seed: int
 
     def split(self, split: str = "calib") -> tuple[torch.Tensor, torch.Tensor]:
         if split not in SPLITS:
@@ -143,6 +127,31 @@ class Task:
             drop_last=drop_last,
             device=device,
         )
+
+
+@dataclass(frozen=True, eq=False)
+class Task(SplitData):
+    """A task ready for use. `calib` and `test` are `(x float32, y int64)` tensor pairs.
+
+    `mean`/`std` are the normalisation constants applied (empty for 2-D points) and `pad_to` the
+    padding, so images can be turned back into pixels for display: `x * std + mean`.
+    """
+
+    spec: TaskSpec
+    num_classes: int
+    input_shape: tuple[int, ...]
+    label_names: tuple[str, ...]
+    calib: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    seed: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    pad_to: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The canonical text form, e.g. "mnist:0-4"."""
+        return str(self.spec)
 
     def __repr__(self) -> str:
         return (
