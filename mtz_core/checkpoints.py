@@ -379,11 +379,27 @@ def load_checkpoint(
     `card["model_spec"]` is the spec actually used.
     """
     sd, card = read_state_dict(path, max_bytes=max_bytes)
-    p = Path(path)
+    return model_from_state_dict(
+        sd, card, architecture=architecture, input_shape=input_shape, num_classes=num_classes
+    )
+
+
+def model_from_state_dict(
+    sd: Mapping[str, torch.Tensor],
+    card: dict[str, Any],
+    *,
+    architecture: str | ModelSpec | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The second half of `load_checkpoint`, for a (state dict, card) that `read_state_dict`
+    already read: callers that look at the card before choosing the architecture (the CLI)
+    then read a large file once, not twice."""
+    p = Path(card.get("path") or "checkpoint")
     spec = _resolve_spec(architecture, input_shape, num_classes, card["model_spec"], sd, p)
     model = build_model(spec)
     _compare(model, sd, spec, p)
     model.load_state_dict(sd, strict=False)  # strictness checked above, with better messages
     model.eval()
-    card["model_spec"] = spec
+    card = dict(card, model_spec=spec)
     return model, card

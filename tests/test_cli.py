@@ -219,3 +219,43 @@ def test_interrupts_and_unexpected_errors_stay_one_line(capsys, monkeypatch):
     monkeypatch.setenv("MTZ_DEBUG", "1")  # developers get the traceback back
     with pytest.raises(KeyError):
         main(["demo"])
+
+
+def test_a_bare_state_dict_loads_with_model_and_task(tmp_path, capsys):
+    """A .pt state dict from elsewhere (no card): --model names the architecture, the task gives
+    the input shape and classes, and the zip equals the zip of the carded files."""
+    for w, src in (("a", MLP_A), ("b", MLP_B)):
+        torch.save(load_checkpoint(src)[0].state_dict(), tmp_path / f"{w}.pt")
+    bare = f"zip {tmp_path / 'a.pt'} {tmp_path / 'b.pt'} --json" + QUICK
+    code, _, err = run(capsys, bare)
+    assert code == 1 and "--model" in err and "no model card" in err
+    code, _, err = run(capsys, bare + " --model lenet300")
+    assert code == 1 and "records no task" in err
+    tasks = " --task-a digits:0-4 --task-b digits:5-9"
+    code, out, err = run(capsys, bare + " --model lenet300" + tasks)
+    assert code == 0, err
+    code, ref, err = run(capsys, f"zip {MLP_A} {MLP_B} --json" + QUICK)
+    assert code == 0, err
+    got, want = json.loads(out), json.loads(ref)
+    assert got["params"] == want["params"] and got["accuracy"] == want["accuracy"]
+    assert [g["pairs"] for g in got["layers"]] == [w["pairs"] for w in want["layers"]]
+    assert got["params"]["saved"] > 0 and got["accuracy"] == want["accuracy"]
+    code, _, err = run(capsys, bare + " --model lenet300 --option widths=[30]" + tasks)
+    assert code == 1 and "wrong shapes" not in err and "option" in err
+    code, _, err = run(capsys, bare + " --model mlp --option widths=[30]" + tasks)
+    assert code == 1 and "wrong shapes" in err and "fc1" in err.replace("'", "")
+
+
+def test_a_bare_vgg_state_dict_is_padded_to_32(tmp_path, capsys):
+    from mtz_core.models import create_model
+
+    model = create_model("vgg11", (1, 32, 32), 10, width=0.0625, seed=0)
+    torch.save(model.state_dict(), tmp_path / "v.pt")
+    command = f"eval {tmp_path / 'v.pt'} --model vgg11 --option width=0.0625 --task digits --json"
+    code, out, err = run(capsys, command + " --no-progress")
+    assert code == 0, err
+    assert 0 <= json.loads(out)["accuracy"] <= 1
+    code, _, err = run(capsys, command + " --pad-to 16 --no-progress")
+    assert code == 1 and "32" in err, err
+    code, _, err = run(capsys, f"eval {MLP_A} --option width=2 --no-progress")
+    assert code == 2 and "--model" in err

@@ -148,6 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--matching", choices=MATCHINGS, default="greedy")
         p.add_argument("--hessian", choices=CONV_HESSIANS, default="exact")
         p.add_argument("--flatten-hessian", choices=FLATTEN_HESSIANS, default="auto")
+        architecture(p, "both checkpoints, where a file has no card")
+
+    def architecture(p: argparse.ArgumentParser, which: str) -> None:
+        """For a .pt/.pth state dict with no card: the registry model to load it into."""
+        p.add_argument(
+            "--model",
+            choices=list_models(),
+            help=f"architecture of {which} (else the card's); the task gives shape and classes",
+        )
+        p.add_argument(
+            "--option",
+            type=_arg(_option),
+            action="append",
+            default=[],
+            help="with --model: a model option, KEY=JSON (e.g. width=0.125)",
+        )
+        p.add_argument(
+            "--pad-to",
+            type=int1,
+            help="with --model: zero-pad images to this side (VGG on 28x28: 32, the default)",
+        )
 
     p = command("train", "train a registry model on a task and save a checkpoint")
     p.add_argument("--model", required=True, choices=list_models())
@@ -171,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     for w in "ab":
         p.add_argument(f"--task-{w}", type=_arg(_task), help=f"a zipped network's task {w.upper()}")
     p.add_argument("--split", choices=("test", "calib"), default="test")
+    architecture(p, "a checkpoint without a card")
 
     p = command("zip", "zip two checkpoints into one multi-task network, with a JSON report")
     pair(p)

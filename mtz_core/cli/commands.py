@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .arguments import UsageError  # noqa: F401
+from .arguments import UsageError
 
 __all__ = ["COMMANDS"]
 
@@ -57,16 +57,47 @@ class _Run:
         return task
 
     def checkpoint(self, path: str, task_text: str | None):
-        from ..checkpoints import load_checkpoint
+        """(model on the device, card, task) for a single-model checkpoint: the architecture
+        from `--model` (with `--option`s) or else the file's card; the task from the command
+        line or else the card."""
+        from ..checkpoints import model_from_state_dict, read_state_dict
+        from ..models import ModelSpec
 
+        a = self.args
         if _zipped_metadata(path) is not None:
             raise ValueError(f"{path} is a zipped network; this needs single-model checkpoints")
-        model, card = load_checkpoint(path)
-        text, spec = task_text or card.get("task"), card["model_spec"]
+        if a.model is None and (a.option or a.pad_to):
+            raise UsageError("--option and --pad-to describe a --model; pass --model too")
+        sd, card = read_state_dict(path)
+        text = task_text or card.get("task")
+        if a.model is None and card["model_spec"] is None:
+            raise ValueError(
+                f"{path} has no model card; name its architecture with --model (and its "
+                "options with --option KEY=VALUE) and its task with --task / --task-a / --task-b"
+            )
         if not text:
             raise ValueError(f"{path} records no task; name it with --task / --task-a / --task-b")
-        task = self.task(text, card["extra"], spec.input_shape, spec.num_classes, path)
+        if a.model is None:
+            model, card = model_from_state_dict(sd, card)
+            spec = card["model_spec"]
+            task = self.task(text, card["extra"], spec.input_shape, spec.num_classes, path)
+        else:
+            task = self.task(text, {**card["extra"], "pad_to": self._pad_to(text)}, None, None, "")
+            spec = ModelSpec.make(a.model, task.input_shape, task.num_classes, **dict(a.option))
+            model, card = model_from_state_dict(sd, card, architecture=spec)
         return model.to(self.device).eval(), card, task
+
+    def _pad_to(self, task_text: str) -> int | None:
+        """`--pad-to`, or for a VGG on images smaller than its five pools allow, that minimum
+        (as the models' docs say: 28x28 MNIST is padded to 32x32)."""
+        from ..data import parse_task
+        from ..models.vgg import MIN_VGG_SIZE, VGG_VARIANTS
+
+        info = parse_task(task_text).info
+        small = info.kind == "image" and min(info.input_shape[1:]) < MIN_VGG_SIZE
+        if self.args.pad_to is None and self.args.model in VGG_VARIANTS and small:
+            return MIN_VGG_SIZE
+        return self.args.pad_to
 
     def zip_data(self, task) -> tuple[list, list, Any]:
         """Calibration inputs, held-out test inputs, shuffled training batches (as `sweep`)."""
