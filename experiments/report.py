@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from typing import Any
 
 import torch
@@ -15,10 +16,14 @@ class Report:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
         self.parts: list[str] = []
+        self._since = time.perf_counter()
 
     def table(self, title: str, headers: list[str], rows: list[list[Any]]) -> None:
         lines = [f"### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        now = time.perf_counter()
+        lines += ["", f"*(this table: {now - self._since:.0f} s)*"]
+        self._since = now
         self.parts.append("\n".join(lines) + "\n")
         print(self.parts[-1], flush=True)
 
@@ -117,7 +122,7 @@ class Report:
             f"Made by `{cmd}` in {seconds / 60:.1f} minutes on {torch.get_num_threads()} CPU "
             f"threads ({platform.processor() or platform.machine()}), torch {torch.__version__}; "
             f"seeds: {setup.seeds}, Hessian samples per task: {setup.calib}, retraining: batch "
-            "32 per task, SGD lr 0.01, momentum 0.9."
+            "32 per task, plain SGD lr 0.01 (no momentum)."
         )
 
     def text(self) -> str:

@@ -30,7 +30,7 @@ __all__ = [
     "retrain",
 ]
 
-#: sgd with momentum 0.9 is the default (the method's retraining used SGD, lr 0.01).
+#: sgd is the default: momentum 0.9 for `train`, plain SGD (lr 0.01) for `retrain`, as the method.
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: constant lr (retraining's short runs), or cosine decay to 0 over the run (training originals).
 SCHEDULES = ("constant", "cosine")
@@ -255,7 +255,7 @@ def retrain(
     iterations: int,
     lr: float = 0.01,
     optimizer: str = "sgd",
-    momentum: float = 0.9,
+    momentum: float = 0.0,
     weight_decay: float = 0.0,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -265,6 +265,12 @@ def retrain(
     """Joint retraining of a zipped network: loss_A + loss_B, one batch of each task per step.
 
     `device=None` keeps the network where it is; labels index each task's own head.
+
+    The default is the method's plain SGD at lr 0.01, without momentum: the networks being
+    retrained are converged, and momentum 0.9 makes each step about 10x larger. Measured
+    (`python -m experiments.retraining_probe`, LeNet-300-100 same-task pair, full zip, 600
+    iterations): momentum 0.9 took the two tasks from 97.7/97.8% (zipped) down to 96.3/96.3%,
+    momentum 0 up to 98.1/98.2%.
     """
     if device is None:
         dev = next(model.parameters()).device
