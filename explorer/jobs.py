@@ -54,7 +54,7 @@ class Job:
         self.message: str | None = None  # what the page says when it ends
         self.started = 0.0
         self.finished: float | None = None
-        self.seen = False  # the page has shown the outcome once
+        self.dismissed = False  # the user closed the outcome's message
         self.outcome = "running"  # the status the job ends with (set before on_done runs)
         self._thread: threading.Thread | None = None
 

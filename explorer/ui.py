@@ -121,15 +121,21 @@ def job_panel(ws: Workspace) -> None:
             return
         if not getattr(current, "applied", True):
             st.rerun(scope="app")  # the job just ended: redraw the whole page with its results
-        if not current.seen:
+        if not current.dismissed:
+            # The outcome stays on every page until dismissed or the next job starts: a message
+            # shown only once vanished on the next rerun, before anyone had read it.
             text = current.message or current.title
-            if current.status == "done":
-                st.success(text)
-            elif current.status == "cancelled":
-                st.warning(text)
-            else:
-                st.error(text)
-            current.seen = True  # shown once: the next interaction clears it
+            show = {"done": st.success, "cancelled": st.warning}.get(current.status, st.error)
+            cols = st.columns([12, 1], vertical_alignment="center")
+            with cols[0]:
+                show(text)
+            cols[1].button(
+                "",
+                icon=":material/close:",
+                key="job.dismiss",
+                help="Dismiss this message",
+                on_click=lambda: setattr(current, "dismissed", True),
+            )
 
     panel()
 

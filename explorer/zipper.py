@@ -516,6 +516,9 @@ class ZipState:
             "seconds": report.seconds,
             "final_losses": report.final_losses(),
             "device": report.device,
+            "iterations": report.iterations,
+            "lr": float(lr),
+            "batch_size": int(batch_size),
         }
         self.events.append(event)
         return event

@@ -279,6 +279,14 @@ def test_retrain_a_few_iterations_adds_a_point():
     assert z.retrain_log[0][0]["iterations"] == 25
     assert metric(at, "Task A accuracy") == f"{z.accuracy[0]:.1%}"
     assert len(ws(at).points) == 2  # the zip, then the retraining
+    (table,) = at.dataframe  # one table, in percent, before and after
+    row = table.value.iloc[0]
+    assert row["after layer"] == z.records[-1].name and row["iterations"] == 25
+    assert row["task A before → after"].endswith(f"→ {z.accuracy[0]:.1%}")
+    goto(goto(at.run(), "costs"), "retrain")  # the outcome survives reruns and pages
+    assert any("Retrained 25 iterations" in s.value for s in at.success)
+    at.button(key="job.dismiss").click().run()
+    assert not any("Retrained 25 iterations" in s.value for s in at.success)
 
 
 def test_cuda_without_a_gpu_is_an_error_and_nothing_is_lost():

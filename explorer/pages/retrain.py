@@ -79,18 +79,27 @@ m[1].metric(
 )
 m[2].metric("Parameters saved", f"{z.saved_fraction():.1%}")
 
-runs = [
-    {"after layer": z.layers[i][0], **run}
-    for i, layer_runs in sorted(z.retrain_log.items())
-    for run in layer_runs
-]
-if runs:
+retrainings = [e for e in z.events if e["step"].startswith("retrain")]
+if retrainings:
     st.subheader("Retraining so far")
-    st.dataframe(pd.DataFrame(runs), hide_index=True)
-retrain_events = [e for e in z.events if e["step"].startswith("retrain")]
-if retrain_events:
+    st.caption(
+        "One row per retraining, oldest first; accuracy is each task's held-out test accuracy "
+        "just before and just after that retraining. Undoing a layer removes its rows."
+    )
     st.dataframe(
-        pd.DataFrame(retrain_events)[["layer", "step", "acc_a", "acc_b", "seconds", "device"]],
+        pd.DataFrame(
+            {
+                "after layer": e["layer"],
+                "iterations": e["iterations"],
+                "learning rate": e["lr"],
+                "batch per task": e["batch_size"],
+                "device": e["device"],
+                "seconds": round(e["seconds"], 1),
+                "task A before → after": f"{ui.pct(e['before'][0])} → {ui.pct(e['acc_a'])}",
+                "task B before → after": f"{ui.pct(e['before'][1])} → {ui.pct(e['acc_b'])}",
+            }
+            for e in retrainings
+        ),
         hide_index=True,
     )
 
