@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from mtz_core.training import RETRAIN_LR
+
 from .jobs import Job
 from .pair import LoadedPair
 from .zipper import ZipSettings, check_retrain_options
@@ -41,7 +43,7 @@ def run_sweep(
     shares: Sequence[float],
     methods: Sequence[str],
     retrain_iterations: int = 0,
-    lr: float = 0.01,
+    lr: float = RETRAIN_LR,
     calib_samples: int = 512,
     device: Any = "cpu",
 ) -> pd.DataFrame:

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from mtz_core.training import RETRAIN_LR
+
 from .jobs import Job, SubJob
 from .pair import LoadedPair
 from .zipper import CostView, ZipSettings, ZipState, check_retrain_options, default_plan, point_row
@@ -218,7 +220,7 @@ class Workspace:
             "zip", "Zipping the remaining layers", lambda job: state.run_remaining(job, plan), apply
         )
 
-    def start_evaluate_plan(self, *, retrain_iterations: int = 0, lr: float = 0.01) -> Job:
+    def start_evaluate_plan(self, *, retrain_iterations: int = 0, lr: float = RETRAIN_LR) -> Job:
         """Zip a copy of the pair with the planned shares (retraining after each layer if
         asked), measure it, and keep its cost matrices as estimates for the layers ahead."""
         self.require_idle("evaluate a plan")
@@ -298,7 +300,7 @@ class Workspace:
             kwargs.get("shares", ()),
             kwargs.get("methods", ()),
             kwargs.get("retrain_iterations", 0),
-            kwargs.get("lr", 0.01),
+            kwargs.get("lr", RETRAIN_LR),
         )
 
         def work(job: Job):

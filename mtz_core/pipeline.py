@@ -13,6 +13,7 @@ from .matching import resolve_shares, validate_pairs
 from .progress import ProgressCallback, ZipCancelled
 from .records import LayerRecord, ZipResult
 from .session import ZipSession
+from .training import RETRAIN_LR
 
 __all__ = ["zip_models", "resolve_iterations"]
 
@@ -61,7 +62,7 @@ def zip_models(
     retrain_iterations: Any = 0,
     train_a: Any = None,
     train_b: Any = None,
-    lr: float = 0.01,
+    lr: float = RETRAIN_LR,
     optimizer: str = "sgd",
     heldout_a: Any = None,
     heldout_b: Any = None,

@@ -28,6 +28,7 @@ from .data.task import SplitData
 from .evaluation import evaluate, evaluate_zipped, param_summary
 from .pipeline import zip_models
 from .progress import CancelToken, ProgressCallback, ZipCancelled
+from .training import RETRAIN_LR
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
@@ -108,7 +109,7 @@ def sweep(
     calib_samples: int = 512,
     heldout_samples: int | None = 512,
     batch_size: int = 64,
-    lr: float = 0.01,
+    lr: float = RETRAIN_LR,
     damping: float | str | None = None,
     matching: str = "greedy",
     hessian: str = "exact",

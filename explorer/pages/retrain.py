@@ -8,6 +8,7 @@ import torch
 
 from explorer import figures, state, ui
 from explorer.state import K
+from mtz_core.training import RETRAIN_LR
 
 ws = state.workspace()
 st.title("Retrain")
@@ -29,7 +30,7 @@ def start() -> None:
     device = st.session_state.get(K.RT_DEVICE, "auto")
     ws.start_retrain(
         iterations=int(st.session_state.get(K.RT_ITS, 200)),
-        lr=float(st.session_state.get(K.RT_LR, 0.01)),
+        lr=float(st.session_state.get(K.RT_LR, RETRAIN_LR)),
         batch_size=int(st.session_state.get(K.RT_BATCH, 32)),
         device=device,
     )
@@ -44,7 +45,7 @@ c1.selectbox(
     help="auto: a CUDA GPU when there is one, else the CPU.",
 )
 c2.number_input("Iterations", 1, 1_000_000, 200, step=50, key=K.RT_ITS)
-c3.number_input("Learning rate", 1e-5, 10.0, 0.01, format="%.4f", key=K.RT_LR)
+c3.number_input("Learning rate", 1e-5, 10.0, RETRAIN_LR, format="%.4f", key=K.RT_LR)
 c4.number_input("Batch size per task", 1, 4096, 32, key=K.RT_BATCH)
 
 if not z.records:

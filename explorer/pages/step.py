@@ -10,6 +10,7 @@ import streamlit as st
 from explorer import figures, state, ui
 from explorer.state import K
 from mtz_core import METHODS
+from mtz_core.training import RETRAIN_LR
 
 #: above this many neuron pairs, the next layer's costs are computed on request
 BIG_LAYER_CELLS = 1024 * 1024
@@ -56,7 +57,7 @@ def do_run_remaining() -> None:
 def do_retrain() -> None:
     ws.start_retrain(
         iterations=int(st.session_state.get("step.rt_its", 100)),
-        lr=float(st.session_state.get("step.rt_lr", 0.01)),
+        lr=float(st.session_state.get("step.rt_lr", RETRAIN_LR)),
         batch_size=32,
         device="auto",
     )
@@ -205,7 +206,7 @@ with st.container(border=True):
     st.markdown("**Retrain now** (jointly on both tasks; more options on **Retrain**)")
     c1, c2, c3 = st.columns([2, 2, 2])
     c1.number_input("Iterations", 1, 100_000, 100, step=50, key="step.rt_its")
-    c2.number_input("Learning rate", 1e-5, 10.0, 0.01, format="%.4f", key="step.rt_lr")
+    c2.number_input("Learning rate", 1e-5, 10.0, RETRAIN_LR, format="%.4f", key="step.rt_lr")
     c3.write("")
     c3.button(
         "Retrain",

@@ -11,6 +11,7 @@ from explorer.state import K
 from explorer.sweeping import pareto_mask
 from explorer.zipper import plan_savings
 from mtz_core import METHODS
+from mtz_core.training import RETRAIN_LR
 
 ws = state.workspace()
 st.title("Trade-off: accuracy vs parameters saved")
@@ -141,7 +142,7 @@ if missing:
 def evaluate_plan() -> None:
     ws.start_evaluate_plan(
         retrain_iterations=int(st.session_state.get(K.TUNE_ITS, 0)),
-        lr=0.01,
+        lr=RETRAIN_LR,
     )
 
 

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     from ..config import CONV_HESSIANS, FLATTEN_HESSIANS, MATCHINGS, METHODS
     from ..models import list_models
-    from ..training import OPTIMIZERS
+    from ..training import OPTIMIZERS, RETRAIN_LR
 
     int0, int1, pos = _arg(_num), _arg(_num, int, 1), _arg(_num, float, 0, math.inf, True)
     common = argparse.ArgumentParser(add_help=False)
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--calib-samples", type=int1, default=512, help="per task, for Hessians")
         p.add_argument("--heldout-samples", type=int1, default=512, help="test inputs, layer error")
         p.add_argument("--batch-size", type=int1, default=64)
-        p.add_argument("--lr", type=pos, default=0.01, help="retraining learning rate")
+        p.add_argument("--lr", type=pos, default=RETRAIN_LR, help="retraining learning rate")
         p.add_argument("--damping", type=_arg(_damping), help="a number >= 0 or auto (1.0)")
         p.add_argument("--matching", choices=MATCHINGS, default="greedy")
         p.add_argument("--hessian", choices=CONV_HESSIANS, default="exact")
