@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from mtz_core.training import RETRAIN_LR
+
 from . import originals as orig
 
 
@@ -37,7 +39,7 @@ class Report:
                 "numbers only show that the pipeline runs.*"
             )
             return
-        rows = []
+        rows, total = [], 0.0
         for arch, task, seeds in orig.NEEDED:
             infos = []
             for seed in seeds:
@@ -48,6 +50,7 @@ class Report:
             if infos:
                 accs = [100 * i["test_accuracy"] for i in infos]
                 secs = sum(i["train_seconds"] for i in infos)
+                total += secs
                 rows.append(
                     [
                         arch,
@@ -70,6 +73,13 @@ class Report:
             ],
             rows,
         )
+        self.note(
+            f"Training all {sum(len(s) for *_, s in orig.NEEDED)} originals once "
+            f"(`python -m experiments.originals`) took {total / 3600:.1f} hours of 2 CPU cores "
+            "shared with other work (SGD, momentum 0.9, batch 128, cosine-decayed lr); every "
+            "later run reads them from the cache. LeNet-300-100 reaches about 98.3% on MNIST in "
+            "the paper."
+        )
 
     def targets(self, same, diff, base, retrain_its: int) -> None:
         full = 1.0
@@ -86,12 +96,14 @@ class Report:
                 f"iterations per layer: at most {loss:.2f} points (target ≤ 0.5): "
                 f"{'met' if ok else 'not met'}"
             )
-            ratio = same[full]["ratio"]
+        for label, table in (("same-task", same), ("different-task", diff)):
+            ratio, reached = table.get(full, {}).get("ratio"), table.get(full, {}).get("reached")
             if ratio is not None:
+                bound = "" if reached else "at least "
                 lines.append(
-                    f"- retraining after a full zip vs training a fresh network of the "
-                    f"zipped architecture to the same accuracy: {ratio:.1f}× cheaper "
-                    f"(target ≥ 17.8×): {'met' if ratio >= 17.8 else 'not met'}"
+                    f"- {label} pair, retraining after a full zip vs training a fresh network of "
+                    f"the zipped architecture to the same mean accuracy: {bound}{ratio:.1f}× "
+                    f"fewer samples (target ≥ 17.8×): {'met' if ratio >= 17.8 else 'not met'}"
                 )
         if (full, "mtz") in base:
             mtz_b, mtz_a = base[full, "mtz"]
@@ -122,7 +134,7 @@ class Report:
             f"Made by `{cmd}` in {seconds / 60:.1f} minutes on {torch.get_num_threads()} CPU "
             f"threads ({platform.processor() or platform.machine()}), torch {torch.__version__}; "
             f"seeds: {setup.seeds}, Hessian samples per task: {setup.calib}, retraining: batch "
-            "32 per task, plain SGD lr 0.01 (no momentum)."
+            f"32 per task, plain SGD lr {RETRAIN_LR:g} (no momentum)."
         )
 
     def text(self) -> str:
