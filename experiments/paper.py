@@ -547,7 +547,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             report,
             "A small trained VGG: vgg11_bn (width 1/8, 8 conv + 2 hidden fully connected layers "
             f"zipped), MNIST padded to 32×32, 0–4 vs 5–9, {setup.vgg_calib:,} Hessian samples "
-            "per task, test accuracy %",
+            "per task, test accuracy % (share 0 saves 0.03%: the zipped network stores batch "
+            "norm folded into the convolutions, 2 parameters fewer per channel)",
             vgg,
             setup.vgg_shares,
             setup.vgg_retrain,
