@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from mtz_core.training import RETRAIN_LR
+from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR
 
 from . import originals as orig
 
@@ -134,7 +134,8 @@ class Report:
             f"Made by `{cmd}` in {seconds / 60:.1f} minutes on {torch.get_num_threads()} CPU "
             f"threads ({platform.processor() or platform.machine()}), torch {torch.__version__}; "
             f"seeds: {setup.seeds}, Hessian samples per task: {setup.calib}, retraining: batch "
-            f"32 per task, plain SGD lr {RETRAIN_LR:g} (no momentum)."
+            f"32 per task, plain SGD lr {RETRAIN_LR:g} (no momentum), gradient norm clipped at "
+            f"{RETRAIN_CLIP:g}."
         )
 
     def text(self) -> str:

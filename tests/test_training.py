@@ -91,6 +91,29 @@ def test_divergence_restores_the_starting_weights():
         assert torch.equal(v, start[k])
 
 
+def test_retrain_clips_the_gradient_norm():
+    """With plain SGD one step moves the parameters by lr * the (clipped) gradient, so its norm
+    is at most lr * clip; unclipped, the same step is larger."""
+    train_a, train_b = _task(5), _task(6, classes=4)
+    a, b = make_mlp(5), make_mlp(6, classes=4)
+    zipped = zip_models(a.eval(), b.eval(), _inputs(train_a), _inputs(train_b), share=1.0).model
+
+    def step_norm(clip):
+        net = zipped.clone()
+        start = [p.detach().clone() for p in net.parameters()]
+        rep = retrain(net, train_a, train_b, iterations=1, lr=1.0, clip_grad_norm=clip)
+        moved = torch.cat([(p.detach() - s).flatten() for p, s in zip(net.parameters(), start)])
+        return float(moved.norm()), rep.clipped
+
+    free, clipped_steps = step_norm(None)
+    assert clipped_steps == 0 and free > 0.05
+    small, clipped_steps = step_norm(0.01)
+    assert clipped_steps == 1 and small <= 0.01 * (1 + 1e-5)
+    assert retrain(zipped.clone(), train_a, train_b, iterations=3).clipped <= 3  # default on
+    with pytest.raises(ValueError, match="clip_grad_norm must be a positive number"):
+        retrain(zipped.clone(), train_a, train_b, iterations=1, clip_grad_norm=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
