@@ -288,8 +288,8 @@ def retrain(
     with the gradient's global norm clipped at 5. Measured with `python -m experiments.paper`
     (docs/results.md): momentum 0.9 (10x larger steps) took a fully zipped same-task
     LeNet-300-100 pair from 97.7/97.8% down to 96.3/96.3%; at lr 0.01, 300 iterations per layer
-    leave a different-task pair's retraining unfinished (98.35%, with random pairing 0.2 points
-    ahead of MTZ's pairs; 98.56% at 0.02). Unclipped, lr 0.02 wrecks a batch-norm VGG, whose
+    leave a different-task pair's retraining unfinished (98.37%, with random pairing 0.2 points
+    ahead of MTZ's pairs; 98.54% at 0.02). Unclipped, lr 0.02 wrecks a batch-norm VGG, whose
     norm is folded into its convolutions (an unzipped pair fell from 99.6/99.4% to 32/21% in 150
     iterations); clipped at 5 it keeps it (99.5/99.1%), and a full zip of three VGG pairs
     retrained 30 iterations per layer reaches 97.8/96.5% against 91.2/93.5% at lr 0.01. On the
