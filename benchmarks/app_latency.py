@@ -28,34 +28,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from explorer.headless import CHROMIUM, CHROMIUM_ARGS, serve
 
 from ._common import machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "streamlit_app.py"
 WS = "mtz.workspace"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 TIMEOUT_S = 600  # one rerun; the big pair's first costs take seconds, never minutes
 BIG_WIDTH = 4096
 SMOKE_ARGV = ["--smoke"]
@@ -181,10 +168,15 @@ def share_and_zip(table: Table, at: Any, name: str, runs: int) -> None:
     finally:
         zipper.ZipState.step = step
     table.add(f"{name}: zip {layer} with its quick evaluation (c)", ZIP_S, times)
+    nxt = ws.pair.hidden[1] if len(ws.pair.hidden) > 1 else None
+    redraw = "the page's redraw"
+    if nxt is not None and nxt["width A"] * nxt["width B"] <= zipper.BIG_LAYER_CELLS:
+        redraw += f", which computes {nxt['layer']}'s Hessians and costs for its share caption"
+    elif nxt is not None:
+        redraw += f" ({nxt['layer']} is wide: its costs wait for a click)"
     table.notes.append(
         f"{name} (c): of which `ZipState.step` (`ZipSession.step` and the quick evaluation of "
-        f"both tasks) {_s(statistics.median(engine))}; the rest is the page's redraw, which "
-        "computes the next layer's Hessians and costs for its share caption."
+        f"both tasks) {_s(statistics.median(engine))}; the rest is {redraw}."
     )
 
 
@@ -270,12 +262,6 @@ def big_cases(table: Table, runs: int) -> None:
 # ---------------------------------------------------------------------------------- browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def browser_cases(table: Table, runs: int) -> None:
     try:
         from playwright.sync_api import expect, sync_playwright
@@ -285,25 +271,7 @@ def browser_cases(table: Table, runs: int) -> None:
     if not Path(CHROMIUM).exists():
         table.notes.append(f"browser: skipped ({CHROMIUM} is missing)")
         return
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tempfile.TemporaryFile()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true"]
-    cmd += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    cmd += ["--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, start_new_session=True)
-    try:
-        t0 = time.monotonic()
-        while True:
-            if proc.poll() is not None or time.monotonic() - t0 > 60:
-                log.seek(0)
-                raise RuntimeError(f"the server did not start:\n{log.read().decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.25)
+    with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp) / "server.log") as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -338,15 +306,6 @@ def browser_cases(table: Table, runs: int) -> None:
                 times.append(visit("Costs", heatmap))
             table.add("browser: click **Costs** → heatmap drawn", CHART_S, times)
             browser.close()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 # -------------------------------------------------------------------------------------- run

@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 
+#: above this many neuron pairs, the Step page computes the next layer's costs only on request
+BIG_LAYER_CELLS = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ZipSettings:
     """How zips are made in the app (method and data sizes); changing them starts a new zip."""

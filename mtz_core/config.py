@@ -41,10 +41,10 @@ class ZipConfig:
     flatten_hessian: str = "auto"
     # λ = damping · trace(H)/dim per task: λ the size of H's mean eigenvalue. Measured on
     # MNIST 0–4 vs 5–9 (python -m experiments.damping_probe): weak damping (1e-4) lets the
-    # merge overfit the Hessian samples (merged weights 5–8× the originals, held-out layer
-    # error far above the predicted one); at 1.0 the full zip keeps 97.1% mean accuracy
-    # before retraining (96.9% at 0.1), and MTZ's lead over MTZ pairs with plain averaging
-    # grows from 0.9 to 2.0 points. 0 is exact (pseudo-inverse forms); "auto" picks, per
+    # merge overfit the Hessian samples (merged weights 4–10× the originals, held-out layer
+    # error up to 300× the predicted one: docs/results.md); at 1.0 the full zip keeps 97.1%
+    # mean accuracy before retraining (96.9% at 0.1), and MTZ's lead over MTZ pairs with plain
+    # averaging grows from 0.9 to 2.0 points. 0 is exact (pseudo-inverse forms); "auto" picks, per
     # layer, the factor of AUTO_DAMPING_GRID with the least held-out layer error.
     damping: float | str = 1.0
     seed: int = 0

@@ -20,7 +20,7 @@ from mtz_core import (
     zip_models,
 )
 from mtz_core.config import AUTO_DAMPING_GRID
-from mtz_core.training import TrainingDiverged
+from mtz_core.training import RETRAIN_CLIP, TrainingDiverged
 
 
 def _task(seed: int, n: int = 256, classes: int = 10):
@@ -109,7 +109,13 @@ def test_retrain_clips_the_gradient_norm():
     assert clipped_steps == 0 and free > 0.05
     small, clipped_steps = step_norm(0.01)
     assert clipped_steps == 1 and small <= 0.01 * (1 + 1e-5)
-    assert retrain(zipped.clone(), train_a, train_b, iterations=3).clipped <= 3  # default on
+    # the default is on and is RETRAIN_CLIP: inputs scaled up make every gradient exceed it
+    big_a, big_b = ([(100 * x, y) for x, y in data] for data in (train_a, train_b))
+    default, explicit = zipped.clone(), zipped.clone()
+    assert retrain(default, big_a, big_b, iterations=3, lr=1e-3).clipped == 3
+    retrain(explicit, big_a, big_b, iterations=3, lr=1e-3, clip_grad_norm=RETRAIN_CLIP)
+    for p, q in zip(default.parameters(), explicit.parameters()):
+        assert torch.equal(p, q)
     with pytest.raises(ValueError, match="clip_grad_norm must be a positive number"):
         retrain(zipped.clone(), train_a, train_b, iterations=1, clip_grad_norm=0)
 

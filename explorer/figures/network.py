@@ -26,6 +26,23 @@ def network_diagram(
     x = 0.0
     tallest = max([r["n_a"] + r["n_b"] - r["shared"] for r in layers] + [1])
 
+    def arrow(x_to: float, y_to: float, x_from: float) -> None:
+        """A grey arrow from the previous column's right edge (at height 0) to (x_to, y_to)."""
+        fig.add_annotation(
+            x=x_to,
+            y=y_to,
+            ax=x_from,
+            ay=0,
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=2,
+            arrowcolor="#999",
+            text="",
+        )
+
     def box(x0, y0, x1, y1, color, text, hover, dash=False):
         fig.add_shape(
             type="rect",
@@ -94,20 +111,7 @@ def network_diagram(
             x=x + col_w / 2, y=top + 0.25, text=f"<b>{r['layer']}</b>", showarrow=False
         )
         fig.add_annotation(x=x + col_w / 2, y=-h / 2 - 0.25, text=status, showarrow=False)
-        fig.add_annotation(
-            x=x,
-            y=0,
-            ax=prev_right,
-            ay=0,
-            xref="x",
-            yref="y",
-            axref="x",
-            ayref="y",
-            showarrow=True,
-            arrowhead=2,
-            arrowcolor="#999",
-            text="",
-        )
+        arrow(x, 0, prev_right)
         prev_right = x + col_w
         x += col_w + gap
     for t, (label, color) in enumerate(
@@ -115,20 +119,7 @@ def network_diagram(
     ):
         y0 = 0.15 if t == 0 else -0.75
         box(x, y0, x + col_w, y0 + 0.6, color, f"head {'AB'[t]}", label)
-        fig.add_annotation(
-            x=x,
-            y=y0 + 0.3,
-            ax=prev_right,
-            ay=0,
-            xref="x",
-            yref="y",
-            axref="x",
-            ayref="y",
-            showarrow=True,
-            arrowhead=2,
-            arrowcolor="#999",
-            text="",
-        )
+        arrow(x, y0 + 0.3, prev_right)
     for name, color in (
         ("shared", COLORS["shared"]),
         ("A only", COLORS["a"]),

@@ -90,30 +90,20 @@ def matching_figure(
                     hoverinfo="skip",
                 )
             )
-        fig.add_trace(
-            go.Scatter(
-                x=np.zeros(idx.size),
-                y=pairs[idx, 0] / max(n_a - 1, 1),
-                mode="markers",
-                marker={"color": COLORS["a"], "size": 5},
-                customdata=np.stack([pairs[idx, 0], pairs[idx, 1], costs[idx]], axis=1),
-                hovertemplate="A %{customdata[0]} ↔ B %{customdata[1]}<br>cost "
-                "%{customdata[2]:.4g}<extra></extra>",
-                name="A's neurons",
+        hover = np.stack([pairs[idx, 0], pairs[idx, 1], costs[idx]], axis=1)
+        for side, (width, who) in enumerate(((n_a, "a"), (n_b, "b"))):
+            fig.add_trace(
+                go.Scatter(
+                    x=np.full(idx.size, float(side)),
+                    y=pairs[idx, side] / max(width - 1, 1),
+                    mode="markers",
+                    marker={"color": COLORS[who], "size": 5},
+                    customdata=hover,
+                    hovertemplate="A %{customdata[0]} ↔ B %{customdata[1]}<br>cost "
+                    "%{customdata[2]:.4g}<extra></extra>",
+                    name=f"{who.upper()}'s neurons",
+                )
             )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=np.ones(idx.size),
-                y=pairs[idx, 1] / max(n_b - 1, 1),
-                mode="markers",
-                marker={"color": COLORS["b"], "size": 5},
-                customdata=np.stack([pairs[idx, 0], pairs[idx, 1], costs[idx]], axis=1),
-                hovertemplate="A %{customdata[0]} ↔ B %{customdata[1]}<br>cost "
-                "%{customdata[2]:.4g}<extra></extra>",
-                name="B's neurons",
-            )
-        )
     fig.update_layout(
         title=f"Matching: {k} pairs of {n_a} A × {n_b} B neurons"
         + (f" ({idx.size} shown)" if idx.size < k else ""),

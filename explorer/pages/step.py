@@ -9,11 +9,9 @@ import streamlit as st
 
 from explorer import figures, state, ui
 from explorer.state import K
+from explorer.zipper import BIG_LAYER_CELLS
 from mtz_core import METHODS
 from mtz_core.training import RETRAIN_LR
-
-#: above this many neuron pairs, the next layer's costs are computed on request
-BIG_LAYER_CELLS = 1024 * 1024
 
 ws = state.workspace()
 st.title("Step through the zip")

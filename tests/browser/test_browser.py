@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from explorer.headless import CHROMIUM, CHROMIUM_ARGS, serve
+
 if not Path(CHROMIUM).exists():
     pytest.skip(
         f"browser test: {CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True
@@ -40,17 +36,6 @@ expect = sync_api.expect
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1280, "height": 1400}  # tall: a screenshot is a clip of it
 START_TIMEOUT_S = 60
 STEP_TIMEOUT_MS = 60_000
@@ -58,81 +43,11 @@ RETRAIN_ITERATIONS = 10
 SHOT_HEIGHT = 900  # the default height of a screenshot
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Poll Streamlit's health endpoint until it answers `ok` (or the server dies / times out)."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"the Streamlit server exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200 and resp.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(
-        f"the Streamlit server did not answer in {timeout:.0f} s:\n{log.read_text()[-3000:]}"
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the server and anything it started (its own process group)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on a free port (a fresh server: the demo pair loads on the first session)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "streamlit_app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-        "--client.toolbarMode",
-        "minimal",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc, log, START_TIMEOUT_S)
+    with serve(tmp_path_factory.mktemp("streamlit") / "server.log", START_TIMEOUT_S) as url:
         yield url
-    finally:
-        stop(proc)
 
 
 @pytest.fixture(scope="module")
