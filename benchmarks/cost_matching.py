@@ -2,12 +2,13 @@
 
 One layer with n neurons per model and D = n + 1 incoming entries (n inputs + the bias). The
 Hessians are random SPD matrices (second moments of m = 2n random activations, plus damping
-0.1 with `mtz_core.hessian.damp`), the weight vectors random; shapes are what the library takes:
-vectors (n, 1, D), Hessian blocks (1, D, D), all float64.
+0.1), the weight vectors random; shapes are what the library takes: vectors (n, D), Hessians as
+`mtz_core.hessian.LayerHessian`, all float64.
 
 Columns:
 
-* ours: `sharing_operator` + `cost_matrix` + `greedy_pairs(cost, n)` (a full zip), with the split;
+* ours: `sharing_operator` + its `cost_matrix` + `greedy_pairs(cost, n)` (a full zip), with the
+  split;
 * floor: float64 `torch.linalg.solve(H_A + H_B, H_B)`, then `A @ Ĥ`, then `(AĤ) @ Bᵀ`: the three
   dense products any implementation needs (the sum H_A + H_B is formed before the clock starts);
 * loop: the quadratic form ½(a − b)ᵀĤ(a − b) for one pair at a time in a Python loop over numpy
@@ -27,8 +28,8 @@ import time
 import numpy as np
 import torch
 
-from mtz_core.costs import cost_matrix, sharing_operator
-from mtz_core.hessian import damp
+from mtz_core.costs import sharing_operator
+from mtz_core.hessian import LayerHessian
 from mtz_core.matching import greedy_pairs
 
 from ._common import fmt, gemm_probe, machine_line, markdown_table
@@ -37,24 +38,30 @@ SIZES = (256, 512, 1024, 2048, 4096)
 SMOKE_ARGV = ["--sizes", "64", "128", "--repeats", "2", "--loop-budget", "0.2"]
 
 
-def random_hessian(n: int, m: int, gen: torch.Generator, damping: float = 0.1) -> torch.Tensor:
-    """Damped (1/m) Σ x̄ x̄ᵀ of m random activations x̄ = [x; 1], shape (1, n + 1, n + 1)."""
+def random_hessian(n: int, m: int, gen: torch.Generator, damping: float = 0.1) -> LayerHessian:
+    """Damped (1/m) Σ x̄ x̄ᵀ of m random activations x̄ = [x; 1] (D = n + 1)."""
     x = torch.randn(m, n, generator=gen, dtype=torch.float64)
     x = torch.cat([x, torch.ones(m, 1, dtype=torch.float64)], dim=1)
-    h = x.T @ x / m
-    return damp(h[None], damping)[0]
+    h = LayerHessian.from_moment((x.T @ x / m)[None], 1, True, "exact")
+    return h.damped(damping)[0]
 
 
 def make_problem(n: int, seed: int = 0, samples_per_input: int = 2):
-    """(H_A, H_B, A, B): Hessian blocks (1, D, D) and vectors (n, 1, D), D = n + 1."""
+    """(H_A, H_B, A, B): Hessians and vectors (n, D), D = n + 1."""
     gen = torch.Generator().manual_seed(seed)
     m = samples_per_input * n
     h_a = random_hessian(n, m, gen)
     h_b = random_hessian(n, m, gen)
     scale = (n + 1) ** -0.5
-    va = torch.randn(n, 1, n + 1, generator=gen, dtype=torch.float64) * scale
-    vb = torch.randn(n, 1, n + 1, generator=gen, dtype=torch.float64) * scale
+    va = torch.randn(n, n + 1, generator=gen, dtype=torch.float64) * scale
+    vb = torch.randn(n, n + 1, generator=gen, dtype=torch.float64) * scale
     return h_a, h_b, va, vb
+
+
+def dense_h_hat(h_a: LayerHessian, h_b: LayerHessian) -> torch.Tensor:
+    """Ĥ = H_A (H_A + H_B)⁻¹ H_B as a dense matrix (for the loop, which gets it for free)."""
+    da, db = h_a.dense(), h_b.dense()
+    return da @ torch.linalg.solve(da + db, db)
 
 
 def _ours_once(h_a, h_b, va, vb) -> tuple[float, float, float, float]:
@@ -62,7 +69,7 @@ def _ours_once(h_a, h_b, va, vb) -> tuple[float, float, float, float]:
     t0 = time.perf_counter()
     op = sharing_operator(h_a, h_b)
     t1 = time.perf_counter()
-    cost = cost_matrix(va, vb, op.h_hat)
+    cost = op.cost_matrix(va, vb)
     t2 = time.perf_counter()
     greedy_pairs(cost, n)
     t3 = time.perf_counter()
@@ -85,10 +92,9 @@ def time_ours_and_floor(h_a, h_b, va, vb, repeats: int) -> tuple[dict[str, float
     The two are interleaved (ours, floor, ours, floor, ...) after one warm-up of each, so a
     change in machine load hits both alike.
     """
-    s = (h_a + h_b)[0]
-    hb = h_b[0].contiguous()
-    a = va[:, 0, :].contiguous()
-    b = vb[:, 0, :].contiguous()
+    s = h_a.dense() + h_b.dense()
+    hb = h_b.dense()
+    a, b = va.contiguous(), vb.contiguous()
     ours, floor = [], []
     for i in range(repeats + 1):
         gc.collect()
@@ -110,9 +116,9 @@ def time_loop(h_hat: torch.Tensor, va, vb, budget: float, cost: torch.Tensor, ch
     The pairs are walked row by row for about `budget` seconds, split into `chunks` chunks;
     returns the median and the best (minimum) time per pair over the chunks.
     """
-    hh = h_hat[0].numpy()
-    a = va[:, 0, :].numpy()
-    b = vb[:, 0, :].numpy()
+    hh = h_hat.numpy()
+    a = va.numpy()
+    b = vb.numpy()
     n = a.shape[0]
     for j in range(min(4, n)):  # warm-up
         d = a[0] - b[j]
@@ -153,9 +159,9 @@ def run(args: argparse.Namespace) -> str:
         loop_s = loop_pairs = speedup = None
         if args.loop_budget > 0:
             op = sharing_operator(h_a, h_b)
-            cost = cost_matrix(va, vb, op.h_hat)
+            cost = op.cost_matrix(va, vb)
             per_pair, per_pair_best, loop_pairs, dev = time_loop(
-                op.h_hat, va, vb, args.loop_budget, cost
+                dense_h_hat(h_a, h_b), va, vb, args.loop_budget, cost
             )
             loop_s = per_pair * n * n
             speedup = per_pair_best * n * n / ours["best"]
@@ -204,7 +210,7 @@ def run(args: argparse.Namespace) -> str:
         "",
         markdown_table(header, rows),
         "",
-        "- ours = `sharing_operator` + `cost_matrix` + `greedy_pairs(cost, n)` (all n pairs).",
+        "- ours = `sharing_operator` + its `cost_matrix` + `greedy_pairs(cost, n)` (all n pairs).",
         "- floor = `torch.linalg.solve(H_A + H_B, H_B)`, `A @ Ĥ`, `(AĤ) @ Bᵀ` only (no Ĥ product, "
         "no diagonal terms, no matching).",
         "- loop = ½(a−b)ᵀĤ(a−b) per pair in Python/numpy, Ĥ given for free, no matching; "

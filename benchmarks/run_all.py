@@ -12,12 +12,13 @@ import sys
 import time
 import traceback
 
-from . import cost_matching, vgg, zip_layer
+from . import cost_matching, kept_norm, vgg, zip_layer
 from ._common import machine_line
 
 SECTIONS = (
     ("cost_matching", cost_matching),
     ("zip_layer", zip_layer),
+    ("kept_norm", kept_norm),
     ("vgg", vgg),
 )
 

@@ -141,7 +141,7 @@ def _zip(args, share, model_a, model_b, data_a, data_b, guard: MemoryGuard, reco
     shares = resolve_shares(share, session.hidden_layers)
     while not session.done:
         name = session.hidden_layers[session.next_index][0]
-        records.append(session.step(shares[name]))
+        records.append(session.step(k=shares[name]))
         guard.check()
     return session.result()
 

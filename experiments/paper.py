@@ -5,8 +5,10 @@
     python -m experiments.paper --quick --out /tmp/results.md           # CI's reduced run
 
 Every number is a mean ± std over seeds: pairs of originals (different training seeds) and
-retraining seeds. Accuracies are on the held-out test split, which neither the Hessians nor the
-retraining ever see.
+retraining seeds. Data roles: Hessians and retraining use each task's `calib` split (what the
+originals were trained on); every default the tables choose (damping, learning rate, momentum,
+gradient clip) is chosen on the `val` split, carved from the training data; the `test` split
+only reports. The held-out layer error is measured on validation images.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from mtz_core import ZipConfig, evaluate, evaluate_zipped, retrain, zip_models
+from mtz_core import ZipConfig, ZipResult, evaluate, evaluate_zipped, retrain, zip_models
 from mtz_core.data import Task
 from mtz_core.demo import load_demo
 from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR, TrainingDiverged
@@ -50,15 +52,16 @@ class Setup:
     vgg_calib: int = 512
     vgg_retrain: int = 30
     vgg_lr_iterations: int = 150
+    val_limit: int | None = None  # validation images per task for the choices (None: all)
     fresh_cap: int = 12000  # iterations at most when training a fresh network
     fresh_every: int = 1000
     test_limit: int | None = None
     heldout: int = 1000  # held-out samples for the measured layer error
     damping_samples: tuple[int, ...] = (256, 1024, 4096)
-    damping_grid: tuple[float | str, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, "auto")
+    damping_grid: tuple[float | str, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 3.0, 10.0, "auto")
     lenet5: bool = True
     vgg: bool = True
-    retrain_lrs: tuple[float, ...] = (0.01, 0.02, 0.03)
+    retrain_lrs: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05)
     damping_retrain: bool = True  # the damping table's "after retraining" column
     originals: Callable | None = field(default=None, compare=False)
 
@@ -78,11 +81,30 @@ QUICK = Setup(
     fresh_cap=600,
     fresh_every=200,
     test_limit=2000,
+    val_limit=1000,
     heldout=500,
     damping_samples=(256, 1024),
     retrain_lrs=(0.01, 0.02),
     damping_grid=(1e-4, 0.1, "auto"),
 )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One zip and the accuracies of both tasks on the test split (reports) and on the
+    validation split (what the tables choose defaults by)."""
+
+    result: ZipResult
+    test: tuple[float, float]
+    val: tuple[float, float]
+
+    @property
+    def test_mean(self) -> float:
+        return (self.test[0] + self.test[1]) / 2
+
+    @property
+    def val_mean(self) -> float:
+        return (self.val[0] + self.val[1]) / 2
 
 
 def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -104,7 +126,7 @@ class Pair:
             setup,
             seed,
         )
-        self._zips: dict[tuple, tuple] = {}
+        self._zips: dict[tuple, Outcome] = {}
 
     def calib(self, n: int | None = None) -> tuple[list, list]:
         n = n or self.setup.calib
@@ -113,10 +135,15 @@ class Pair:
         )
 
     def heldout(self) -> tuple[list, list]:
+        """Validation images (inputs only) for the held-out layer error."""
         h = self.setup.heldout
         return tuple(
-            [x for x, _ in t.batches("test", 500, limit=h)] for t in (self.task_a, self.task_b)
+            [x for x, _ in t.batches("val", 500, limit=h)] for t in (self.task_a, self.task_b)
         )
+
+    def val(self) -> tuple:
+        lim = self.setup.val_limit
+        return tuple(t.batches("val", 1000, limit=lim) for t in (self.task_a, self.task_b))
 
     def train(self, seed: int) -> tuple:
         return tuple(
@@ -131,11 +158,17 @@ class Pair:
         ta, tb = self.test()
         return evaluate(self.a, ta).accuracy, evaluate(self.b, tb).accuracy
 
+    def accuracy(self, net, split: str = "test") -> tuple[float, float]:
+        """Both tasks' accuracy of a zipped network on `split` ("test" or "val")."""
+        sa, sb = evaluate_zipped(net, *(self.test() if split == "test" else self.val()))
+        return sa.accuracy, sb.accuracy
+
     def zip(
         self, share, *, method="mtz", retrain_its=0, damping=None, calib=None, seed=None, lr=None
-    ):
-        """(ZipResult, test accuracy A, B); memoised, since tables repeat configurations (the
-        baseline table's mtz rows, the damping table's default) and a zip is deterministic."""
+    ) -> Outcome:
+        """The zip and its test and validation accuracies; memoised, since tables repeat
+        configurations (the baseline table's mtz rows, the damping table's default) and a zip
+        is deterministic."""
         damping = ZipConfig.default_damping() if damping is None else damping
         lr = RETRAIN_LR if lr is None else lr
         key = (share, method, retrain_its, damping, calib or self.setup.calib, seed, lr)
@@ -164,8 +197,7 @@ class Pair:
             heldout_a=ha,
             heldout_b=hb,
         )
-        sa, sb = evaluate_zipped(result.model, *self.test())
-        return result, sa.accuracy, sb.accuracy
+        return Outcome(result, self.accuracy(result.model), self.accuracy(result.model, "val"))
 
 
 def reinitialize(net: torch.nn.Module, seed: int) -> None:
@@ -232,10 +264,10 @@ def zip_table(report: Report, title: str, pairs: list[Pair], shares, retrain_its
             if share == 0.0:  # retraining alone, no sharing: the fair reference
                 zipped.append(before)
             else:
-                _, a1, b1 = p.zip(share)
-                zipped.append((a1, b1))
-            res, a2, b2 = p.zip(share, retrain_its=retrain_its)
-            retrained.append((a2, b2))
+                zipped.append(p.zip(share).test)
+            done = p.zip(share, retrain_its=retrain_its)
+            res = done.result
+            retrained.append(done.test)
             saved.append(res.saved_fraction)
             costs.append(res.retrain_samples)
             results.append(res)
@@ -291,10 +323,8 @@ def baseline_table(report: Report, pairs: list[Pair], shares, retrain_its: int):
         for method in ("mtz", "mtz-avg", "euclidean", "random"):
             before, after = [], []
             for p in pairs:
-                _, a1, b1 = p.zip(share, method=method)
-                _, a2, b2 = p.zip(share, method=method, retrain_its=retrain_its)
-                before.append((a1 + b1) / 2)
-                after.append((a2 + b2) / 2)
+                before.append(p.zip(share, method=method).test_mean)
+                after.append(p.zip(share, method=method, retrain_its=retrain_its).test_mean)
             rows.append([f"{share:g}", method, mean_std(before), mean_std(after)])
             out[share, method] = (statistics.mean(before), statistics.mean(after))
     report.table(
@@ -306,14 +336,22 @@ def baseline_table(report: Report, pairs: list[Pair], shares, retrain_its: int):
     return out
 
 
-def damping_table(report: Report, pairs: list[Pair], setup: Setup):
-    rows = []
+def damping_table(report: Report, pairs: list[Pair], setup: Setup) -> None:
+    """The evidence for the default damping, chosen on the validation split: per number of
+    Hessian samples and damping factor, a full zip of the different-task pairs before and after
+    retraining, its predicted and held-out layer errors, and how far the merge moved."""
+    rows, val_after = [], {}
+    largest = setup.damping_samples[-1]
     for n in setup.damping_samples:
         for damping in setup.damping_grid:
-            acc, pred, held, ratio, chosen, after = [], [], [], [], [], []
+            val_before, test_before, pred, held, ratio, chosen, after, test_after = (
+                [] for _ in range(8)
+            )
             for p in pairs:
-                res, a, b = p.zip(1.0, damping=damping, calib=n)
-                acc.append((a + b) / 2)
+                done = p.zip(1.0, damping=damping, calib=n)
+                res = done.result
+                val_before.append(done.val_mean)
+                test_before.append(done.test_mean)
                 pred.append(sum(r.predicted_error for r in res.layers))
                 held.append(sum(r.heldout_error for r in res.layers))
                 layer = res.model.layers[0]
@@ -327,72 +365,118 @@ def damping_table(report: Report, pairs: list[Pair], setup: Setup):
                 ).mean(0)
                 ratio.append(float((merged / orig_w.clamp_min(1e-12)).mean()))
                 chosen.append("/".join(f"{r.damping:g}" for r in res.layers))
-                if setup.damping_retrain and n == setup.damping_samples[-1]:
-                    _, a2, b2 = p.zip(1.0, damping=damping, calib=n, retrain_its=setup.retrain)
-                    after.append((a2 + b2) / 2)
+                if setup.damping_retrain and n == largest:
+                    again = p.zip(1.0, damping=damping, calib=n, retrain_its=setup.retrain)
+                    after.append(again.val_mean)
+                    test_after.append(again.test_mean)
+            if after:
+                val_after[damping] = (statistics.mean(after), statistics.mean(val_before))
             rows.append(
                 [
                     n,
-                    f"{damping}" + (f" ({chosen[0]})" if damping == "auto" else ""),
-                    mean_std(acc),
+                    f"{damping}" + (f" (chose {chosen[0]})" if damping == "auto" else ""),
+                    mean_std(val_before),
+                    mean_std(after) if after else "—",
+                    mean_std(test_before),
+                    mean_std(test_after) if test_after else "—",
                     mean_std(pred, 1, 3),
                     mean_std(held, 1, 3),
                     mean_std(ratio, 1, 2),
-                    mean_std(after) if after else "—",
                 ]
             )
     report.table(
-        "Damping and Hessian samples (LeNet-300-100, MNIST 0–4 vs 5–9, full share; errors summed "
-        "over layers)",
+        "Damping and Hessian samples (LeNet-300-100, MNIST 0–4 vs 5–9, full share; layer errors "
+        "summed over layers; validation accuracy chooses, test accuracy only reports)",
         [
             "Hessian samples / task",
             "damping",
-            "mean acc before retraining %",
+            "val acc before retraining %",
+            f"val acc after retraining ({setup.retrain}/layer) %",
+            "test acc before %",
+            "test acc after %",
             "predicted layer error",
-            "held-out layer error",
+            "held-out layer error (val images)",
             "‖merged‖ / ‖original‖ (layer 1)",
-            "mean acc after retraining %",
         ],
         rows,
     )
-    return rows
+    fixed = {d: v[0] for d, v in val_after.items() if d != "auto"}
+    if fixed:
+        report.choice(
+            "damping",
+            ZipConfig.default_damping(),
+            fixed,
+            f"after retraining a full zip, {largest:,} Hessian samples per task",
+            prefer=lambda d: -d,
+            why="the stronger damping (less overfitting of the Hessian samples)",
+        )
 
 
-RETRAIN_SETTINGS = ((0.01, 0.9), (0.001, 0.9), (0.01, 0.0), (0.02, 0.0), (0.03, 0.0))
+#: (lr, momentum): momentum 0.9 multiplies the effective step by 10, so (lr/10, 0.9) takes the
+#: steps of (lr, 0) — the comparison that chooses the momentum — and (0.01, 0.9) a 10× larger one
+RETRAIN_SETTINGS = (
+    (0.01, 0.9),
+    (0.001, 0.9),
+    (0.002, 0.9),
+    (0.01, 0.0),
+    (0.02, 0.0),
+    (0.03, 0.0),
+)
 RETRAIN_ROUNDS, RETRAIN_STEP = 3, 200
 
 
 def optimizer_table(report: Report, pair: Pair) -> None:
-    """The evidence for retraining's default (plain SGD): a full zip retrained in rounds
-    at several learning rates and momenta."""
+    """The evidence for retraining's default (plain SGD): a full zip retrained in rounds at
+    several learning rates and momenta; validation accuracy chooses."""
     zipped = zip_models(pair.a, pair.b, *pair.calib(), share=1.0).model
-    test = pair.test()
 
-    def accuracy(net) -> str:
-        sa, sb = evaluate_zipped(net, *test)
-        return f"{100 * sa.accuracy:.2f} / {100 * sb.accuracy:.2f}"
+    def accuracy(net) -> tuple[str, float]:
+        a, b = pair.accuracy(net, "val")
+        return f"{100 * a:.2f} / {100 * b:.2f}", (a + b) / 2
 
-    rows = [["—", "—", f"zipped, not retrained: {accuracy(zipped)}", "", "", ""]]
-    for lr, momentum in RETRAIN_SETTINGS:
+    rows = [["—", "—", f"zipped, not retrained: {accuracy(zipped)[0]}", "", "", "", ""]]
+    finals = {}
+    settings = set(RETRAIN_SETTINGS) | {(RETRAIN_LR, 0.0), (RETRAIN_LR / 10, 0.9)}
+    for lr, momentum in sorted(settings, key=lambda s: (-s[1], s[0])):
         net, (train_a, train_b), cells = zipped.clone(), pair.train(0), []
         for k in range(RETRAIN_ROUNDS):
             r = retrain(
                 net, train_a, train_b, iterations=RETRAIN_STEP, lr=lr, momentum=momentum, seed=k
             )
-            cells.append(accuracy(net))
+            text, finals[lr, momentum] = accuracy(net)
+            cells.append(text)
+        ta, tb = pair.accuracy(net)
         rows.append(
-            [f"{lr:g}", f"{momentum:g}", *cells, " / ".join(f"{x:.3f}" for x in r.final_losses())]
+            [
+                f"{lr:g}",
+                f"{momentum:g}",
+                *cells,
+                " / ".join(f"{x:.3f}" for x in r.final_losses()),
+                f"{100 * ta:.2f} / {100 * tb:.2f}",
+            ]
         )
     report.table(
         "Retraining's optimizer (LeNet-300-100 same-task pair, seeds 0 and 1, full zip, then "
-        "joint retraining, batch 32 per task): test accuracy A / B %",
+        "joint retraining, batch 32 per task): validation accuracy A / B % (chooses), test "
+        "accuracy at the end (reports)",
         [
             "lr",
             "momentum",
-            *(f"after {RETRAIN_STEP * (k + 1)}" for k in range(RETRAIN_ROUNDS)),
+            *(f"val after {RETRAIN_STEP * (k + 1)}" for k in range(RETRAIN_ROUNDS)),
             "final training loss A / B",
+            f"test after {RETRAIN_STEP * RETRAIN_ROUNDS}",
         ],
         rows,
+    )
+    same_step = {0.0: finals[RETRAIN_LR, 0.0], 0.9: finals[RETRAIN_LR / 10, 0.9]}
+    report.choice(
+        "retraining momentum",
+        0.0,
+        same_step,
+        f"at the default lr's effective step ({RETRAIN_LR:g} plain, {RETRAIN_LR / 10:g} with "
+        f"momentum 0.9), after {RETRAIN_STEP * RETRAIN_ROUNDS} iterations",
+        prefer=lambda m: m,
+        why="no momentum (the method's plain SGD)",
     )
 
 
@@ -401,7 +485,7 @@ def layer_error_table(report: Report, pairs: list[Pair], setup: Setup) -> None:
     each zip. The zips are the damping table's own (memoised), so this costs nothing."""
     rows = []
     for damping in (1e-4, ZipConfig.default_damping(), "auto"):
-        results = [p.zip(1.0, damping=damping, calib=setup.calib)[0] for p in pairs]
+        results = [p.zip(1.0, damping=damping, calib=setup.calib).result for p in pairs]
         for i, rec in enumerate(results[0].layers):
             pred = [r.layers[i].predicted_error for r in results]
             held = [r.layers[i].heldout_error for r in results]
@@ -418,48 +502,64 @@ def layer_error_table(report: Report, pairs: list[Pair], setup: Setup) -> None:
             )
     report.table(
         "Predicted and held-out layer error per layer (LeNet-300-100, MNIST 0–4 vs 5–9, full "
-        f"share, {setup.calib:,} Hessian samples per task; held-out: {setup.heldout:,} test "
-        "images per task that the Hessians never saw)",
+        f"share, {setup.calib:,} Hessian samples per task; held-out: {setup.heldout:,} "
+        "validation images per task that the Hessians never saw)",
         ["damping", "layer", "predicted", "held-out", "held-out / predicted"],
         rows,
     )
 
 
 def lr_table(report: Report, pairs: list[Pair], lrs, retrain_its: int) -> None:
-    """Full zip of the different-task pairs retrained at several learning rates, per pairing:
-    with too small a step, 300 iterations per layer do not finish the retraining and the
-    pairings' order after it depends on where each one started."""
-    rows = []
+    """Full zip of the different-task pairs retrained at several learning rates, per pairing;
+    validation accuracy chooses the default (by MTZ's own pairs)."""
+    rows, val_mtz = [], {}
     for lr in lrs:
         for method in ("mtz", "mtz-avg", "random"):
-            accs = [p.zip(1.0, method=method, retrain_its=retrain_its, lr=lr) for p in pairs]
-            rows.append([f"{lr:g}", method, mean_std([(a + b) / 2 for _, a, b in accs])])
+            done = [p.zip(1.0, method=method, retrain_its=retrain_its, lr=lr) for p in pairs]
+            val = [d.val_mean for d in done]
+            if method == "mtz":
+                val_mtz[lr] = statistics.mean(val)
+            rows.append([f"{lr:g}", method, mean_std(val), mean_std([d.test_mean for d in done])])
     report.table(
         "Retraining's learning rate (LeNet-300-100, MNIST 0–4 vs 5–9, full share, "
         f"{retrain_its} iterations per layer, plain SGD, gradient norm clipped at "
-        f"{RETRAIN_CLIP:g}): mean test accuracy of the two tasks, %",
-        ["lr", "method", "after retraining"],
+        f"{RETRAIN_CLIP:g}): mean accuracy of the two tasks, % (validation chooses, test reports)",
+        ["lr", "method", "val after retraining", "test after retraining"],
         rows,
+    )
+    report.choice(
+        "retraining lr",
+        RETRAIN_LR,
+        val_mtz,
+        "MTZ's full zip after retraining",
+        prefer=lambda lr: lr,
+        why="the smaller step (it must also suit deeper networks)",
     )
 
 
 def vgg_lr_table(report: Report, pair: Pair, iterations: int) -> None:
     """Why retraining clips its gradient: the VGG's batch norm is folded into its convolutions,
-    so the retrained network has no normalisation and a large step wrecks it."""
-    test, rows = pair.test(), []
+    so the retrained network has no normalisation and a large step wrecks it. Validation
+    accuracy chooses the clip (at the default lr, over both starting points)."""
+    rows, val_by_clip = [], {}
     for share in (0.0, 1.0):
-        start = pair.zip(share)[0].model
+        start = pair.zip(share).result.model
         for lr, clip in ((0.01, None), (RETRAIN_LR, None), (RETRAIN_LR, RETRAIN_CLIP)):
             net, (train_a, train_b) = start.clone(), pair.train(0)
             try:
                 rep = retrain(
                     net, train_a, train_b, iterations=iterations, lr=lr, clip_grad_norm=clip
                 )
-                sa, sb = evaluate_zipped(net, *test)
-                cells = [f"{100 * sa.accuracy:.2f} / {100 * sb.accuracy:.2f}"]
+                va, vb = pair.accuracy(net, "val")
+                ta, tb = pair.accuracy(net)
+                cells = [f"{100 * va:.2f} / {100 * vb:.2f}", f"{100 * ta:.2f} / {100 * tb:.2f}"]
                 cells += [" / ".join(f"{x:.3f}" for x in rep.final_losses()), f"{rep.clipped}"]
+                if lr == RETRAIN_LR:
+                    val_by_clip.setdefault(clip, []).append((va + vb) / 2)
             except TrainingDiverged as exc:
-                cells = [f"diverged ({exc})", "—", "—"]
+                cells = [f"diverged ({exc})", "—", "—", "—"]
+                if lr == RETRAIN_LR:
+                    val_by_clip.setdefault(clip, []).append(0.0)
             rows.append([f"{share:g}", f"{lr:g}", "—" if clip is None else f"{clip:g}", *cells])
     report.table(
         f"Retraining's step on the VGG (seed-0 pair, {iterations} iterations of plain SGD, from "
@@ -468,11 +568,21 @@ def vgg_lr_table(report: Report, pair: Pair, iterations: int) -> None:
             "share",
             "lr",
             "gradient norm clip",
-            "test accuracy A / B %",
+            "val accuracy A / B % (chooses)",
+            "test accuracy A / B % (reports)",
             "final training loss A / B",
             "steps clipped",
         ],
         rows,
+    )
+    means = {c: statistics.mean(v) for c, v in val_by_clip.items()}
+    report.choice(
+        "retraining gradient-norm clip",
+        RETRAIN_CLIP,
+        means,
+        f"at lr {RETRAIN_LR:g}, over the unzipped and the fully zipped VGG",
+        prefer=lambda c: 0 if c is not None else 1,
+        why="clipping (a bound on the step)",
     )
 
 
@@ -569,6 +679,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     layer_error_table(report, diff, setup)
     digits_table(report, setup)
     report.targets(same_res, diff_res, base_res, setup.retrain)
+    report.choices_summary()
     report.finish(time.perf_counter() - t0, args, setup)
     Path(args.out).write_text(report.text())
     print(report.text())

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's Chromium (apt-get install chromium); MTZ_CHROMIUM names another binary
+CHROMIUM = os.environ.get("MTZ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -136,14 +136,15 @@ def summarize(
         arch_b, w_b = traced[1] if len(traced) == 2 else (None, None)
         for i, spec in enumerate(arch_a.layers):
             spec_b = arch_b.layers[i] if arch_b is not None and i < len(arch_b.layers) else None
-            pa = int(w_a[i][0].numel() + w_a[i][1].numel())
-            pb = int(w_b[i][0].numel() + w_b[i][1].numel()) if spec_b is not None else None
+            pa = sum(t.numel() for t in w_a[i] if t is not None)
+            pb = sum(t.numel() for t in w_b[i] if t is not None) if spec_b is not None else None
             pair.layers.append(
                 {
                     "layer": spec.name,
                     "kind": spec.kind,
                     "inputs": spec.in_units,
                     "per_unit": spec.kernel_positions if spec.kind == "conv" else spec.positions,
+                    "bias": spec.bias,
                     "width A": spec.out_units,
                     "width B": spec_b.out_units if spec_b is not None else None,
                     "params A": pa,

@@ -48,6 +48,7 @@ class K:
     # Step through
     SET_METHOD = "settings.method"
     SET_DAMPING = "settings.damping"
+    SET_BATCH_NORM = "settings.batch_norm"
     SET_CALIB = "settings.calib"
     # Retrain
     RT_DEVICE = "retrain.device"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtz_core.data import Task, load_task, stratified_split
+from mtz_core.data import VAL_FRACTION, Task, load_task, stratified_split
 from mtz_core.data.task import SplitData
 
 __all__ = ["UserTask", "load_npz_task", "load_builtin_task", "task_kind", "NPZ_MAX_SAMPLES"]
@@ -33,6 +33,7 @@ class UserTask(SplitData):
     num_classes: int
     input_shape: tuple[int, ...]
     calib: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     seed: int = 0
     mean: tuple[float, ...] = ()
@@ -50,7 +51,7 @@ class UserTask(SplitData):
     def __repr__(self) -> str:
         return (
             f"UserTask({self.name!r}, classes={self.num_classes}, input_shape={self.input_shape}, "
-            f"calib={self.size('calib')}, test={self.size('test')})"
+            f"calib={self.size('calib')}, val={self.size('val')}, test={self.size('test')})"
         )
 
 
@@ -89,8 +90,9 @@ def _check(x: np.ndarray, y: np.ndarray, file_name: str, which: str) -> tuple[np
 
 def load_npz_task(file_name: str, data: bytes, *, seed: int = 0) -> UserTask:
     """Read a labelled data set from `.npz` bytes; without `x_test`/`y_test`, 20 % of each
-    class (seeded) is held out as the test split. Inputs are used as they are: normalise them
-    the way the models were trained."""
+    class (seeded) is held out as the test split, and 10 % of each class of the rest as the
+    validation split (as for built-in tasks). Inputs are used as they are: normalise them the
+    way the models were trained."""
     try:
         npz = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -128,6 +130,8 @@ def load_npz_task(file_name: str, data: bytes, *, seed: int = 0) -> UserTask:
             calib, test = (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx])
     finally:
         npz.close()
+    train_idx, val_idx = stratified_split(calib[1], VAL_FRACTION, np.random.default_rng([seed, 2]))
+    calib, val = (calib[0][train_idx], calib[1][train_idx]), (calib[0][val_idx], calib[1][val_idx])
     classes = int(max(calib[1].max(initial=0), test[1].max(initial=0))) + 1
     if classes < 2:
         raise ValueError(f"{file_name}: labels hold a single class; a task needs at least two")
@@ -136,6 +140,7 @@ def load_npz_task(file_name: str, data: bytes, *, seed: int = 0) -> UserTask:
         num_classes=classes,
         input_shape=tuple(int(s) for s in x.shape[1:]),
         calib=(torch.from_numpy(calib[0]), torch.from_numpy(calib[1])),
+        val=(torch.from_numpy(val[0]), torch.from_numpy(val[1])),
         test=(torch.from_numpy(test[0]), torch.from_numpy(test[1])),
         seed=seed,
     )

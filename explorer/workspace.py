@@ -237,9 +237,11 @@ class Workspace:
             names = [n for n, _, _ in state.layers]
             per_layer = 1 + (retrain_iterations or 0)
             total = per_layer * len(names)
+            previews = {}
             for i, name in enumerate(names):
                 job.check()
                 job.progress(i * per_layer, total, f"zipping {name}")
+                previews[i] = state.session.preview()  # every share, as this zip sees it
                 state.step(int(plan.get(name, 0)))
                 if retrain_iterations:
                     state.retrain(
@@ -253,10 +255,8 @@ class Workspace:
             views = {}
             for rec in state.records:
                 earlier = ", ".join(f"{n} {k}" for n, k in zip(names[: rec.index], ks))
-                views[rec.index] = CostView.build(
-                    rec.index,
-                    rec.name,
-                    rec.cost,
+                views[rec.index] = CostView.from_preview(
+                    previews[rec.index],
                     "estimate",
                     note="estimate from an evaluated plan"
                     + (f" with earlier layers at {earlier}" if earlier else ""),

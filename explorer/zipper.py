@@ -1,10 +1,10 @@
 """The app's handle on one zip in progress: a `ZipSession` plus what the pages show about it.
 
 `ZipState` steps, undoes, resets and retrains through the engine's `ZipSession` and keeps, per
-hidden layer, a `CostView`: the cost matrix, the greedy order over all its pairs and the
-cumulative predicted error along that order. A view is computed once (the next layer's comes
-from `session.cost_matrix()`, a zipped layer's from its record) and reused for every redraw, so
-moving a share slider never recomputes a Hessian. All the mathematics stays in `mtz_core`.
+hidden layer, a `CostView`: the cost matrix, and the pairs and predicted error at every share
+(the engine's `SharePreview`). A view is computed once (the next layer's from
+`session.preview()`, a zipped layer's from its record) and reused for every redraw, so moving a
+share slider never recomputes a Hessian. All the mathematics stays in `mtz_core`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtz_core import ProgressEvent, ZipCancelled, ZipConfig, ZipSession, evaluate
-from mtz_core.matching import greedy_pairs
-from mtz_core.training import resolve_device
+from mtz_core import (
+    LayerRecord,
+    ProgressEvent,
+    SharePreview,
+    ZipCancelled,
+    ZipConfig,
+    ZipSession,
+    evaluate,
+    resolve_device,
+)
 
 from .jobs import Job, JobCancelled
 from .pair import LoadedPair
@@ -47,9 +54,10 @@ class ZipSettings:
     damping: float | str = ZipConfig.default_damping()
     calib_samples: int = 2048  # per task, for the Hessians
     batch_size: int = 256  # calibration batches
-    heldout_samples: int = 300  # test inputs per task for the measured layer error
+    heldout_samples: int = 300  # validation inputs per task for the measured layer error
     eval_samples: int = 1000  # test samples per task for the quick evaluation
     seed: int = 0
+    batch_norm: str = ZipConfig.batch_norm  # fold, or keep each task's norm (mtz_core.norms)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -57,19 +65,26 @@ class ZipSettings:
             "matching": self.matching,
             "damping": self.damping,
             "seed": self.seed,
+            "batch_norm": self.batch_norm,
         }
 
 
 @dataclass
 class CostView:
-    """One layer's costs as the pages draw them (computed once, read many times)."""
+    """One layer's costs as the pages draw them (computed once, read many times).
+
+    `curve[k - 1]` is the predicted error of zipping the layer with k pairs: the engine's
+    `SharePreview`, the same number `step(k=k)` records, for every method and damping. A
+    zipped layer keeps the curve of the preview made just before it was zipped, if there was
+    one; its `applied_error` is the record's predicted error.
+    """
 
     index: int
     layer: str
-    cost: np.ndarray  # (n_a, n_b)
-    order: np.ndarray  # (m, 2): the greedy pairs over all m = min(n_a, n_b), in pick order
-    curve: np.ndarray  # (m,): cumulative cost along `order`
+    cost: np.ndarray  # (n_a, n_b): the damped MTZ costs that steer the choice of pairs
+    curve: np.ndarray | None  # (m,): predicted error at k = 1..m; None when not computed
     source: str  # "zipped" | "next" | "estimate"
+    preview: SharePreview | None = None
     chosen: np.ndarray | None = None  # the pairs actually applied (zipped layers)
     applied_error: float | None = None  # their predicted error (zipped layers)
     note: str = ""
@@ -87,39 +102,71 @@ class CostView:
 
     @property
     def max_k(self) -> int:
-        return int(self.order.shape[0])
+        return int(min(self.cost.shape))
 
     def pairs_for(self, k: int) -> np.ndarray:
-        """The pairs for share k: the applied ones for a zipped layer, else the greedy prefix."""
+        """The pairs for share k: the applied ones for a zipped layer, else the preview's."""
         if self.chosen is not None:
             return self.chosen
-        return self.order[: int(k)]
+        if self.preview is not None:
+            return self.preview.pairs(int(min(max(k, 0), self.max_k)))
+        return np.zeros((0, 2), dtype=np.int64)
 
-    def predicted(self, k: int) -> float:
-        """Σ of the k cheapest greedy pair costs (0 for k = 0)."""
+    def predicted(self, k: int) -> float | None:
+        """The predicted error of zipping with k pairs (None when it is not known)."""
         k = int(min(max(k, 0), self.max_k))
-        return float(self.curve[k - 1]) if k else 0.0
+        if self.curve is not None:
+            return float(self.curve[k - 1]) if k else 0.0
+        if self.chosen is not None and k == len(self.chosen):
+            return self.applied_error
+        return None
 
     @staticmethod
-    def build(
-        index: int,
-        layer: str,
-        cost: np.ndarray,
-        source: str,
-        *,
-        chosen: np.ndarray | None = None,
-        applied_error: float | None = None,
-        note: str = "",
-    ) -> CostView:
+    def from_preview(preview: SharePreview, source: str, note: str = "") -> CostView:
+        return CostView._make(
+            preview.index,
+            preview.name,
+            preview.cost,
+            preview.predicted[1:],
+            source,
+            preview,
+            note=note,
+        )
+
+    @staticmethod
+    def from_record(rec: LayerRecord, preview: SharePreview | None) -> CostView:
+        curve = None if preview is None else preview.predicted[1:]
+        note = f"zipped with {rec.k} pairs ({rec.method}, damping {rec.damping:g})"
+        if rec.pseudo_inverse:
+            note += "; H_A + H_B was singular: the pseudo-inverse was used"
+        return CostView._make(
+            rec.index,
+            rec.name,
+            rec.cost,
+            curve,
+            "zipped",
+            preview,
+            chosen=rec.pairs,
+            applied_error=rec.predicted_error,
+            note=note,
+        )
+
+    @staticmethod
+    def _make(index, layer, cost, curve, source, preview, **extra) -> CostView:
         cost = np.asarray(cost, dtype=np.float64)
-        m = min(cost.shape)
-        order = greedy_pairs(torch.from_numpy(cost), m).cpu().numpy().astype(np.int64)
-        curve = np.cumsum(cost[order[:, 0], order[:, 1]]) if m else np.zeros(0)
         finite = cost[np.isfinite(cost)]
         cheapest = float(finite.min()) if finite.size else 0.0
         median = float(np.median(finite)) if finite.size else 0.0
         return CostView(
-            index, layer, cost, order, curve, source, chosen, applied_error, note, cheapest, median
+            index,
+            layer,
+            cost,
+            curve,
+            source,
+            preview,
+            cheapest=cheapest,
+            median=median,
+            **extra,
         )
 
 
@@ -130,15 +177,16 @@ def default_plan(layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
 
 def plan_savings(hidden: Sequence[dict[str, Any]], ks: Sequence[int]) -> list[int]:
     """Parameters each layer's sharing saves: k·(s·K + 1), with s the previous layer's k (every
-    input for the first layer) and K the weights per input unit (kernel or flatten positions).
+    input for the first layer), K the weights per input unit (kernel or flatten positions), and
+    no + 1 for a layer without bias.
 
-    `hidden`: the pair's hidden-layer rows (`inputs`, `per_unit`).
+    `hidden`: the pair's hidden-layer rows (`inputs`, `per_unit`, `bias`).
     """
     out = []
     prev = None
     for row, k in zip(hidden, ks):
         s = row["inputs"] if prev is None else prev
-        out.append(int(k) * (int(s) * int(row["per_unit"]) + 1))
+        out.append(int(k) * (int(s) * int(row["per_unit"]) + int(row.get("bias", True))))
         prev = int(k)
     return out
 
@@ -183,8 +231,8 @@ class ZipState:
             ta.batches("calib", s.batch_size, limit=s.calib_samples),
             tb.batches("calib", s.batch_size, limit=s.calib_samples),
             config=ZipConfig(**s.config()),
-            heldout_a=ta.test[0][: s.heldout_samples],
-            heldout_b=tb.test[0][: s.heldout_samples],
+            heldout_a=ta.val[0][: s.heldout_samples],
+            heldout_b=tb.val[0][: s.heldout_samples],
             progress=self._progress,
         )
         self.eval_data = (
@@ -195,6 +243,7 @@ class ZipState:
         self._layers = list(self.session.hidden_layers)
         self.epoch = 0
         self._views: dict[int, CostView] = {}
+        self._zipped_previews: dict[int, SharePreview] = {}
         self._next_epoch: int | None = None
         self.baseline = self.evaluate()
         self.accuracy = self.baseline
@@ -277,15 +326,7 @@ class ZipState:
             view = self._views.get(index)
             rec = records[index]
             if view is None or view.source != "zipped" or view.chosen is not rec.pairs:
-                view = CostView.build(
-                    index,
-                    rec.name,
-                    rec.cost,
-                    "zipped",
-                    chosen=rec.pairs,
-                    applied_error=float(np.sum(rec.pair_costs)),
-                    note=f"zipped with {rec.k} pairs ({rec.method}, damping {rec.damping:g})",
-                )
+                view = CostView.from_record(rec, self._zipped_previews.get(index))
                 self._views[index] = view
             return view
         if index == len(records):
@@ -294,10 +335,10 @@ class ZipState:
             if stale and not compute:
                 return None
             if stale:
-                cost = self.session.cost_matrix()
-                name = self.layers[index][0]
-                view = CostView.build(
-                    index, name, cost, "next", note="the next layer, through the network as it is"
+                view = CostView.from_preview(
+                    self.session.preview(),
+                    "next",
+                    note="the next layer, through the network as it is",
                 )
                 self._views[index] = view
                 self._next_epoch = self.epoch
@@ -320,7 +361,13 @@ class ZipState:
                 del self._views[i]
 
     def step(self, k: int | None = None, *, pairs: Any = None) -> dict[str, Any]:
-        """Zip the next layer with k shared neurons (or explicit pairs) and measure both tasks."""
+        """Zip the next layer with k shared neurons (or explicit pairs) and measure both tasks.
+
+        A user's click starts fresh: a cancel left over from an earlier job is forgotten."""
+        self.session.reset_cancel()
+        return self._step(k, pairs=pairs)
+
+    def _step(self, k: int | None = None, *, pairs: Any = None) -> dict[str, Any]:
         index = self.session.next_index
         if index is None:
             raise ValueError("every hidden layer is zipped; undo or reset to change one")
@@ -333,9 +380,14 @@ class ZipState:
                     f"share {k} is out of range for {name}: choose 0 to {min(n_a, n_b)} "
                     f"(the narrower of {n_a} and {n_b} neurons)"
                 )
-            rec = self.session.step(int(k))
+            rec = self.session.step(k=int(k))
         else:
             rec = self.session.step(pairs=pairs)
+        view = self._views.get(index)
+        if view is not None and view.source == "next" and self._next_epoch == self.epoch:
+            self._zipped_previews[index] = view.preview  # made on the network just zipped
+        else:
+            self._zipped_previews.pop(index, None)
         self._changed()
         before = self.accuracy
         self.accuracy = self.evaluate()
@@ -347,6 +399,7 @@ class ZipState:
             "of": min(n_a, n_b),
             "predicted_error": rec.predicted_error,
             "heldout_error": rec.heldout_error,
+            "pseudo_inverse": rec.pseudo_inverse,
             "acc_a": self.accuracy[0],
             "acc_b": self.accuracy[1],
             "saved_fraction": self.saved_fraction(),
@@ -361,6 +414,7 @@ class ZipState:
             raise ValueError("nothing to undo: no layer is zipped")
         rec = self.session.undo()
         self.retrain_log.pop(rec.index, None)
+        self._zipped_previews.pop(rec.index, None)
         while self.events:
             event = self.events.pop()
             if event["step"].startswith("zip") and event["index"] == rec.index:
@@ -396,6 +450,7 @@ class ZipState:
 
     def run_remaining(self, job: Job, plan: dict[str, int]) -> list[dict[str, Any]]:
         """Zip every remaining layer with the planned shares (a job: progress, cancel)."""
+        self.session.reset_cancel()  # a new job: only its own cancel counts
         job.on_cancel(self.session.cancel)
         remaining = [i for i in range(len(self.layers)) if self.status(i) != "zipped"]
         events = []
@@ -414,7 +469,7 @@ class ZipState:
             for i in remaining:
                 job.check()
                 name = self.layers[i][0]
-                events.append(self.step(int(plan.get(name, 0))))
+                events.append(self._step(int(plan.get(name, 0))))
         except ZipCancelled as exc:
             raise JobCancelled(
                 f"stopped: {len(events)} layer(s) zipped, the interrupted one unchanged"
@@ -468,6 +523,7 @@ class ZipState:
                 if ev.losses is not None:
                     job.add_losses(ev.done, ev.losses)
 
+        session.reset_cancel()  # a new job: only its own cancel counts
         job.on_cancel(session.cancel)
         self.listener = listen
         try:

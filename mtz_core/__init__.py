@@ -14,12 +14,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .architecture import Architecture, ArchitectureError, LayerSpec, trace_model
 from .config import METHODS, ZipConfig
+from .devices import resolve_device
 from .evaluation import TaskScore, evaluate, evaluate_zipped
 from .pipeline import zip_models
 from .progress import CancelToken, ProgressEvent, ZipCancelled, tqdm_progress
-from .records import LayerRecord, ZipResult
+from .records import LayerRecord, SharePreview, ZipResult
 from .session import ZipSession
-from .training import TrainReport, resolve_device, retrain, train
+from .training import TrainReport, retrain, train
 from .zipped import ZippedNet
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "LayerSpec",
     "METHODS",
     "ProgressEvent",
+    "SharePreview",
     "TaskScore",
     "TrainReport",
     "ZipCancelled",

@@ -1,9 +1,12 @@
 """One layer's analysis: Hessians, incoming vectors, and the algebra per damping factor.
 
 A `LayerAnalysis` is computed once per layer and network state and reused: re-stepping a layer
-with another share, previewing its cost matrix, and damping="auto" (which tries several factors)
-all read the same Hessians. Choosing pairs and merging them for a method live here too, so the
+with another share, previewing every share, and damping="auto" (which tries several factors) all
+read the same Hessians. Choosing pairs and merging them for a method live here too, so the
 session only orchestrates.
+
+Damping steers the choice of pairs and the merged weights; it never enters a reported error:
+`model_errors` uses the undamped Hessians.
 """
 
 from __future__ import annotations
@@ -16,17 +19,10 @@ import torch
 
 from .batches import all_finite
 from .config import AUTO_DAMPING_GRID, ZipConfig
-from .costs import (
-    SharingOperator,
-    average_merge,
-    cost_matrix,
-    hessian_merge,
-    merge_error,
-    sharing_operator,
-    squared_distance,
-)
-from .hessian import AUTO_EXACT_MAX_DIM, LayerHessian, damp
+from .costs import SharingOperator, average_merge, merge_error, sharing_operator, squared_distance
+from .hessian import AUTO_EXACT_MAX_DIM, LayerHessian
 from .matching import greedy_pairs, optimal_pairs
+from .scaled import ScaledSharing, centred, scaled_sharing
 from .zipped import ZippedLayer
 
 __all__ = ["DampingVariant", "LayerAnalysis", "hessian_kind"]
@@ -47,50 +43,75 @@ def hessian_kind(layer: ZippedLayer, config: ZipConfig) -> str:
 
 @dataclass
 class DampingVariant:
-    """The algebra for one damping factor: damped Hessians, Ĥ and the cost matrix."""
+    """The algebra for one damping factor: damped Hessians, the sharing operator, the costs."""
 
     damping: float
-    damped_a: torch.Tensor
-    damped_b: torch.Tensor
+    damped_a: LayerHessian
+    damped_b: LayerHessian
     lambdas: tuple[float, float]
-    op: SharingOperator
+    op: SharingOperator | ScaledSharing
     cost: torch.Tensor
 
 
 @dataclass
 class LayerAnalysis:
-    """Hessians (and, for damping="auto", held-out second moments) and incoming vectors."""
+    """Hessians (and, for damping="auto", held-out ones) and incoming vectors of one layer.
 
+    `scales` (per task, one per unit) marks a layer whose batch norm is kept per task: costs,
+    merges and errors are then those of `mtz_core.scaled` (each task's output change scaled by
+    its norm, each task's running mean re-centred).
+    """
+
+    name: str
     kind: str
     h_a: LayerHessian
     h_b: LayerHessian
-    held: tuple[torch.Tensor, torch.Tensor] | None
+    held: tuple[LayerHessian, LayerHessian] | None
     va: torch.Tensor
     vb: torch.Tensor
     seconds: dict[str, float]
     variants: dict[float, DampingVariant] = field(default_factory=dict)
+    scales: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def full_share(self) -> int:
         return min(len(self.va), len(self.vb))
 
+    @property
+    def exact(self) -> bool:
+        """The Hessians are the exact ones (one block): `model_errors` is then the exact
+        increase of E_A + E_B on the Hessian samples."""
+        return self.h_a.k == 1
+
     def variant(self, damping: float) -> DampingVariant:
         if damping in self.variants:
             return self.variants[damping]
-        damped_a, lam_a = damp(self.h_a.blocks, damping)
-        damped_b, lam_b = damp(self.h_b.blocks, damping)
-        op = sharing_operator(damped_a, damped_b)
-        cost = cost_matrix(self.va, self.vb, op.h_hat)
+        damped_a, lam_a = self.h_a.damped(damping)
+        damped_b, lam_b = self.h_b.damped(damping)
+        op: SharingOperator | ScaledSharing
+        if self.scales is None:
+            op = sharing_operator(damped_a, damped_b, name=self.name)
+            cost = op.cost_matrix(self.va, self.vb)
+        else:
+            op = scaled_sharing(damped_a, damped_b)
+            cost = op.cost_matrix(self.va, self.vb, *self.scales)
         if not all_finite(cost):
-            raise ValueError("the cost matrix has NaN or Inf entries (activations overflowed?)")
-        lambdas = (float(lam_a.mean()), float(lam_b.mean()))
-        self.variants[damping] = DampingVariant(damping, damped_a, damped_b, lambdas, op, cost)
+            raise ValueError(
+                f"{self.name}: the cost matrix has NaN or Inf entries (activations overflowed?)"
+            )
+        self.variants[damping] = DampingVariant(
+            damping, damped_a, damped_b, (lam_a, lam_b), op, cost
+        )
         return self.variants[damping]
 
     def choose(
         self, variant: DampingVariant, k: int, config: ZipConfig, index: int
     ) -> torch.Tensor:
-        """k pairs by the method: MTZ costs, incoming-vector distance, or seeded random."""
+        """k pairs by the method: MTZ costs, incoming-vector distance, or seeded random.
+
+        Greedy and random picks are prefixes of the full-share order: the first k of the pairs
+        for k + 1 are the pairs for k (what `ZipSession.preview` relies on).
+        """
         solver = greedy_pairs if config.matching == "greedy" else optimal_pairs
         if config.method in ("mtz", "mtz-avg"):
             return solver(variant.cost, k)
@@ -98,18 +119,52 @@ class LayerAnalysis:
             return solver(squared_distance(self.va, self.vb), k)
         n_a, n_b = variant.cost.shape
         rng = np.random.default_rng([config.seed, index])
-        rows = rng.choice(n_a, size=k, replace=False)
-        cols = rng.choice(n_b, size=k, replace=False)
+        rows = rng.permutation(n_a)[:k]
+        cols = rng.permutation(n_b)[:k]
         return torch.as_tensor(np.stack([rows, cols], axis=1), dtype=torch.long)
 
-    def merge(
-        self, variant: DampingVariant, pairs: torch.Tensor, method: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Merged vectors for the pairs (Hessian-weighted for mtz, plain average otherwise) and
-        each merge's predicted error."""
+    def merge(self, variant: DampingVariant, pairs: torch.Tensor, method: str) -> torch.Tensor:
+        """Merged vectors for the pairs: Hessian-weighted for mtz, the plain average otherwise."""
         a, b = self.va[pairs[:, 0]], self.vb[pairs[:, 1]]
-        merged = hessian_merge(a, b, variant.op) if method == "mtz" else average_merge(a, b)
-        return merged, merge_error(merged, a, b, variant.damped_a, variant.damped_b)
+        if method != "mtz":
+            return average_merge(a, b)
+        if self.scales is None:
+            return variant.op.merge(a, b)
+        return variant.op.merge(a, b, *self.pair_scales(pairs))
+
+    def pair_scales(self, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept norms' scales s_A, s_B of each pair's units."""
+        if self.scales is None:
+            raise ValueError(f"{self.name} keeps no batch norm")
+        return self.scales[0][pairs[:, 0]], self.scales[1][pairs[:, 1]]
+
+    def _errors(
+        self, merged: torch.Tensor, pairs: torch.Tensor, h_a: LayerHessian, h_b: LayerHessian
+    ) -> torch.Tensor:
+        a, b = self.va[pairs[:, 0]], self.vb[pairs[:, 1]]
+        if self.scales is None:
+            return merge_error(merged, a, b, h_a, h_b)
+        sa, sb = (s.square() for s in self.pair_scales(pairs))
+        return 0.5 * (sa * centred(h_a).quad(merged - a) + sb * centred(h_b).quad(merged - b))
+
+    def model_errors(self, merged: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Per pair, ½(w−a)ᵀH_A(w−a) + ½(w−b)ᵀH_B(w−b) with the *undamped* Hessians (for a
+        kept norm, ½ s_A²(w−a)ᵀΣ_A(w−a) + ½ s_B²(w−b)ᵀΣ_B(w−b): the error after re-centring)."""
+        return self._errors(merged, pairs, self.h_a, self.h_b)
+
+    def mean_shifts(self, merged: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """(k × 2) the change of each task's mean pre-norm output, (w − v_t)·[μ_t; 1], on the
+        Hessian samples: what the kept norms' running means absorb (exact kinds)."""
+        cols = []
+        for t, (v, h) in enumerate(((self.va, self.h_a), (self.vb, self.h_b))):
+            cols.append((merged - v[pairs[:, t]]) @ h.vecs[:, 0])
+        return torch.stack(cols, dim=1)
+
+    def held_errors(self, merged: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """Per pair, the same error on the samples damping="auto" held out of the Hessians."""
+        if self.held is None:
+            raise ValueError("damping selection needs held-out Hessians")
+        return self._errors(merged, pairs, *self.held)
 
     def select_damping(
         self,
@@ -121,9 +176,6 @@ class LayerAnalysis:
     ) -> tuple[float, dict[float, float]]:
         """damping="auto": per factor of the grid, match, merge, and score the merge by its
         error on the held-out samples; the best factor (ties: the stronger) and all scores."""
-        if self.held is None:
-            raise ValueError("damping selection needs held-out second moments")
-        held_a, held_b = self.held
         scores: dict[float, float] = {}
         for damping in AUTO_DAMPING_GRID:
             if check is not None:
@@ -131,8 +183,11 @@ class LayerAnalysis:
             variant = self.variant(damping)
             chosen = pairs if pairs is not None else self.choose(variant, k, config, index)
             chosen = chosen.to(self.va.device)
-            merged, _ = self.merge(variant, chosen, config.method)
-            a, b = self.va[chosen[:, 0]], self.vb[chosen[:, 1]]
-            scores[damping] = float(merge_error(merged, a, b, held_a, held_b).sum())
-        best = min(scores, key=lambda d: (scores[d], -d))
-        return best, scores
+            merged = self.merge(variant, chosen, config.method)
+            scores[damping] = float(self.held_errors(merged, chosen).sum())
+        return best_damping(scores), scores
+
+
+def best_damping(scores: dict[float, float]) -> float:
+    """The factor with the least held-out error; ties go to the stronger damping."""
+    return min(scores, key=lambda d: (scores[d], -d))

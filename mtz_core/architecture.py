@@ -7,8 +7,9 @@ weight layer (folded into it, eval-mode statistics), and channel-wise operations
 attention), a branch, a module called twice, an unknown module — is refused with an error naming the
 node. Residual networks need a graph rather than a chain; `Architecture` is where that would go.
 
-The result is plain data (`Architecture`, `LayerSpec`) plus the models' weights with batch norm
-folded in, cloned: the given models are never modified.
+The result is plain data (`Architecture`, `LayerSpec`) plus the models' weights, cloned (the
+given models are never modified): with batch norm folded in (`batch_norm="fold"`), or with each
+hidden layer's norm kept (`"keep"`: `LayerSpec.norm`, read with `trace_norms`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,19 @@ import torch.fx
 from torch import nn
 
 from .batches import all_finite
-from .ops import OpSpec, is_getitem, op_from_call, op_from_module
+from .config import BATCH_NORMS
+from .norms import NormState, norm_state
+from .ops import MIXING, OpSpec, is_getitem, op_from_call, op_from_module
 
-__all__ = ["ArchitectureError", "LayerSpec", "Architecture", "trace_model", "check_compatible"]
+__all__ = [
+    "ArchitectureError",
+    "BATCH_NORMS",
+    "LayerSpec",
+    "Architecture",
+    "trace_model",
+    "trace_norms",
+    "check_compatible",
+]
 
 
 class ArchitectureError(ValueError):
@@ -38,7 +49,8 @@ class LayerSpec:
     `in_units` counts the units the layer's input is made of: channels for a convolution, for a
     linear layer the previous weight layer's neurons (or the input features for the first layer).
     A linear layer after a flatten of a conv map sees `positions` columns per unit (channel-major,
-    as `torch.flatten` lays them out); everywhere else `positions` is 1.
+    as `torch.flatten` lays them out); everywhere else `positions` is 1. `bias` is False for a
+    layer that has no bias and no batch norm folded into it: it then stores none when zipped.
     """
 
     name: str
@@ -54,6 +66,11 @@ class LayerSpec:
     batch_norm: str | None = None
     in_shape: tuple[int, ...] = ()  # per-sample shape of the layer's input (after ops_before)
     out_shape: tuple[int, ...] = ()
+    bias: bool = True
+    norm: bool = False  # batch norm kept per task after this layer (`mtz_core.norms`)
+    norm_eps: float = 1e-5
+    norm_momentum: float | None = 0.1
+    norm_affine: bool = True
 
     @property
     def kernel_positions(self) -> int:
@@ -75,6 +92,8 @@ class LayerSpec:
                 dilation=self.dilation,
             )
         g["positions"] = self.positions
+        g["bias"] = self.bias
+        g["norm kept"] = self.norm
         g["ops before"] = tuple(op.describe() for op in self.ops_before)
         return g
 
@@ -195,13 +214,23 @@ def _fold_batch_norm(
 
 
 def trace_model(
-    model: nn.Module, input_shape: tuple[int, ...], *, label: str = "model"
-) -> tuple[Architecture, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Trace `model` into an `Architecture` and its (folded, cloned) weights per layer.
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    label: str = "model",
+    batch_norm: str = "fold",
+) -> tuple[Architecture, list[tuple[torch.Tensor, torch.Tensor | None]]]:
+    """Trace `model` into an `Architecture` and its (cloned) weights per layer (the bias None
+    for a layer without one).
 
     `input_shape` is one sample's shape (no batch dimension); it fixes the spatial sizes and the
-    number of positions a flatten produces.
+    number of positions a flatten produces. `batch_norm`: "fold" folds every batch norm into the
+    layer before it (eval-mode statistics); "keep" keeps the batch norm after each hidden layer
+    (`LayerSpec.norm`; the layer's weights are returned unfolded; read the norms with
+    `trace_norms`). A norm after the head is folded either way: the head is never shared.
     """
+    if batch_norm not in BATCH_NORMS:
+        raise ValueError(f"batch_norm must be one of {list(BATCH_NORMS)}, got {batch_norm!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"{label} must be a torch.nn.Module, got {type(model).__name__}")
     try:
@@ -214,6 +243,7 @@ def trace_model(
     modules = dict(gm.named_modules())
     items: list[_Weight] = []
     pending: list[OpSpec] = []
+    mixing: str | None = None  # a node since the last weight layer that mixes channels
     meta: set[torch.fx.Node] = set()
     used_modules: set[str] = set()
     current: torch.fx.Node | None = None
@@ -272,6 +302,14 @@ def trace_model(
                             f"{where}: padding_mode={module.padding_mode!r} is not supported "
                             "(only 'zeros')"
                         )
+                if mixing is not None:
+                    raise ArchitectureError(
+                        f"{label}: node {mixing!r} mixes the channels of a hidden layer before "
+                        f"layer {target!r}; a zipped network applies the operations between "
+                        "layers to each task's own arrangement of shared and unshared units, so "
+                        "only elementwise operations, pooling, flatten and dropout may sit "
+                        "between weight layers (a softmax may follow the head)"
+                    )
                 items.append(_Weight(target, module, pending))
                 pending = []
                 last_was_weight = True
@@ -312,6 +350,8 @@ def trace_model(
         else:  # pragma: no cover - fx has no other node kinds
             raise ArchitectureError(f"{where}: unsupported node kind {node.op!r}")
         last_was_weight = False
+        if op.kind in MIXING:
+            mixing = f"{node.name}: {op.describe()}"
         if op.kind != "identity":
             pending.append(op)
 
@@ -320,7 +360,8 @@ def trace_model(
             f"{label} has {len(items)} weight layer(s); zipping needs at least one hidden layer "
             "before the head"
         )
-    return _finish(items, pending, modules, tuple(int(s) for s in input_shape), label)
+    keep = batch_norm == "keep"
+    return _finish(items, pending, modules, tuple(int(s) for s in input_shape), label, keep)
 
 
 def _finish(
@@ -329,13 +370,16 @@ def _finish(
     modules: dict[str, nn.Module],
     input_shape: tuple[int, ...],
     label: str,
-) -> tuple[Architecture, list[tuple[torch.Tensor, torch.Tensor]]]:
+    keep_norms: bool = False,
+) -> tuple[Architecture, list[tuple[torch.Tensor, torch.Tensor | None]]]:
     """Propagate shapes on the meta device and collect the weights."""
     x = torch.empty((1, *input_shape), device="meta")
     prev_units: int | None = None
     specs: list[LayerSpec] = []
-    weights: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for item in items:
+    weights: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    for position, item in enumerate(items):
+        keep = keep_norms and item.batch_norm is not None and position < len(items) - 1
+        norm_args: dict[str, Any] = {}
         try:
             for op in item.ops_before:
                 x = op.apply(x)
@@ -346,14 +390,18 @@ def _finish(
             ) from exc
         m = item.module
         w = m.weight.detach().clone()
-        b = (
-            m.bias.detach().clone()
-            if m.bias is not None
-            else torch.zeros(w.shape[0], dtype=w.dtype)
-        )
-        b = b.to(w.device)
-        if item.batch_norm is not None:
+        b = m.bias.detach().clone() if m.bias is not None else None
+        if keep:
+            bn = modules[item.batch_norm]
+            norm_state(bn, item.batch_norm)  # refuses a norm without running statistics
+            norm_args = {
+                "norm_eps": float(bn.eps),
+                "norm_momentum": None if bn.momentum is None else float(bn.momentum),
+                "norm_affine": bn.weight is not None,
+            }
+        elif item.batch_norm is not None:
             w, b = _fold_batch_norm(w, b, modules[item.batch_norm], item.batch_norm)
+        has_bias = b is not None
         in_shape = tuple(x.shape[1:])
         if isinstance(m, nn.Linear):
             if x.dim() != 2 or x.shape[1] != m.in_features:
@@ -380,6 +428,9 @@ def _finish(
                 batch_norm=item.batch_norm,
                 in_shape=in_shape,
                 out_shape=(m.out_features,),
+                bias=has_bias,
+                norm=keep,
+                **norm_args,
             )
             x = torch.empty((1, m.out_features), device="meta")
         else:
@@ -413,6 +464,9 @@ def _finish(
                 ops_before=tuple(item.ops_before),
                 batch_norm=item.batch_norm,
                 in_shape=in_shape,
+                bias=has_bias,
+                norm=keep,
+                **norm_args,
             )
             x = torch.nn.functional.conv2d(
                 x,
@@ -423,7 +477,7 @@ def _finish(
                 spec.dilation,
             )
             spec = replace(spec, out_shape=tuple(x.shape[1:]))
-        if not (all_finite(w) and all_finite(b)):
+        if not (all_finite(w) and (b is None or all_finite(b))):
             raise ValueError(f"{label}: layer {item.name!r} has NaN or Inf weights")
         prev_units = spec.out_units
         specs.append(spec)
@@ -436,6 +490,19 @@ def _finish(
             f"{tuple(x.shape[1:])}; only elementwise operations and softmax may follow the head"
         )
     return Architecture(tuple(specs), tuple(ops_after), input_shape), weights
+
+
+def trace_norms(model: nn.Module, arch: Architecture) -> list[NormState | None]:
+    """The kept batch norms of a model traced with batch_norm="keep", one per layer (None
+    where a layer keeps none)."""
+    modules = dict(model.named_modules())
+    out: list[NormState | None] = []
+    for spec in arch.layers:
+        if not spec.norm:
+            out.append(None)
+            continue
+        out.append(norm_state(modules[spec.batch_norm], spec.batch_norm))
+    return out
 
 
 def check_compatible(arch_a: Architecture, arch_b: Architecture) -> None:

@@ -32,6 +32,7 @@ from torch import nn
 
 from .data import parse_task
 from .models import ModelSpec, build_model, get_model_spec
+from .recognize import recognize_state_dict
 
 __all__ = [
     "FORMAT_NAME",
@@ -303,8 +304,10 @@ def _resolve_spec(
     if architecture is None:
         if card_spec is None:
             raise ValueError(
-                f"{p.name} carries no model card; pass architecture=<name or ModelSpec> "
-                "together with input_shape=... and num_classes=..."
+                f"{p.name} carries no model card; "
+                + _what_it_is(sd)
+                + "pass architecture=<name or ModelSpec> together with input_shape=... and "
+                "num_classes=..."
             )
         architecture = card_spec.name
     if not isinstance(architecture, str):
@@ -356,11 +359,33 @@ def _compare(model: nn.Module, sd: Mapping[str, torch.Tensor], spec: ModelSpec, 
         )
         problems.append(f"wrong shapes: {shown}")
     if problems:
+        found = _what_it_is(sd)
         raise ValueError(
             f"{p.name} does not fit {spec.describe()}: "
             + "; ".join(problems)
-            + ". Check the architecture, its options, input_shape and num_classes."
+            + ". "
+            + (found[0].upper() + found[1:] if found else "")
+            + "Check the architecture, its options, input_shape and num_classes."
         )
+
+
+def _what_it_is(sd: Mapping[str, torch.Tensor]) -> str:
+    """A sentence naming the known network the keys match ("" when none), with what to do."""
+    found = recognize_state_dict(sd)
+    if found is None:
+        return ""
+    if found.name.startswith("resnet"):
+        return (
+            f"its keys are those of a {found.describe()}: a residual network, which the engine "
+            "traces into channel groups (mtz_core.graph) but cannot zip yet (it zips chains of "
+            "layers, such as VGG and LeNet); "
+        )
+    width = found.details.get("width", 1)
+    return (
+        f"its keys are those of a {found.describe()}: load it with "
+        f"architecture={found.name.split(' ')[0]!r}, input_shape=(C, H, W) with C = "
+        f"{found.in_channels}, and the option width={width}; "
+    )
 
 
 def load_checkpoint(

@@ -1,15 +1,18 @@
 """The built-in demo pairs: small pre-trained models the app, tests and docs load offline.
 
 Each pair is made by `build_demo` with fixed seeds (`scripts/make_assets.py` runs it for all;
-rerunning reproduces the files) and stored under `assets/demos/<name>/` as `a.safetensors`,
-`b.safetensors` (checkpoints with their model spec and task) and `a.json`, `b.json` (cards:
-architecture, task, preprocessing, data split, accuracy, seed, format version).
+rerunning reproduces the files up to float round-off, which differs between CPUs) and stored under
+`assets/demos/<name>/` as `a.safetensors`, `b.safetensors` (checkpoints with their model spec and
+task) and `a.json`, `b.json` (cards: architecture, task, preprocessing, data split, accuracy,
+seed, format version). `assets/` installs as the package `mtz_assets`, so the files are package
+data, found with `importlib.resources` in a wheel as in a checkout.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,17 @@ from .training import train
 
 __all__ = ["DemoSpec", "DemoPair", "DEMOS", "ASSETS_DIR", "list_demos", "build_demo", "load_demo"]
 
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "demos"
+
+def _assets_dir() -> Path:
+    """The demo folder: the installed `mtz_assets` package, or a checkout's `assets/` when only
+    the source tree is on the path (e.g. `PYTHONPATH=.` on a machine without the install)."""
+    try:
+        return Path(str(resources.files("mtz_assets") / "demos"))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "assets" / "demos"
+
+
+ASSETS_DIR = _assets_dir()
 CARD_FORMAT = "mtz-demo-card"
 CARD_VERSION = 1
 
@@ -113,12 +126,13 @@ def _card(demo: DemoSpec, which: str, model: nn.Module, task: Task, seed: int) -
         "split": {
             "seed": task.seed,
             "calib": task.size("calib"),
+            "val": task.size("val"),
             "test": task.size("test"),
-            "rule": "stratified 80/20 (mtz_core.data)",
+            "rule": "stratified 80/20, then 10 % of each class of the 80 % as val (mtz_core.data)",
         },
         "accuracy": {
             split: round(evaluate(model, task.batches(split, 512)).accuracy, 4)
-            for split in ("calib", "test")
+            for split in ("calib", "val", "test")
         },
         "training": {
             "iterations": demo.iterations,

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import place
+
 __all__ = ["TaskScore", "evaluate", "evaluate_zipped", "param_summary"]
 
 
@@ -34,8 +36,11 @@ class TaskScore:
 def evaluate(
     model: nn.Module, data: Any, *, task: int | None = None, device: Any = None
 ) -> TaskScore:
-    """Accuracy and mean cross-entropy of `model` on (x, y) batches (task t of a zipped net)."""
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    """Accuracy and mean cross-entropy of `model` on (x, y) batches (task t of a zipped net,
+    whose loss is taken on its logits: `ZippedNet.logits`). `device`: None evaluates where the
+    model is (see `mtz_core.devices`)."""
+    dev = place(device, model)
+    logits_of = getattr(model, "logits", None) if task is not None else None
     was_training = model.training
     model.eval()
     correct, total, loss = 0, 0, 0.0
@@ -44,7 +49,12 @@ def evaluate(
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise TypeError(f"evaluation batch {i} must be an (inputs, labels) pair")
             x, y = batch[0].to(dev), batch[1].to(dev, torch.long)
-            logits = model(x) if task is None else model(x, task)
+            if task is None:
+                logits = model(x)
+            elif logits_of is not None:
+                logits = logits_of(x, task)
+            else:
+                logits = model(x, task)
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(dim=1) == y).sum())
             total += y.shape[0]

@@ -6,22 +6,23 @@ It is streamed: a forward pre-hook on the layer hands each batch's input to a `S
 accumulator (init / update / finalize) and stops the forward pass there, so no more than one
 batch of activations is alive at a time and nothing above layer l is computed.
 
-Hessian kinds (all returned as a stack of blocks of shape (blocks, dim+1, dim+1)):
+Hessian kinds (all held as a `LayerHessian`: K weight blocks sharing one bias entry):
 
 * ``exact``   — one block over every incoming weight: the input features of a linear layer, or
   the unfolded k·k·C_in patch of a convolution (mean over samples × output positions).
-* ``channel`` — convolutions only: one (C_in+1)² channel covariance (mean over samples × input
-  positions), used for every kernel position (the method page's cheaper approximation).
-* ``block``   — a linear layer after a flatten: one (C_in+1)² block per spatial position, cross-
-  position terms dropped. This keeps the Hessian-weighted merge where the exact Hessian would be
-  (C·P+1)² (25,089² for VGG-16's fc6).
+* ``channel`` — convolutions only: one C_in² channel covariance (mean over samples × input
+  positions), used for every one of the k² kernel positions (the method page's cheaper
+  approximation), with the bias once.
+* ``block``   — a linear layer after a flatten: one C_in² block per spatial position, cross-
+  position terms dropped, the bias once. This keeps the Hessian-weighted merge where the exact
+  Hessian would be (C·P+1)² (25,089² for VGG-16's fc6).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,14 @@ from torch import nn
 from .architecture import LayerSpec
 from .batches import all_finite
 
-__all__ = ["SecondMoment", "LayerHessian", "hessian_rows", "capture_inputs", "damp"]
+__all__ = [
+    "SecondMoment",
+    "LayerHessian",
+    "hessian_rows",
+    "hessian_shape",
+    "weight_blocks",
+    "capture_inputs",
+]
 
 #: Largest exact Hessian side that `flatten_hessian="auto"` accepts: a float64 matrix of
 #: 4,097² is 134 MB and the cost algebra holds about five of them per task pair.
@@ -83,16 +91,142 @@ class SecondMoment:
 
 @dataclass(frozen=True)
 class LayerHessian:
-    """One task's Hessian of one layer: blocks (B, D, D) and how it was made."""
+    """One task's Hessian of one layer over the incoming vector v = [w_1; …; w_K; bias].
 
-    blocks: torch.Tensor
+    The weights split into K blocks of s entries (K = 1 for the exact kinds; the k² kernel
+    positions for ``channel``; the P flatten positions for ``block``); the bias, when the layer
+    has one, is a single last entry. With x = [x_1; …; x_K] the block inputs, μ their mean and
+    Σ_p the covariance of block p, the layer error of a change δ is
+
+        E = ½ mean (δ_wᵀ x + δ_t)² = ½ δ_wᵀ Cov(x) δ_w + ½ (μᵀ δ_w + δ_t)²,
+
+    so H = blockdiag(Σ_1 … Σ_K, β) + u uᵀ with u = [μ; 1] and β = 0: exactly E[x̄ x̄ᵀ] for K = 1.
+    The blocked kinds drop only the covariances *between* blocks; the mean term stays whole,
+    so H stays positive semi-definite and the bias is counted once. In general the matrix is
+
+        H = blockdiag(blocks, β) + V C Vᵀ          (V: D × r, C: r × r, r small)
+
+    which is also the form of damped Hessians (blocks + λI, β + λ) and of their sums.
+    `blocks` holds one block shared by all K (``channel``: every kernel position sees the same
+    channel statistics) or K blocks.
+    """
+
+    blocks: torch.Tensor  # (Bh, s, s), Bh = 1 or K
+    beta: torch.Tensor | None  # () the bias's own diagonal entry; None: the layer has no bias
+    vecs: torch.Tensor  # (D, r)
+    core: torch.Tensor  # (r, r), symmetric
+    k: int
     kind: str
-    n_rows: int
-    n_samples: int
+    n_rows: int = 0
+    n_samples: int = 0
+
+    @staticmethod
+    def from_moment(
+        moment: torch.Tensor,
+        k: int,
+        has_bias: bool,
+        kind: str,
+        n_rows: int = 0,
+        n_samples: int = 0,
+    ) -> LayerHessian:
+        """From `SecondMoment.finalize()` blocks (Bh, s+1, s+1), whose last entry is the 1."""
+        s = moment.shape[-1] - 1
+        mean = moment[:, :s, s]
+        cov = moment[:, :s, :s] - mean[:, :, None] * mean[:, None, :]
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        u = (mean.expand(k, s) if mean.shape[0] == 1 else mean).reshape(k * s)
+        beta = None
+        if has_bias:
+            u = torch.cat([u, torch.ones(1, dtype=u.dtype, device=u.device)])
+            beta = torch.zeros((), dtype=u.dtype, device=u.device)
+        core = torch.ones(1, 1, dtype=u.dtype, device=u.device)
+        return LayerHessian(cov, beta, u[:, None], core, int(k), kind, int(n_rows), int(n_samples))
+
+    @property
+    def s(self) -> int:
+        """Entries per block (shared input units, times k² for the exact conv kind)."""
+        return self.blocks.shape[-1]
+
+    @property
+    def has_bias(self) -> bool:
+        return self.beta is not None
 
     @property
     def dim(self) -> int:
-        return self.blocks.shape[-1]
+        """D: the length of an incoming vector (K·s, plus 1 for the bias)."""
+        return self.k * self.s + int(self.has_bias)
+
+    @property
+    def repeats(self) -> int:
+        """How many of the K blocks each stored block stands for."""
+        return self.k // self.blocks.shape[0]
+
+    def trace(self) -> torch.Tensor:
+        t = self.repeats * torch.diagonal(self.blocks, dim1=-2, dim2=-1).sum()
+        t = t + (self.core * (self.vecs.T @ self.vecs)).sum()
+        return t + self.beta if self.has_bias else t
+
+    def damped(self, factor: float) -> tuple[LayerHessian, float]:
+        """H + λI with λ = factor · trace(H) / D over the whole matrix; returns (H', λ)."""
+        if factor == 0 or self.dim == 0:
+            return self, 0.0
+        lam = factor * self.trace() / self.dim
+        eye = torch.eye(self.s, dtype=self.blocks.dtype, device=self.blocks.device)
+        beta = self.beta + lam if self.has_bias else None
+        return replace(self, blocks=self.blocks + lam * eye, beta=beta), float(lam)
+
+    def plus(self, other: LayerHessian) -> LayerHessian:
+        """H + H' for two Hessians of one layout (the low-rank parts side by side)."""
+        if (self.k, self.s, self.has_bias) != (other.k, other.s, other.has_bias):
+            raise ValueError("Hessians of different layouts cannot be added")
+        beta = self.beta + other.beta if self.has_bias else None
+        return replace(
+            self,
+            blocks=self.blocks + other.blocks,
+            beta=beta,
+            vecs=torch.cat([self.vecs, other.vecs], dim=1),
+            core=torch.block_diag(self.core, other.core),
+        )
+
+    def split(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Vectors (m, D) as weight blocks (K, m, s) and biases (m,) (None without bias)."""
+        m = v.shape[0]
+        ws = v[:, : self.k * self.s].reshape(m, self.k, self.s).transpose(0, 1)
+        return ws, (v[:, -1] if self.has_bias else None)
+
+    def join(self, ws: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """The inverse of `split`."""
+        flat = ws.transpose(0, 1).reshape(ws.shape[1], self.k * self.s)
+        return flat if t is None else torch.cat([flat, t[:, None]], dim=1)
+
+    def block_matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """blockdiag(blocks, β) v for each row of v (m, D)."""
+        ws, t = self.split(v)
+        return self.join(ws @ self.blocks, None if t is None else self.beta * t)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for each row of v (m, D)."""
+        return self.block_matvec(v) + (v @ self.vecs) @ self.core @ self.vecs.T
+
+    def quad(self, v: torch.Tensor) -> torch.Tensor:
+        """vᵀ H v for each row of v (m, D), shape (m,)."""
+        ws, t = self.split(v)
+        q = ((ws @ self.blocks) * ws).sum(dim=(0, 2))
+        if t is not None:
+            q = q + self.beta * t * t
+        proj = v @ self.vecs
+        return q + ((proj @ self.core) * proj).sum(dim=1)
+
+    def dense(self) -> torch.Tensor:
+        """The full D × D matrix (for oracles, and the dense pseudo-inverse fallback)."""
+        k, s = self.k, self.s
+        h = self.vecs @ self.core @ self.vecs.T
+        wb = self.blocks.expand(k, s, s) if self.blocks.shape[0] == 1 else self.blocks
+        for p in range(k):
+            h[p * s : (p + 1) * s, p * s : (p + 1) * s] += wb[p]
+        if self.has_bias:
+            h[-1, -1] += self.beta
+        return h
 
 
 def hessian_rows(x_shared: torch.Tensor, spec: LayerSpec, kind: str) -> torch.Tensor:
@@ -113,6 +247,16 @@ def hessian_rows(x_shared: torch.Tensor, spec: LayerSpec, kind: str) -> torch.Te
         units = s // spec.positions
         return x_shared.reshape(-1, units, spec.positions).transpose(1, 2)  # (N, P, units)
     raise ValueError(f"unknown linear Hessian kind {kind!r}; use 'exact' or 'block'")
+
+
+def weight_blocks(spec: LayerSpec, kind: str) -> int:
+    """K: the blocks a layer's incoming weights split into (k² kernel positions for
+    ``channel``, P flatten positions for ``block``, 1 for the exact kinds)."""
+    if kind == "channel":
+        return spec.kernel_positions
+    if kind == "block":
+        return spec.positions
+    return 1
 
 
 def hessian_shape(spec: LayerSpec, shared_units: int, kind: str) -> tuple[int, int]:
@@ -157,13 +301,3 @@ def capture_inputs(
         yield run
     finally:
         handle.remove()
-
-
-def damp(blocks: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """H + λI per block with λ = damping · trace(H) / dim; returns (damped, λ per block)."""
-    dim = blocks.shape[-1]
-    lam = damping * torch.diagonal(blocks, dim1=-2, dim2=-1).sum(-1) / dim
-    if damping == 0:
-        return blocks, lam
-    eye = torch.eye(dim, dtype=blocks.dtype, device=blocks.device)
-    return blocks + lam[:, None, None] * eye, lam

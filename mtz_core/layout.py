@@ -1,18 +1,19 @@
 """How a layer's weights map to the incoming vectors the cost algebra works on, and back.
 
-Vectors are (n, B, D): B blocks of D entries with the bias last in each block.
+A vector is one row of length D = K·s + 1: K blocks of s weights, then the bias once (no bias
+entry for a layer without bias), matching `hessian.LayerHessian`:
 
 =====================  ===========================================  ======================
-layer / Hessian kind   block b holds                                B × D
+layer / Hessian kind   block p holds                                K × s
 =====================  ===========================================  ======================
-linear, exact          all s·P shared-input weights                 1 × (s·P + 1)
-linear, block          weights from the s units at position b       P × (s + 1)
-conv, exact            the k·k·s kernel (channel, row, column)      1 × (s·k² + 1)
-conv, channel          the s weights at kernel position b           k² × (s + 1)
+linear, exact          all S·P shared-input weights                 1 × (S·P)
+linear, block          weights from the S units at position p       P × S
+conv, exact            the k·k·S kernel (channel, row, column)      1 × (S·k²)
+conv, channel          the S weights at kernel position p           k² × S
 =====================  ===========================================  ======================
 
-In the blocked layouts the bias sits in every block, as the method page's channel approximation
-does; going back, the merged bias is the mean of the blocks' biases.
+(S: the layer's shared input units.) Going back is exact: the merged vector's bias is the bias
+applied, whatever the layout.
 """
 
 from __future__ import annotations
@@ -25,41 +26,42 @@ __all__ = ["incoming_vectors", "vectors_to_weights"]
 
 
 def incoming_vectors(
-    weight: torch.Tensor, bias: torch.Tensor, spec: LayerSpec, shared: int, kind: str
+    weight: torch.Tensor, bias: torch.Tensor | None, spec: LayerSpec, shared: int, kind: str
 ) -> torch.Tensor:
-    """Vectors (n, B, D) from a layer's weights restricted to its `shared` input units.
+    """Vectors (n, D) from a layer's weights restricted to its `shared` input units.
 
-    `weight` is the layer's full per-task weight whose first input units are the shared ones.
+    `weight` is the layer's full per-task weight whose first input units are the shared ones;
+    `bias` is None for a layer without bias.
     """
     n = weight.shape[0]
     if spec.kind == "conv":
         w = weight[:, :shared]
-        if kind == "exact":
-            blocks = w.reshape(n, 1, -1)
-        else:  # channel
-            blocks = w.reshape(n, shared, -1).transpose(1, 2)
+        if kind == "channel":  # (n, S, kh, kw) -> blocks by kernel position
+            w = w.reshape(n, shared, spec.kernel_positions).transpose(1, 2)
     else:
-        p = spec.positions
-        w = weight[:, : shared * p]
-        if kind == "exact":
-            blocks = w.reshape(n, 1, -1)
-        else:  # block
-            blocks = w.reshape(n, shared, p).transpose(1, 2)
-    b = bias.reshape(n, 1, 1).expand(n, blocks.shape[1], 1)
-    return torch.cat([blocks, b.to(blocks.dtype)], dim=2)
+        w = weight[:, : shared * spec.positions]
+        if kind == "block":  # columns are channel-major: (n, S, P) -> blocks by position
+            w = w.reshape(n, shared, spec.positions).transpose(1, 2)
+    per = spec.kernel_positions if spec.kind == "conv" else spec.positions
+    flat = w.reshape(n, shared * per)
+    if bias is None:
+        return flat
+    return torch.cat([flat, bias.reshape(n, 1).to(flat.dtype)], dim=1)
 
 
 def vectors_to_weights(
-    vectors: torch.Tensor, spec: LayerSpec, shared: int, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The shared weight block (k, s·P) or (k, s, kh, kw) and bias (k,) from merged vectors."""
+    vectors: torch.Tensor, spec: LayerSpec, shared: int, kind: str, has_bias: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The shared weight block (k, S·P) or (k, S, kh, kw) and bias (k,) (None without bias)."""
     k = vectors.shape[0]
-    w, b = vectors[:, :, :-1], vectors[:, :, -1].mean(dim=1)
+    w = vectors[:, :-1] if has_bias else vectors
+    b = vectors[:, -1] if has_bias else None
     if spec.kind == "conv":
         kh, kw = spec.kernel_size
-        if kind == "exact":
-            return w.reshape(k, shared, kh, kw), b
-        return w.transpose(1, 2).reshape(k, shared, kh, kw), b
-    if kind == "exact":
-        return w.reshape(k, shared * spec.positions), b
-    return w.transpose(1, 2).reshape(k, shared * spec.positions), b
+        if kind == "channel":
+            return w.reshape(k, kh * kw, shared).transpose(1, 2).reshape(k, shared, kh, kw), b
+        return w.reshape(k, shared, kh, kw), b
+    if kind == "block":
+        width = shared * spec.positions
+        return w.reshape(k, spec.positions, shared).transpose(1, 2).reshape(k, width), b
+    return w.reshape(k, shared * spec.positions), b

@@ -9,8 +9,9 @@ each neuron used at most once, from an ``n_a x n_b`` cost matrix. Two solvers ar
 * :func:`optimal_pairs`, the exact minimum-total-cost matching of size ``k`` (Hungarian-style,
   O(n^3)), used as a reference to measure how much the greedy rule leaves on the table.
 
-:func:`resolve_shares` turns the user's "how much to share" setting into a pair count per layer,
-and :func:`validate_pairs` checks a hand-made pairing before the engine trusts it.
+:func:`resolve_shares` turns a fraction ("share half of each layer") and :func:`resolve_counts` a
+number of pairs into a pair count per layer, and :func:`validate_pairs` checks a hand-made pairing
+before the engine trusts it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["greedy_pairs", "optimal_pairs", "resolve_shares", "validate_pairs"]
+__all__ = [
+    "greedy_pairs",
+    "optimal_pairs",
+    "resolve_shares",
+    "resolve_counts",
+    "resolve_plan",
+    "validate_pairs",
+]
 
 
 def _check_cost(cost: Any, k: Any, func: str) -> tuple[torch.Tensor, int]:
@@ -156,40 +164,42 @@ def optimal_pairs(cost: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _share_to_k(value: Any, name: str, n_a: int, n_b: int) -> int:
-    """Turn one share setting (fraction or count) into a pair count for one layer."""
+    """One layer's share (a fraction of the narrower side, whatever its Python type) as k."""
     limit = min(n_a, n_b)
-    if isinstance(value, bool):
-        raise TypeError(f"share for layer {name!r} must be a float or an int, not bool {value!r}")
-    if isinstance(value, (float, np.floating)):
-        frac = float(value)
-        if math.isnan(frac) or not 0.0 <= frac <= 1.0:
-            raise ValueError(
-                f"share fraction {value!r} for layer {name!r} is out of range; allowed [0, 1]"
-            )
-        # The epsilon keeps e.g. 0.3 * 10 = 2.9999999999999996 from rounding down to 2.
-        return min(limit, math.floor(frac * limit + 1e-9))
-    if isinstance(value, (int, np.integer)):
-        count = int(value)
-        if not 0 <= count <= limit:
-            raise ValueError(
-                f"share count {count} for layer {name!r} is out of range; allowed "
-                f"0 <= count <= min(n_a, n_b) = {limit}"
-            )
-        return count
-    raise TypeError(
-        f"share for layer {name!r} must be a float in [0, 1] (fraction) or an int >= 0 "
-        f"(pair count), got {type(value).__name__} {value!r}"
-    )
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"share for layer {name!r} must be a fraction in [0, 1], got {type(value).__name__} "
+            f"{value!r}; for a number of pairs pass k= (an int)"
+        )
+    frac = float(value)
+    if math.isnan(frac) or not 0.0 <= frac <= 1.0:
+        hint = f"; to share {int(frac)} pairs, pass k={int(frac)}" if frac > 1 else ""
+        raise ValueError(
+            f"share {value!r} for layer {name!r} is out of range: share is a fraction of the "
+            f"narrower layer in [0, 1]{hint} (k= takes a number of pairs, 0 to {limit})"
+        )
+    # The epsilon keeps e.g. 0.3 * 10 = 2.9999999999999996 from rounding down to 2.
+    return min(limit, math.floor(frac * limit + 1e-9))
 
 
-def resolve_shares(share: Any, layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
-    """Number of neuron pairs to share in each layer, from a user-facing ``share`` setting.
+def _count_to_k(value: Any, name: str, n_a: int, n_b: int) -> int:
+    """One layer's k (a number of pairs) checked against the layer's widths."""
+    limit = min(n_a, n_b)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"k for layer {name!r} must be a whole number of pairs (an int), got "
+            f"{type(value).__name__} {value!r}; for a fraction of each layer pass share="
+        )
+    count = int(value)
+    if not 0 <= count <= limit:
+        raise ValueError(
+            f"k={count} for layer {name!r} is out of range; allowed 0 <= k <= min(n_a, n_b) = "
+            f"{limit} (for a fraction of each layer pass share=)"
+        )
+    return count
 
-    ``share`` may be a float fraction in [0, 1] of ``min(n_a, n_b)`` (rounded down), an int pair
-    count, or a mapping from layer name to either (unnamed layers share nothing). Note that
-    ``1`` means one pair while ``1.0`` means every possible pair; bools are refused because
-    ``True`` would silently mean a count of one.
-    """
+
+def _layer_dims(layers: Sequence[tuple[str, int, int]]) -> dict[str, tuple[int, int]]:
     dims: dict[str, tuple[int, int]] = {}
     for entry in layers:
         name, n_a, n_b = entry
@@ -198,22 +208,49 @@ def resolve_shares(share: Any, layers: Sequence[tuple[str, int, int]]) -> dict[s
         if name in dims:
             raise ValueError(f"layer name {name!r} appears more than once in layers")
         dims[name] = (int(n_a), int(n_b))
-    if isinstance(share, Mapping):
-        unknown = [key for key in share if key not in dims]
+    return dims
+
+
+def _per_layer(value: Any, what: str, convert, layers: Sequence[tuple[str, int, int]]):
+    dims = _layer_dims(layers)
+    if isinstance(value, Mapping):
+        unknown = [key for key in value if key not in dims]
         if unknown:
             raise ValueError(
-                f"share names unknown layer(s) {unknown!r}; known layers: {list(dims)!r}"
+                f"{what} names unknown layer(s) {unknown!r}; known layers: {list(dims)!r}"
             )
         return {
-            name: _share_to_k(share[name], name, *nm) if name in share else 0
+            name: convert(value[name], name, *nm) if name in value else 0
             for name, nm in dims.items()
         }
-    if isinstance(share, bool) or not isinstance(share, (float, np.floating, int, np.integer)):
-        raise TypeError(
-            "share must be a float in [0, 1], an int >= 0, or a dict from layer name to "
-            f"either; got {type(share).__name__} {share!r}"
-        )
-    return {name: _share_to_k(share, name, *nm) for name, nm in dims.items()}
+    return {name: convert(value, name, *nm) for name, nm in dims.items()}
+
+
+def resolve_shares(share: Any, layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
+    """Number of neuron pairs to share in each layer, from a fraction.
+
+    ``share`` is a fraction in [0, 1] of ``min(n_a, n_b)`` (rounded down), whatever its Python
+    type (``1`` and ``1.0`` both mean every possible pair), or a mapping from layer name to
+    one (unnamed layers share nothing). A number of pairs is asked for with `resolve_counts`
+    (the ``k=`` argument of the engine's calls).
+    """
+    return _per_layer(share, "share", _share_to_k, layers)
+
+
+def resolve_counts(k: Any, layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
+    """Number of neuron pairs per layer from ``k``: an int for every layer, or a mapping from
+    layer name to an int (unnamed layers share nothing)."""
+    return _per_layer(k, "k", _count_to_k, layers)
+
+
+def resolve_plan(share: Any, k: Any, layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
+    """Pairs per layer from `share` (a fraction) or `k` (a count), never both; neither given
+    means share = 1.0 (every possible pair)."""
+    if share is not None and k is not None:
+        raise ValueError("pass share= (a fraction in [0, 1]) or k= (a number of pairs), not both")
+    if k is not None:
+        return resolve_counts(k, layers)
+    return resolve_shares(1.0 if share is None else share, layers)
 
 
 def validate_pairs(pairs: Any, n_a: int, n_b: int, *, name: str = "layer") -> torch.Tensor:

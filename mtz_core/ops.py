@@ -6,8 +6,9 @@ as a spec plus tensors. So every supported module, function or method call is tu
 `OpSpec` (a kind and JSON-friendly parameters) that knows how to apply itself and how to become a
 module again for `ZippedNet.export_task`.
 
-All of these operations act on each channel separately (or are a flatten), which is what lets the
-zipped network run them on the concatenation [shared channels; task's own channels].
+Between weight layers these operations act on each channel separately (or are a flatten), which
+is what lets the zipped network run them on the concatenation [shared channels; task's own
+channels]; softmax and log-softmax mix units and are accepted only after the head (`MIXING`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OpSpec", "op_from_module", "op_from_call", "ELEMENTWISE", "CHANNELWISE"]
+__all__ = ["OpSpec", "op_from_module", "op_from_call", "ELEMENTWISE", "CHANNELWISE", "MIXING"]
 
 
 def _freeze(value: Any) -> Any:
@@ -123,6 +124,8 @@ ELEMENTWISE = frozenset(
 CHANNELWISE = (
     ELEMENTWISE | {"max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"} | {"adaptive_max_pool2d"}
 )
+#: kinds that mix a layer's units: allowed only after the head
+MIXING = frozenset({"softmax", "log_softmax"})
 
 
 def op_from_module(module: nn.Module) -> OpSpec | None:

@@ -9,8 +9,8 @@ import numpy as np
 from torch import nn
 
 from .config import ZipConfig
-from .matching import resolve_shares, validate_pairs
-from .progress import ProgressCallback, ZipCancelled
+from .matching import resolve_plan, validate_pairs
+from .progress import CancelToken, ProgressCallback, ZipCancelled
 from .records import LayerRecord, ZipResult
 from .session import ZipSession
 from .training import RETRAIN_LR
@@ -49,7 +49,8 @@ def zip_models(
     data_a: Any,
     data_b: Any,
     *,
-    share: Any = 1.0,
+    share: Any = None,
+    k: Any = None,
     pairs: Mapping[str, Any] | None = None,
     method: str = "mtz",
     matching: str = "greedy",
@@ -57,6 +58,8 @@ def zip_models(
     flatten_hessian: str = "auto",
     damping: float | str | None = None,
     seed: int = 0,
+    batch_norm: str = "fold",
+    recalibrate: bool = False,
     device: Any = None,
     progress: ProgressCallback | None = None,
     retrain_iterations: Any = 0,
@@ -67,15 +70,24 @@ def zip_models(
     heldout_a: Any = None,
     heldout_b: Any = None,
     after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> ZipResult:
     """Zip every hidden layer of two models (bottom-up), retraining after each if asked.
 
-    `share`: a fraction in [0, 1] or a count for every layer, or a dict by layer name (missing
-    layers: 0). `pairs`: {layer name: k×2 array} rebuilds a given zip exactly (overrides
-    `share`; missing layers: 0). `retrain_iterations`: an int for every layer, a list, or a
-    dict by layer name, with `train_a`/`train_b` re-iterable (inputs, labels) batches; the next
-    layer's Hessians are computed after that retraining. `heldout_a`/`heldout_b`: data the
-    Hessians never see, to measure each layer's error (`LayerRecord.heldout_error`).
+    How much to share, one of: `share`, a fraction in [0, 1] of each layer's narrower side
+    whatever its Python type (1 and 1.0 both mean all), or a dict by layer name; `k`, a number
+    of pairs (an int for every layer, or a dict by layer name); `pairs`, {layer name: k×2
+    array}, which rebuilds a given zip exactly. Missing layers in a dict: 0; nothing given:
+    share 1.0. `retrain_iterations`: an int for every layer, a list, or a dict by layer name,
+    with `train_a`/`train_b` re-iterable (inputs, labels) batches; the next layer's Hessians
+    are computed after that retraining. `heldout_a`/`heldout_b`: data the Hessians never see,
+    to measure each layer's error (`LayerRecord.heldout_error`). `device`: None keeps the
+    models where they are, "auto" picks CUDA, then MPS, then the CPU. `cancel`: a `CancelToken`
+    checked between batches and iterations; when set, `ZipCancelled` is raised (also when it
+    arrives between a layer's zip and its retraining). `batch_norm`: "fold" folds batch norm
+    into the layers; "keep" keeps every task's own norm after every hidden layer (the merge
+    then weighs each task's error by its norm's scale, `mtz_core.scaled`), and `recalibrate`
+    re-estimates each zipped layer's norm statistics on the calibration data.
     """
     config = ZipConfig(
         method=method,
@@ -84,6 +96,8 @@ def zip_models(
         flatten_hessian=flatten_hessian,
         damping=ZipConfig.default_damping() if damping is None else damping,
         seed=seed,
+        batch_norm=batch_norm,
+        recalibrate=recalibrate,
     )
 
     def between_layers(session: ZipSession, record: LayerRecord) -> None:
@@ -115,6 +129,7 @@ def zip_models(
         progress=progress,
         heldout_a=heldout_a,
         heldout_b=heldout_b,
+        cancel=cancel,
     )
     layers = session.hidden_layers
     names = [name for name, _, _ in layers]
@@ -127,6 +142,8 @@ def zip_models(
             "retrain_iterations > 0 needs train_a and train_b ((inputs, labels) batches)"
         )
     if pairs is not None:
+        if share is not None or k is not None:
+            raise ValueError("pass pairs= alone, without share= or k=")
         if not isinstance(pairs, Mapping):
             raise TypeError(
                 f"pairs must be a dict {{layer name: k×2 array}}, got {type(pairs).__name__}"
@@ -141,4 +158,4 @@ def zip_models(
         for name in names:
             session.step(pairs=checked[name])
         return session.result()
-    return session.run(resolve_shares(share, layers))
+    return session.run(resolve_plan(share, k, layers))

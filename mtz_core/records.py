@@ -1,4 +1,5 @@
-"""What a zip did: one `LayerRecord` per zipped layer, and the `ZipResult` of a whole zip."""
+"""What a zip did: one `LayerRecord` per zipped layer, the `ZipResult` of a whole zip, and the
+`SharePreview` of what zipping the next layer would do at every share."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from .config import ZipConfig
 from .training import TrainReport
 from .zipped import ZippedNet
 
-__all__ = ["LayerRecord", "ZipResult"]
+__all__ = ["LayerRecord", "ZipResult", "SharePreview"]
 
 
 @dataclass
 class LayerRecord:
-    """What zipping one layer did. Neuron indices are in the models' own numbering."""
+    """What zipping one layer did. Neuron indices are in the models' own numbering.
+
+    Damping steers the choice of pairs (`cost`, `pair_costs` are the damped MTZ costs) and the
+    merged weights; the errors are never damped: `pair_errors` and `predicted_error` are the
+    increase of E_A + E_B that the weights actually applied cause on the Hessian samples, for
+    every method, layout and damping (closed form from the exact Hessians; measured by one pass
+    over the samples for the blocked layouts, whose Hessians drop cross-block terms).
+    """
 
     name: str
     index: int
@@ -26,20 +34,22 @@ class LayerRecord:
     n_b: int
     shared_inputs: int  # s: the shared input units the cost and the shared weights cover
     per_unit: int  # weights per (neuron, input unit): k·k for a conv, positions after a flatten
-    share: Any  # what was asked for: a fraction, a count, or "pairs"
+    bias: bool  # the layer has a bias (shared neurons share it)
+    share: float | None  # the fraction asked for; None when k= or pairs= set the count
     pairs: np.ndarray  # int64 (k, 2): column 0 neuron of A, column 1 neuron of B
-    cost: np.ndarray  # float64 (n_a, n_b): the MTZ cost d[i, j], whatever the method
+    cost: np.ndarray  # float64 (n_a, n_b): the damped MTZ cost d[i, j], whatever the method
     pair_costs: np.ndarray  # float64 (k,): cost[pairs[:, 0], pairs[:, 1]]
-    pair_errors: np.ndarray  # float64 (k,): predicted error of each applied merge
-    predicted_error: float  # Σ pair_errors: predicted increase of E_A + E_B (Hessian data)
+    pair_errors: np.ndarray  # float64 (k,): E_A + E_B increase each applied merge causes
+    predicted_error: float  # Σ pair_errors: the increase of E_A + E_B on the Hessian samples
     method: str
     matching: str
     hessian: str  # "exact" | "channel" | "block"
-    hessian_dim: int  # D, with the bias entry
-    hessian_blocks: int
+    hessian_dim: int  # side of one Hessian block, with the bias entry
+    hessian_blocks: int  # K: blocks the incoming weights split into (1 for the exact kinds)
     damping: float  # the factor used (the chosen one with damping="auto")
-    lambdas: tuple[float, float]  # mean λ added per task
+    lambdas: tuple[float, float]  # λ added per task
     n_samples: tuple[int, int]  # calibration samples per task in the Hessians
+    pseudo_inverse: bool = False  # H_A + H_B was singular: the pseudo-inverse forms were used
     seconds: dict[str, float] = field(default_factory=dict)
     # measured E_A + E_B increase on held-out data (same units as predicted_error), when given
     heldout_error: float | None = None
@@ -52,8 +62,9 @@ class LayerRecord:
         return int(self.pairs.shape[0])
 
     def saved_parameters(self) -> int:
-        """Parameters this layer's sharing saves: k·(s·K + 1)."""
-        return self.k * (self.shared_inputs * self.per_unit + 1)
+        """Parameters this layer's sharing saves: k·(s·K + 1), without the 1 when the layer
+        has no bias."""
+        return self.k * (self.shared_inputs * self.per_unit + int(self.bias))
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary (no matrices) for reports and tables."""
@@ -68,6 +79,7 @@ class LayerRecord:
             "heldout_error": self.heldout_error,
             "hessian": self.hessian,
             "damping": self.damping,
+            "pseudo_inverse": self.pseudo_inverse,
             "saved_parameters": self.saved_parameters(),
             "retrain_iterations": 0 if self.retraining is None else self.retraining.iterations,
             "seconds": self.seconds,
@@ -101,3 +113,34 @@ class ZipResult:
     @property
     def retrain_samples(self) -> int:
         return sum(r.retraining.samples for r in self.layers if r.retraining is not None)
+
+
+@dataclass
+class SharePreview:
+    """What zipping the next layer would do at every share k = 0 … m (m = min(n_a, n_b)):
+    `predicted[k]` is the predicted error `step(k=k)` would record, `pairs(k)` its pairs.
+
+    `cost` is the damped MTZ cost matrix at the damping used for a full share; `damping[k]`
+    the factor used at k (they differ only with damping="auto"); `orders` the full pick order
+    for each factor tried.
+    """
+
+    name: str
+    index: int
+    method: str
+    n_a: int
+    n_b: int
+    cost: np.ndarray
+    predicted: np.ndarray  # float64 (m + 1,)
+    damping: np.ndarray  # float64 (m + 1,)
+    orders: dict[float, np.ndarray]  # factor -> int64 (m, 2)
+
+    @property
+    def max_k(self) -> int:
+        return int(self.predicted.shape[0] - 1)
+
+    def pairs(self, k: int) -> np.ndarray:
+        """The pairs `step(k=k)` would take, in pick order."""
+        if not 0 <= int(k) <= self.max_k:
+            raise ValueError(f"k={k} is out of range; allowed 0 <= k <= {self.max_k}")
+        return self.orders[float(self.damping[int(k)])][: int(k)]

@@ -19,15 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import LayerAnalysis, hessian_kind
-from .architecture import check_compatible, trace_model
+from .analysis import LayerAnalysis, best_damping, hessian_kind
+from .architecture import check_compatible, trace_model, trace_norms
 from .batches import CalibrationData
-from .config import ZipConfig
+from .config import AUTO_DAMPING_GRID, ZipConfig
+from .devices import device_of, resolve_device
 from .layout import incoming_vectors, vectors_to_weights
-from .matching import resolve_shares, validate_pairs
-from .progress import CancelToken, ProgressCallback, ProgressEvent
-from .records import LayerRecord, ZipResult
-from .streams import layer_hessian, measure_layer_error
+from .matching import resolve_plan, validate_pairs
+from .norms import recalibrate
+from .progress import CancelToken, ProgressCallback, ProgressEvent, ZipCancelled
+from .records import LayerRecord, SharePreview, ZipResult
+from .streams import centred_pair_errors, layer_hessian, pair_errors
 from .training import TrainReport, retrain
 from .zipped import ZippedLayer, ZippedNet
 
@@ -42,29 +44,18 @@ class _Undo:
     state: dict[str, torch.Tensor] | None = None  # weights right after the step, before retraining
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _resolve_device(device: Any, model_a: nn.Module, model_b: nn.Module) -> torch.device:
-    if device is None:
-        da, db = _device_of(model_a), _device_of(model_b)
-        if da != db:
-            raise ValueError(f"models are on different devices (A {da}, B {db}); pass device=")
-        return da
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(dev)!r} was asked for, but CUDA is not available here")
-    return dev
-
-
 class ZipSession:
     """Zip two models layer by layer; see the module docstring.
 
     `heldout_a`/`heldout_b` (optional, like the calibration data) give each record a
     `heldout_error`: the measured increase of E_A + E_B on data the Hessians never saw.
+
+    `device`: None keeps the network where the models are (the meaning None has everywhere in
+    `mtz_core`); "auto" picks CUDA, then MPS, then the CPU; or a device name.
+
+    `cancel`: a `CancelToken` that stops the running step or retraining (`cancel()` sets the
+    session's own token when none is given). A cancel that arrives between two calls is kept
+    for the next one; the session's own token is cleared once a call has stopped for it.
     """
 
     def __init__(
@@ -80,6 +71,7 @@ class ZipSession:
         after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
         heldout_a: Any = None,
         heldout_b: Any = None,
+        cancel: CancelToken | None = None,
         **options: Any,
     ) -> None:
         if config is not None and options:
@@ -88,7 +80,13 @@ class ZipSession:
         for label, m in (("model_a", model_a), ("model_b", model_b)):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"{label} must be a torch.nn.Module, got {type(m).__name__}")
-        self.device = _resolve_device(device, model_a, model_b)
+        if device is None:
+            da, db = device_of(model_a), device_of(model_b)
+            if da != db:
+                raise ValueError(f"models are on different devices (A {da}, B {db}); pass device=")
+            self.device = da
+        else:
+            self.device = resolve_device(device)
         dtype = next(model_a.parameters()).dtype
         self.data = (
             CalibrationData.wrap(data_a, "data_a", self.device, dtype),
@@ -105,12 +103,17 @@ class ZipSession:
         shape_a, shape_b = (d.sample_shape() for d in self.data)
         if shape_a != shape_b:
             raise ValueError(f"input shapes differ: data_a has {shape_a}, data_b has {shape_b}")
-        arch_a, w_a = trace_model(model_a, shape_a, label="model A")
-        arch_b, w_b = trace_model(model_b, shape_b, label="model B")
+        bn = self.config.batch_norm
+        arch_a, w_a = trace_model(model_a, shape_a, label="model A", batch_norm=bn)
+        arch_b, w_b = trace_model(model_b, shape_b, label="model B", batch_norm=bn)
         check_compatible(arch_a, arch_b)
         self.architecture = arch_a
-        move = [[(w.to(self.device), b.to(self.device)) for w, b in ws] for ws in (w_a, w_b)]
-        self.model = ZippedNet.from_models([arch_a, arch_b], move).eval()
+        move = [
+            [(w.to(self.device), None if b is None else b.to(self.device)) for w, b in ws]
+            for ws in (w_a, w_b)
+        ]
+        norms = [trace_norms(model_a, arch_a), trace_norms(model_b, arch_b)]
+        self.model = ZippedNet.from_models([arch_a, arch_b], move, norms).to(self.device).eval()
         self._check_faithful(model_a, model_b)
         self._hidden = [
             (la.name, la.out_units, lb.out_units) for la, lb in zip(arch_a.hidden, arch_b.hidden)
@@ -119,6 +122,8 @@ class ZipSession:
             "a": sum(p.numel() for p in model_a.parameters()),
             "b": sum(p.numel() for p in model_b.parameters()),
         }
+        if cancel is not None and not isinstance(cancel, CancelToken):
+            raise TypeError(f"cancel must be a mtz_core.CancelToken, got {type(cancel).__name__}")
         self.progress = progress
         self.after_step = after_step
         self.records: list[LayerRecord] = []
@@ -126,7 +131,8 @@ class ZipSession:
         self._cache: OrderedDict[tuple[int, int], LayerAnalysis] = OrderedDict()
         self._counter = 0
         self._version = 0
-        self._cancel = CancelToken()
+        self._own_token = cancel is None
+        self._cancel = cancel if cancel is not None else CancelToken()
 
     # -- inspection ----------------------------------------------------------------------
     @property
@@ -167,15 +173,22 @@ class ZipSession:
         params = dict(self.params, zipped=self.model.num_parameters())
         return ZipResult(self.model, list(self.records), params, self.architecture, self.config)
 
+    @property
+    def cancel_token(self) -> CancelToken:
+        return self._cancel
+
     def cancel(self) -> None:
-        """Ask the running step or retraining to stop (thread-safe)."""
+        """Ask the running step or retraining to stop (thread-safe); if none is running, the
+        next one stops at its start."""
         self._cancel.cancel()
+
+    def reset_cancel(self) -> None:
+        """Forget a cancel request nothing has acted on (a UI starting a new job)."""
+        self._cancel.reset()
 
     def to(self, device: Any) -> ZipSession:
         """Move the network and the data's destination to `device` (e.g. to retrain on a GPU)."""
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(dev)!r} was asked for, but CUDA is not available here")
+        dev = resolve_device(device)
         self.model.to(dev)
         for d in (*self.data, *(self.heldout or ())):
             d.device = dev
@@ -184,70 +197,77 @@ class ZipSession:
         return self
 
     # -- stepping ------------------------------------------------------------------------
-    def step(self, share: Any = 1.0, *, pairs: Any = None) -> LayerRecord:
-        """Zip the next hidden layer with `share` (fraction or count) or explicit `pairs`.
+    def step(self, share: Any = None, *, k: Any = None, pairs: Any = None) -> LayerRecord:
+        """Zip the next hidden layer: `share` a fraction in [0, 1] of the narrower side (or a
+        dict by layer name), `k` a number of pairs (an int, or a dict by layer name), or
+        explicit `pairs`. Neither given: share 1.0.
 
         Raises `ZipCancelled` (network unchanged) when `cancel()` is called meanwhile.
         """
         index = self._require_next()
-        self._cancel.reset()
         layer = self.model.layers[index]
         name, spec = layer.spec.name, layer.spec
         n_a, n_b = layer.sizes.out_own[:2]
         if pairs is not None:
+            if share is not None or k is not None:
+                raise ValueError("pass pairs= alone, without share= or k=")
             chosen = validate_pairs(pairs, n_a, n_b, name=name)
-            asked: Any = "pairs"
-            k = chosen.shape[0]
+            asked: float | None = None
+            count = chosen.shape[0]
         else:
-            if isinstance(share, Mapping):
-                share = share[name] if name in share else 0
-            k = resolve_shares(share, [(name, n_a, n_b)])[name]
-            asked, chosen = share, None
+            share_l, k_l = self._for_layer(share, "share", name), self._for_layer(k, "k", name)
+            count = resolve_plan(share_l, k_l, [(name, n_a, n_b)])[name]
+            asked = None if k_l is not None else float(1.0 if share_l is None else share_l)
+            chosen = None
+        self._check()
         analysis = self._analysis(index)
-        self._cancel.check()
+        self._check()
         cfg = self.config
         t0 = time.perf_counter()
         scores = None
         damping = cfg.damping
         if damping == "auto":
-            damping, scores = analysis.select_damping(k, cfg, index, chosen, check=self._check)
+            damping, scores = analysis.select_damping(count, cfg, index, chosen, check=self._check)
         variant = analysis.variant(damping)
         if chosen is None:
-            chosen = analysis.choose(variant, k, cfg, index)
+            chosen = analysis.choose(variant, count, cfg, index)
         chosen = chosen.to(self.algebra_device)
+        merged = analysis.merge(variant, chosen, cfg.method)
+        s = layer.sizes.in_shared
+        weight, bias = vectors_to_weights(merged, spec, s, analysis.kind, layer.has_bias)
         t1 = time.perf_counter()
         self._emit(index, "matching", 1, 1)
-        merged, errors = analysis.merge(variant, chosen, cfg.method)
-        s = layer.sizes.in_shared
-        weight, bias = vectors_to_weights(merged, spec, s, analysis.kind)
-        self._cancel.check()
-        dtype = layer.own_bias[0].dtype
+        errors, shifts = self._applied_errors(
+            index, layer, analysis, chosen, merged, weight, bias, with_shifts=True
+        )
+        self._check()
+        dtype = layer.like.dtype
         old = self.model.zip_layer(
-            index, chosen.cpu(), weight.to(self.device, dtype), bias.to(self.device, dtype)
+            index,
+            chosen.cpu(),
+            weight.to(self.device, dtype),
+            None if bias is None else bias.to(self.device, dtype),
+            shifts,
         )
         t2 = time.perf_counter()
         self._emit(index, "merge", 1, 1)
         heldout = None
         if self.heldout is not None:
             try:
-                heldout = measure_layer_error(
-                    self.model,
-                    index,
-                    old[0],
-                    chosen.cpu(),
-                    weight,
-                    bias,
-                    self.heldout,
-                    self.algebra_device,
-                    check=self._check,
-                    on_batch=self._on_batch(index, "heldout"),
-                )
+                args = (self.model, index, old[0], chosen.cpu(), weight, bias, self.heldout)
+                kw = {"check": self._check, "on_batch": self._on_batch(index, "heldout")}
+                if analysis.scales is None:
+                    held = pair_errors(*args, self.algebra_device, **kw)
+                else:
+                    scales = analysis.pair_scales(chosen)
+                    held = centred_pair_errors(*args, self.algebra_device, scales, shifts, **kw)[0]
+                heldout = float(held.sum())
             except BaseException:
                 self.model.restore_layers(index, old)
                 raise
         pairs_np = chosen.cpu().numpy().astype(np.int64)
         cost_np = variant.cost.cpu().numpy()
-        pair_errors = errors.cpu().numpy()
+        pair_errors_np = errors.cpu().numpy()
         record = LayerRecord(
             name=name,
             index=index,
@@ -256,26 +276,42 @@ class ZipSession:
             n_b=n_b,
             shared_inputs=s,
             per_unit=spec.kernel_positions if spec.kind == "conv" else spec.positions,
+            bias=layer.has_bias,
             share=asked,
             pairs=pairs_np,
             cost=cost_np,
             pair_costs=cost_np[pairs_np[:, 0], pairs_np[:, 1]],
-            pair_errors=pair_errors,
-            predicted_error=float(pair_errors.sum()),
+            pair_errors=pair_errors_np,
+            predicted_error=float(pair_errors_np.sum()),
             method=cfg.method,
             matching=cfg.matching,
             hessian=analysis.kind,
-            hessian_dim=analysis.h_a.dim,
-            hessian_blocks=analysis.h_a.blocks.shape[0],
+            hessian_dim=analysis.h_a.s + int(layer.has_bias),
+            hessian_blocks=analysis.h_a.k,
             damping=damping,
             lambdas=variant.lambdas,
             n_samples=(analysis.h_a.n_samples, analysis.h_b.n_samples),
+            pseudo_inverse=variant.op.pseudo_inverse,
             seconds=dict(analysis.seconds, matching=t1 - t0, merge=t2 - t1),
             heldout_error=heldout,
             damping_scores=scores,
         )
         if heldout is not None:
             record.seconds["heldout"] = time.perf_counter() - t2
+        if cfg.recalibrate and self.model.layers[index].norm is not None:
+            t3 = time.perf_counter()
+            try:
+                recalibrate(
+                    self.model,
+                    self.data,
+                    lambda x, t: self.model(x, t),
+                    norms=[self.model.layers[index].norm],
+                    check=self._check,
+                )
+            except BaseException:
+                self.model.restore_layers(index, old)
+                raise
+            record.seconds["recalibrate"] = time.perf_counter() - t3
         entry = _Undo(index, old, self._version)
         self._undo.append(entry)
         self.records.append(record)
@@ -288,6 +324,67 @@ class ZipSession:
             finally:
                 self._bump()  # the callback may have changed weights (retraining)
         return record
+
+    def preview(self) -> SharePreview:
+        """What zipping the next layer would do at every share k = 0 … min(n_A, n_B): the pairs
+        and the predicted error, exactly as `step(k=k)` would pick and record them (its Hessians
+        are computed here once and reused by the step). Needs a matching whose k pairs are a
+        prefix of its k + 1 pairs (greedy; random and euclidean pairs too)."""
+        index = self._require_next()
+        cfg = self.config
+        if cfg.matching != "greedy":
+            raise ValueError(
+                f"a preview of every share needs greedy matching (the first k pairs of k + 1); "
+                f"matching={cfg.matching!r} picks each k anew: step(k=...) and read the record"
+            )
+        analysis = self._analysis(index)
+        layer = self.model.layers[index]
+        m = analysis.full_share
+        dampings = AUTO_DAMPING_GRID if cfg.damping == "auto" else (cfg.damping,)
+        orders, merged, held = {}, {}, {}
+        for d in dampings:
+            self._check()
+            variant = analysis.variant(d)
+            orders[d] = analysis.choose(variant, m, cfg, index).to(self.algebra_device)
+            merged[d] = analysis.merge(variant, orders[d], cfg.method)
+            if cfg.damping == "auto":
+                held[d] = torch.cumsum(analysis.held_errors(merged[d], orders[d]), 0)
+        if analysis.exact:
+            errors = {d: analysis.model_errors(merged[d], orders[d]) for d in dampings}
+        else:  # one pass over the Hessian samples for every candidate of every damping
+            all_pairs = torch.cat([orders[d] for d in dampings])
+            all_merged = torch.cat([merged[d] for d in dampings])
+            weight, bias = vectors_to_weights(
+                all_merged, layer.spec, layer.sizes.in_shared, analysis.kind, layer.has_bias
+            )
+            flat = self._applied_errors(index, layer, analysis, all_pairs, all_merged, weight, bias)
+            errors = dict(zip(dampings, flat.split(m)))
+        cum = {d: torch.cumsum(errors[d], 0).cpu().numpy() for d in dampings}
+        chosen = []
+        for count in range(m + 1):
+            if len(dampings) == 1 or count == 0:
+                chosen.append(dampings[-1] if count == 0 and len(dampings) > 1 else dampings[0])
+                continue
+            scores = {d: float(held[d][count - 1]) for d in dampings}
+            chosen.append(best_damping(scores))
+        if len(dampings) > 1 and m:
+            chosen[0] = chosen[m]
+        predicted = np.array(
+            [0.0] + [float(cum[chosen[c]][c - 1]) for c in range(1, m + 1)], dtype=np.float64
+        )
+        full = chosen[m]
+        n_a, n_b = layer.sizes.out_own[:2]
+        return SharePreview(
+            name=layer.spec.name,
+            index=index,
+            method=cfg.method,
+            n_a=n_a,
+            n_b=n_b,
+            cost=analysis.variant(full).cost.cpu().numpy(),
+            predicted=predicted,
+            damping=np.array(chosen, dtype=np.float64),
+            orders={d: o.cpu().numpy().astype(np.int64) for d, o in orders.items()},
+        )
 
     def retrain(
         self,
@@ -305,7 +402,6 @@ class ZipSession:
         `restore_on_cancel=True` (what an interactive UI wants), puts back the weights from
         before this call and records nothing (the report still says what ran).
         """
-        self._cancel.reset()
         if self._undo and self._undo[-1].state is None:
             self._undo[-1].state = _clone_state(self.model)
         before = _clone_state(self.model) if restore_on_cancel else None
@@ -327,11 +423,13 @@ class ZipSession:
             )
         finally:
             self._bump()
+        if rep.cancelled and self._own_token:
+            self._cancel.reset()  # this call acted on it
         if rep.cancelled and before is not None:
             self.model.load_state_dict(before)
             return rep
-        if rep.iterations and self.model.layers[0].own_bias[0].device != self.device:
-            self.to(self.model.layers[0].own_bias[0].device)
+        if rep.iterations and self.model.layers[0].like.device != self.device:
+            self.to(self.model.layers[0].like.device)
         if self.records:
             self.records[-1].retraining = _combine(self.records[-1].retraining, rep)
         return rep
@@ -344,19 +442,20 @@ class ZipSession:
         if entry.state is not None:
             self.model.load_state_dict(entry.state)
         self.model.restore_layers(entry.index, entry.layers)
+        self.model.to(self.device)  # a retraining since may have moved the network
         self._version = entry.version
         return self.records.pop()
 
-    def restep(self, share: Any = 1.0, *, pairs: Any = None) -> LayerRecord:
+    def restep(self, share: Any = None, *, k: Any = None, pairs: Any = None) -> LayerRecord:
         """Zip the last zipped layer again with another share, reusing its Hessians and costs."""
         self.undo()
-        return self.step(share, pairs=pairs)
+        return self.step(share, k=k, pairs=pairs)
 
-    def run(self, shares: Mapping[str, int]) -> ZipResult:
-        """Step through every remaining layer with counts from `resolve_shares`."""
+    def run(self, counts: Mapping[str, int]) -> ZipResult:
+        """Step through every remaining layer with `counts[name]` pairs (missing: 0)."""
         while not self.done:
             name = self.model.layers[self.next_index].spec.name
-            self.step(int(shares.get(name, 0)))
+            self.step(k=int(counts.get(name, 0)))
         return self.result()
 
     # -- internals -----------------------------------------------------------------------
@@ -379,7 +478,65 @@ class ZipSession:
             self.progress(ProgressEvent(name, index, n, stage, done, total, task, losses))
 
     def _check(self) -> None:
-        self._cancel.check()
+        """Raise `ZipCancelled` when a cancel was asked for (consuming the session's own
+        token: the call that stops for it is the one it was meant for)."""
+        if self._cancel.cancelled:
+            if self._own_token:
+                self._cancel.reset()
+            raise ZipCancelled("cancelled; the network is unchanged by the interrupted step")
+
+    def _for_layer(self, value: Any, what: str, name: str) -> Any:
+        """`value`'s entry for layer `name` when it is a dict by layer name (missing: 0)."""
+        if not isinstance(value, Mapping):
+            return value
+        names = [n for n, _, _ in self._hidden]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"{what} names unknown layer(s) {unknown}; the layers are {names}")
+        return value.get(name, 0)
+
+    def _applied_errors(
+        self,
+        index: int,
+        layer: ZippedLayer,
+        analysis: LayerAnalysis,
+        pairs: torch.Tensor,
+        merged: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        with_shifts: bool = False,
+    ) -> Any:
+        """Per pair, the increase of E_A + E_B on the Hessian samples that the applied weights
+        cause: closed form from the undamped Hessians when they are exact, otherwise measured by
+        one pass over those samples (blocked Hessians drop cross-block terms).
+
+        For a layer whose norm is kept per task, the change of each task's mean pre-norm output
+        is absorbed by its running mean, and the error is what remains; `with_shifts` also
+        returns those mean changes (k × 2; None for a layer without a kept norm).
+        """
+        samples_only = self.config.damping == "auto"
+        args = (self.model, index, layer, pairs.cpu(), weight, bias, self.data)
+        kw = {"check": self._check, "on_batch": self._on_batch(index, "errors")}
+        if analysis.scales is None:
+            if analysis.exact:
+                errors = analysis.model_errors(merged, pairs)
+            else:
+                errors = pair_errors(
+                    *args, self.algebra_device, hessian_samples_only=samples_only, **kw
+                )
+            return (errors, None) if with_shifts else errors
+        if analysis.exact:
+            errors = analysis.model_errors(merged, pairs)
+            shifts = analysis.mean_shifts(merged, pairs)
+        else:
+            errors, shifts = centred_pair_errors(
+                *args,
+                self.algebra_device,
+                analysis.pair_scales(pairs),
+                hessian_samples_only=samples_only,
+                **kw,
+            )
+        return (errors, shifts) if with_shifts else errors
 
     def _on_batch(self, index: int, stage: str) -> Callable[[int, int | None, int], None]:
         return lambda done, total, task: self._emit(index, stage, done, total, task)
@@ -412,7 +569,9 @@ class ZipSession:
         va, vb = (
             incoming_vectors(
                 layer.own_weight[t].detach().to(self.algebra_device, torch.float64),
-                layer.own_bias[t].detach().to(self.algebra_device, torch.float64),
+                None
+                if layer.own_bias[t] is None
+                else layer.own_bias[t].detach().to(self.algebra_device, torch.float64),
                 layer.spec,
                 layer.sizes.in_shared,
                 kind,
@@ -420,7 +579,15 @@ class ZipSession:
             for t in (0, 1)
         )
         held = (held_a, held_b) if split else None
-        analysis = LayerAnalysis(kind, h_a, h_b, held, va, vb, {"hessian": t1 - t0})
+        times = {"hessian": t1 - t0}
+        scales = None
+        if layer.norm is not None:
+            scales = tuple(
+                layer.norm.scale(t).detach().to(self.algebra_device, torch.float64) for t in (0, 1)
+            )
+        analysis = LayerAnalysis(
+            layer.spec.name, kind, h_a, h_b, held, va, vb, times, scales=scales
+        )
         if not split:
             analysis.variant(self.config.damping)
         analysis.seconds["costs"] = time.perf_counter() - t1
@@ -431,14 +598,20 @@ class ZipSession:
         return analysis
 
     def _check_faithful(self, model_a: nn.Module, model_b: nn.Module) -> None:
-        """Our replay of each traced model must give its outputs (when it is in eval mode)."""
+        """Our replay of each traced model must give its outputs in eval mode (what is zipped:
+        batch norm with its running statistics, no dropout). A model in train mode is put in
+        eval mode for the check and back afterwards, so its statistics never change."""
         x = next(iter(self.data[0]))[:8]
         with torch.no_grad():
             ours = self.model.forward_all(x)
             for t, (label, m) in enumerate((("A", model_a), ("B", model_b))):
-                if any(mod.training for mod in m.modules()):
-                    continue  # running it would update batch-norm statistics: skip the check
-                theirs = m(x.to(_device_of(m))).to(ours[t].device)
+                modes = [(mod, mod.training) for mod in m.modules()]
+                m.eval()
+                try:
+                    theirs = m(x.to(device_of(m))).to(ours[t].device)
+                finally:
+                    for mod, mode in modes:
+                        mod.training = mode
                 if theirs.shape != ours[t].shape or not torch.allclose(
                     theirs, ours[t], rtol=1e-3, atol=1e-4 * (1 + float(theirs.abs().max()))
                 ):
@@ -462,4 +635,5 @@ def _combine(first: TrainReport | None, second: TrainReport) -> TrainReport:
         first.seconds + second.seconds,
         second.cancelled,
         second.device,
+        first.clipped + second.clipped,
     )

@@ -1,5 +1,5 @@
-"""Running data through the zipped network up to one layer: its Hessians, and its error
-measured on held-out data.
+"""Running data through the zipped network up to one layer: its Hessians, and the error that
+given weight changes cause there, measured on given data.
 
 Both read the layer's inputs through a forward pre-hook (`hessian.capture_inputs`) that stops
 the pass at the layer, one batch at a time, in eval mode, without gradients.
@@ -14,10 +14,17 @@ import torch
 
 from .batches import CalibrationData
 from .config import AUTO_HOLDOUT_EVERY
-from .hessian import LayerHessian, SecondMoment, capture_inputs, hessian_rows, hessian_shape
+from .hessian import (
+    LayerHessian,
+    SecondMoment,
+    capture_inputs,
+    hessian_rows,
+    hessian_shape,
+    weight_blocks,
+)
 from .zipped import ZippedLayer, ZippedNet
 
-__all__ = ["stream_inputs", "layer_hessian", "measure_layer_error"]
+__all__ = ["stream_inputs", "layer_hessian", "pair_errors", "centred_pair_errors"]
 
 #: called after each batch with (batches done, total or None, task)
 OnBatch = Callable[[int, int | None, int], None]
@@ -52,6 +59,12 @@ def stream_inputs(
     return samples
 
 
+def _held_out(start: int, count: int, device: torch.device) -> torch.Tensor:
+    """Which of samples start..start+count−1 damping="auto" holds out of the Hessian."""
+    idx = torch.arange(start, start + count, device=device)
+    return idx % AUTO_HOLDOUT_EVERY == AUTO_HOLDOUT_EVERY - 1
+
+
 def layer_hessian(
     model: ZippedNet,
     index: int,
@@ -63,15 +76,17 @@ def layer_hessian(
     *,
     check: Callable[[], None],
     on_batch: OnBatch,
-) -> tuple[LayerHessian, torch.Tensor | None]:
+) -> tuple[LayerHessian, LayerHessian | None]:
     """Task `task`'s Hessian of layer `index` over its shared inputs; with `split`, every
-    AUTO_HOLDOUT_EVERY-th sample goes to a second, held-out accumulator instead."""
+    AUTO_HOLDOUT_EVERY-th sample goes to a second, held-out Hessian instead."""
     layer = model.layers[index]
     spec, s = layer.spec, layer.sizes.in_shared
     blocks, dim = hessian_shape(spec, s, kind)
+    k = weight_blocks(spec, kind)
     if s == 0:  # no shared inputs: a shared neuron shares only its bias, and E[1·1] = 1
-        ones = torch.ones(blocks, 1, 1, dtype=torch.float64, device=device)
-        return LayerHessian(ones, kind, 0, 0), (ones if split else None)
+        ones = torch.ones(1, 1, 1, dtype=torch.float64, device=device)
+        h = LayerHessian.from_moment(ones, k, layer.has_bias, kind)
+        return h, (h if split else None)
     acc = SecondMoment(dim, blocks, device)
     hold = SecondMoment(dim, blocks, device) if split else None
     s_cols = layer.input_columns(s)
@@ -82,8 +97,7 @@ def layer_hessian(
         if hold is None:
             acc.update(hessian_rows(x, spec, kind))
             return
-        idx = torch.arange(seen[0], seen[0] + x.shape[0], device=x.device)
-        out = idx % AUTO_HOLDOUT_EVERY == AUTO_HOLDOUT_EVERY - 1
+        out = _held_out(seen[0], x.shape[0], x.device)
         acc.update(hessian_rows(x[~out], spec, kind))
         if bool(out.any()):
             hold.update(hessian_rows(x[out], spec, kind))
@@ -95,54 +109,162 @@ def layer_hessian(
             f"damping='auto' holds out every {AUTO_HOLDOUT_EVERY}th calibration sample; "
             f"data_{'ab'[task]} has {samples} samples, give at least {AUTO_HOLDOUT_EVERY}"
         )
-    held = hold.finalize() if hold is not None else None
     used = samples - samples // AUTO_HOLDOUT_EVERY if split else samples
-    return LayerHessian(acc.finalize(), kind, acc.n, used), held
+    h = LayerHessian.from_moment(acc.finalize(), k, layer.has_bias, kind, acc.n, used)
+    held = None
+    if hold is not None:
+        held = LayerHessian.from_moment(hold.finalize(), k, layer.has_bias, kind, hold.n)
+    return h, held
 
 
-def measure_layer_error(
+def pair_errors(
     model: ZippedNet,
     index: int,
-    old: ZippedLayer,
+    layer: ZippedLayer,
     pairs: torch.Tensor,
     weight: torch.Tensor,
-    bias: torch.Tensor,
-    heldout: Sequence[CalibrationData],
+    bias: torch.Tensor | None,
+    data: Sequence[CalibrationData],
     device: torch.device,
+    *,
+    hessian_samples_only: bool = False,
+    check: Callable[[], None],
+    on_batch: OnBatch,
+) -> torch.Tensor:
+    """For each pair, the increase of E_A + E_B on `data` (one source per task) when both
+    neurons take `weight`/`bias` on the shared inputs: ½·mean over samples (× output positions)
+    of the squared pre-activation change, summed over the tasks, shape (k,), float64.
+
+    `layer` is layer `index` as it was before the pairs were applied (its rows are the
+    original neurons); the inputs of layer `index` do not depend on its own weights, so the
+    model may already be zipped there. Only the shared inputs' weights change, so the change is
+    (w̃ − w_old)·x̄ over them. `hessian_samples_only`: skip the samples damping="auto" held out
+    of the Hessian (what "on the Hessian data" means then).
+    """
+    sums, _, count = _pair_moments(
+        model,
+        index,
+        layer,
+        pairs,
+        weight,
+        bias,
+        data,
+        device,
+        hessian_samples_only,
+        check=check,
+        on_batch=on_batch,
+    )
+    out = torch.zeros(pairs.shape[0], dtype=torch.float64, device=device)
+    for t in range(len(data)):
+        if count[t]:
+            out += 0.5 * sums[t] / count[t]
+    return out
+
+
+def centred_pair_errors(
+    model: ZippedNet,
+    index: int,
+    layer: ZippedLayer,
+    pairs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    data: Sequence[CalibrationData],
+    device: torch.device,
+    scales: Sequence[torch.Tensor],
+    shifts: torch.Tensor | None = None,
+    *,
+    hessian_samples_only: bool = False,
+    check: Callable[[], None],
+    on_batch: OnBatch,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pair_errors` for a layer whose batch norm is kept per task: task t's output change is
+    s_t (δy − c_t), its running mean moved by c_t. With `shifts` None, c_t is the mean of δy
+    on `data` (the best one, what the zip applies) and the errors are ½ s_t² Var(δy); otherwise
+    c = `shifts` (k × T) as applied. Returns the errors (k,) and the shifts (k × T)."""
+    sq, lin, count = _pair_moments(
+        model,
+        index,
+        layer,
+        pairs,
+        weight,
+        bias,
+        data,
+        device,
+        hessian_samples_only,
+        check=check,
+        on_batch=on_batch,
+    )
+    k = pairs.shape[0]
+    out = torch.zeros(k, dtype=torch.float64, device=device)
+    means = torch.zeros(k, len(data), dtype=torch.float64, device=device)
+    for t in range(len(data)):
+        if not count[t]:
+            continue
+        mean = lin[t] / count[t]
+        c = mean if shifts is None else shifts[:, t].to(device, torch.float64)
+        # E[(δy − c)²] = E[δy²] − 2c E[δy] + c²
+        mse = (sq[t] / count[t] - 2 * c * mean + c * c).clamp_min(0)
+        out += 0.5 * scales[t].to(device, torch.float64).square() * mse
+        means[:, t] = mean
+    return out, (means if shifts is None else shifts.to(device, torch.float64))
+
+
+def _pair_moments(
+    model: ZippedNet,
+    index: int,
+    layer: ZippedLayer,
+    pairs: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    data: Sequence[CalibrationData],
+    device: torch.device,
+    hessian_samples_only: bool,
     *,
     check: Callable[[], None],
     on_batch: OnBatch,
-) -> float:
-    """½·mean over held-out samples (× output positions) of Σ over the shared neurons of the
-    squared pre-activation change, summed over the tasks: the predicted error, measured.
-
-    `model` is already zipped at `index` (its inputs there are what they were before), `old`
-    the layer before zipping, `weight`/`bias` the shared neurons' new weights (float64).
-    Only the shared inputs' weights changed, so the change is (w̃ − w_old)·x̄ over them.
-    """
-    if pairs.shape[0] == 0:
-        return 0.0
-    layer = model.layers[index]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
+    """Per task: Σ δy², Σ δy per pair, and the number of rows (samples × output positions)."""
+    k = pairs.shape[0]
+    sq_all, lin_all, rows_all = [], [], []
     spec, s = layer.spec, layer.sizes.in_shared
     s_cols = layer.input_columns(s)
-    total = 0.0
-    for task, data in enumerate(heldout):
-        rows = pairs[:, task].to(old.own_bias[task].device)
-        d_w = weight.to(device) - old.own_weight[task][rows, :s_cols].to(device, torch.float64)
-        d_b = bias.to(device) - old.own_bias[task][rows].to(device, torch.float64)
-        sums = [0.0, 0]
+    per_sample = math.prod(spec.out_shape[1:]) if spec.kind == "conv" else 1
+    weight = weight.to(device, torch.float64)
+    bias = None if bias is None else bias.to(device, torch.float64)
+    for task, source in enumerate(data):
+        sq = torch.zeros(k, dtype=torch.float64, device=device)
+        lin = torch.zeros(k, dtype=torch.float64, device=device)
+        count = [0, 0]  # samples seen, samples counted
+        sq_all.append(sq)
+        lin_all.append(lin)
+        if k == 0:
+            rows_all.append(0)
+            continue
+        rows = pairs[:, task].to(layer.like.device)
+        d_w = weight - layer.own_weight[task][rows, :s_cols].to(device, torch.float64)
+        d_b = None
+        if bias is not None:
+            d_b = bias - layer.own_bias[task][rows].to(device, torch.float64)
 
-        def take(xs: list[torch.Tensor], d_w=d_w, d_b=d_b, sums=sums) -> None:
+        def take(xs: list[torch.Tensor], d_w=d_w, d_b=d_b, sq=sq, lin=lin, count=count) -> None:
             x = xs[0][:, :s_cols].to(device, torch.float64)
-            if s == 0:  # only the bias changed
-                n = x.shape[0] * (math.prod(spec.out_shape[1:]) if spec.kind == "conv" else 1)
-                sums[0] += float((d_b**2).sum()) * n
-                sums[1] += n
+            if hessian_samples_only:
+                keep = ~_held_out(count[0], x.shape[0], x.device)
+                count[0] += x.shape[0]
+                x = x[keep]
+            count[1] += x.shape[0]
+            if x.shape[0] == 0:
+                return
+            if s == 0:  # only the bias changed (and nothing at all without a bias)
+                if d_b is not None:
+                    sq.add_((d_b**2) * (x.shape[0] * per_sample))
+                    lin.add_(d_b * (x.shape[0] * per_sample))
                 return
             dy = layer.apply_weights(x, d_w, d_b)
-            sums[0] += float((dy**2).sum())
-            sums[1] += dy.shape[0] * dy[0, 0].numel()
+            dims = [0, *range(2, dy.dim())]
+            sq.add_((dy**2).sum(dim=dims))
+            lin.add_(dy.sum(dim=dims))
 
-        stream_inputs(model, index, task, data, take, check=check, on_batch=on_batch)
-        total += 0.5 * sums[0] / sums[1]
-    return total
+        stream_inputs(model, index, task, source, take, check=check, on_batch=on_batch)
+        rows_all.append(count[1] * per_sample)
+    return sq_all, lin_all, rows_all

@@ -7,7 +7,8 @@ the original pair as the reference; `pareto_front` marks the rows nothing beats 
 `sweep_figure` draws the curves; `save_sweep` writes CSV, HTML and, if it can, PNG.
 
 Data roles follow `mtz_core.data`: Hessians and retraining use each task's `calib` split, every
-accuracy the `test` split; the per-layer held-out error reads test inputs the Hessians never see.
+accuracy the `test` split; the per-layer held-out error reads validation inputs (`val`), which
+the Hessians never see.
 pandas and plotly are imported inside the functions: `import mtz_core` never needs them.
 """
 
@@ -26,6 +27,7 @@ from .config import ZipConfig
 from .data import Task
 from .data.task import SplitData
 from .evaluation import evaluate, evaluate_zipped, param_summary
+from .extras import require
 from .pipeline import zip_models
 from .progress import CancelToken, ProgressCallback, ZipCancelled
 from .training import RETRAIN_LR
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 
 #: One row per configuration. retrain_iterations: per layer; retrain_samples: all layers and
 #: both tasks; predicted_error / heldout_error: Σ over layers of the E_A + E_B increase the
-#: Hessians predict / measured on held-out inputs; saved_fraction = saved / (params_a + params_b).
+#: applied weights cause on the Hessian samples / on validation inputs (undamped, whatever the
+#: damping); saved_fraction = saved / (params_a + params_b).
 COLUMNS = (
     *("method", "share", "retrain_iterations", "retrain_samples", "acc_a", "acc_b", "mean_acc"),
     *("params_a", "params_b", "params_zipped", "saved", "saved_fraction"),
@@ -115,6 +118,8 @@ def sweep(
     hessian: str = "exact",
     flatten_hessian: str = "auto",
     seed: int = 0,
+    batch_norm: str = "fold",
+    recalibrate: bool = False,
     device: Any = None,
     progress: SweepProgress | None = None,
     zip_progress: ProgressCallback | None = None,
@@ -132,8 +137,7 @@ def sweep(
     events, inside them; on cancel the rows finished so far are returned with
     `df.attrs["cancelled"] = True`. `df.attrs` also holds the tasks and the settings.
     """
-    import pandas as pd
-
+    pd = require("pandas", "sweep", "mtz_core.sweep.sweep")
     share_list, method_list, its_list = _check_grid(shares, methods, retrain_iterations)
     _positive_int(calib_samples, "calib_samples")
     _positive_int(batch_size, "batch_size")
@@ -143,7 +147,16 @@ def sweep(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     check = ZipConfig.default_damping() if damping is None else damping
     for m in method_list:  # ZipConfig names a bad method, matching, damping or seed
-        ZipConfig(m, matching, hessian, flatten_hessian, check, seed)
+        ZipConfig(
+            m,
+            matching,
+            hessian,
+            flatten_hessian,
+            check,
+            seed,
+            batch_norm=batch_norm,
+            recalibrate=recalibrate,
+        )
     for label, t in (("task_a", task_a), ("task_b", task_b)):
         if not isinstance(t, SplitData):
             raise TypeError(
@@ -155,8 +168,8 @@ def sweep(
     calib_b = _inputs(task_b, "calib", batch_size, calib_samples)
     held_a = held_b = None
     if heldout_samples is not None:
-        held_a = _inputs(task_a, "test", batch_size, heldout_samples)
-        held_b = _inputs(task_b, "test", batch_size, heldout_samples)
+        held_a = _inputs(task_a, "val", batch_size, heldout_samples)
+        held_b = _inputs(task_b, "val", batch_size, heldout_samples)
 
     def test_batches(task: Task) -> Any:
         return task.batches("test", EVAL_BATCH_SIZE)
@@ -174,6 +187,8 @@ def sweep(
         flatten_hessian=flatten_hessian,
         damping=damping,
         seed=seed,
+        batch_norm=batch_norm,
+        recalibrate=recalibrate,
         device=device,
         progress=zip_events,
         lr=lr,
@@ -235,6 +250,7 @@ def sweep(
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     settings = dict(calib_samples=calib_samples, heldout_samples=heldout_samples, lr=lr)
     settings.update(batch_size=batch_size, damping=damping, matching=matching, seed=seed)
+    settings.update(batch_norm=batch_norm, recalibrate=recalibrate)
     df.attrs.update(settings, cancelled=cancelled, task_a=task_a.name, task_b=task_b.name)
     return df
 
@@ -275,6 +291,7 @@ def sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     reference line and a marker at 0 % saved. Each trace's `meta` names its kind, panel, method
     and budget, so code (and tests) can find a series without parsing its label.
     """
+    require("plotly", "sweep", "mtz_core.sweep.sweep_figure")
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 

@@ -8,6 +8,9 @@ Every weight layer l holds, for tasks t = 0..T-1 (two for now):
   (unshared) inputs, copied from task t's original neuron;
 * ``own_weight[t]`` (o_t, (s+u_t)·P | s+u_t, kh, kw) and ``own_bias[t]``: task t's unpaired neurons.
 
+A layer whose original has no bias (and no batch norm folded into it) stores no bias at all
+(``shared_bias`` is None, ``own_bias[t]`` None), so parameter counts stay exact.
+
 A task's activations are laid out [shared units (in pair order); its own units], so the channel-
 wise operations between layers (activations, pooling, flatten) run on them unchanged. The original
 pair is the same structure with k = 0 everywhere, which is how zipping starts.
@@ -27,12 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architecture import Architecture, LayerSpec
+from .norms import NormState, TaskNorm
 from .ops import OpSpec
 
 __all__ = ["ZippedNet", "ZippedLayer", "LayerSizes", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "mtz-zipped-net"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
+#: versions `load` reads (1: every layer had a bias; 2: no batch norm kept per task)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -70,13 +76,23 @@ class ZippedLayer(nn.Module):
             return _param(shape, like)
 
         s, k = sizes.in_shared, sizes.shared
+        self.has_bias = bool(spec.bias)
         self.shared_weight = w(k, s)
-        self.shared_bias = _param((k,), like)
         self.shared_own_weight = nn.ParameterList([w(k, u) for u in sizes.in_own])
         self.own_weight = nn.ParameterList(
             [w(o, s + u) for o, u in zip(sizes.out_own, sizes.in_own)]
         )
-        self.own_bias = nn.ParameterList([_param((o,), like) for o in sizes.out_own])
+        self.own_bias: Sequence[nn.Parameter | None]
+        if self.has_bias:
+            self.shared_bias = _param((k,), like)
+            self.own_bias = nn.ParameterList([_param((o,), like) for o in sizes.out_own])
+        else:
+            self.register_parameter("shared_bias", None)
+            self.own_bias = [None] * len(sizes.out_own)
+        self.norm: TaskNorm | None = None
+        if spec.norm:
+            widths = [k + o for o in sizes.out_own]
+            self.norm = TaskNorm(widths, spec.norm_affine, spec.norm_eps, spec.norm_momentum, like)
 
     @property
     def n_tasks(self) -> int:
@@ -94,13 +110,19 @@ class ZippedLayer(nn.Module):
         sp = self.spec
         return F.conv2d(x, weight, bias, sp.stride, sp.padding, sp.dilation)
 
-    def task_weight(self, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Task t's full weight [[shared, shared-own], [own]] and bias, rows [shared; own]."""
+    @property
+    def like(self) -> torch.Tensor:
+        """A tensor with the layer's dtype and device."""
+        return self.own_weight[0]
+
+    def task_weight(self, task: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Task t's full weight [[shared, shared-own], [own]] and bias (None without bias),
+        rows [shared; own]."""
         top = torch.cat([self.shared_weight, self.shared_own_weight[task]], dim=1)
-        return (
-            torch.cat([top, self.own_weight[task]], dim=0),
-            torch.cat([self.shared_bias, self.own_bias[task]]),
-        )
+        weight = torch.cat([top, self.own_weight[task]], dim=0)
+        if not self.has_bias:
+            return weight, None
+        return weight, torch.cat([self.shared_bias, self.own_bias[task]])
 
     def forward(
         self, xs: list[torch.Tensor], tasks: Sequence[int], shared_same: bool
@@ -108,8 +130,18 @@ class ZippedLayer(nn.Module):
         """Outputs for each task; `shared_same` says the tasks' shared inputs are identical.
 
         When they are, the shared neurons' product with the shared inputs is computed once for
-        all tasks (`forward_all`'s single pass where layers are shared).
+        all tasks (`forward_all`'s single pass where layers are shared). A kept batch norm then
+        normalises each task's output with that task's statistics.
         """
+        outs, still_same = self._weights_forward(xs, tasks, shared_same)
+        if self.norm is not None:
+            outs = [self.norm(y, t) for y, t in zip(outs, tasks)]
+            still_same = False
+        return outs, still_same
+
+    def _weights_forward(
+        self, xs: list[torch.Tensor], tasks: Sequence[int], shared_same: bool
+    ) -> tuple[list[torch.Tensor], bool]:
         s_cols = self.input_columns(self.sizes.in_shared)
         if self.spec.kind == "conv" and not shared_same:
             outs = []
@@ -118,14 +150,16 @@ class ZippedLayer(nn.Module):
                 outs.append(self.apply_weights(x, w, b))
             return outs, False
         common = None
-        if shared_same and self.sizes.shared:
+        if shared_same and self.sizes.shared and s_cols:
             common = self.apply_weights(
                 _narrow(xs[0], 0, s_cols), self.shared_weight, self.shared_bias
             )
         outs = []
         for x, t in zip(xs, tasks):
             u = self.sizes.in_own[t]
-            if self.sizes.shared:
+            if self.sizes.shared and not s_cols:  # no shared inputs: only the bias is shared
+                ys = self.apply_weights(x, self.shared_own_weight[t], self.shared_bias)
+            elif self.sizes.shared:
                 if common is not None:
                     ys = common
                 else:
@@ -179,11 +213,13 @@ class ZippedNet(nn.Module):
         cls,
         architectures: Sequence[Architecture],
         weights: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]],
+        norms: Sequence[Sequence[NormState | None]] | None = None,
     ) -> ZippedNet:
         """The unzipped start: every model's layers side by side, nothing shared.
 
         The first layer's inputs are shared by construction (all tasks see the same input).
-        `architectures[0]` names the layers.
+        `architectures[0]` names the layers; `norms` (per model, per layer) the kept batch norms
+        of layers whose spec keeps one (`trace_norms`).
         """
         arch = architectures[0]
         n_layers = len(arch.layers)
@@ -201,7 +237,13 @@ class ZippedNet(nn.Module):
                 for t, model_weights in enumerate(weights):
                     w, b = model_weights[i]
                     layer.own_weight[t].copy_(w)
-                    layer.own_bias[t].copy_(b)
+                    if layer.has_bias:
+                        layer.own_bias[t].copy_(b)
+                    if layer.norm is not None:
+                        state = None if norms is None else norms[t][i]
+                        if state is None:
+                            raise ValueError(f"layer {layer.spec.name!r} keeps a norm: pass norms=")
+                        layer.norm.set_state(t, state)
         return net
 
     # -- running -------------------------------------------------------------------------
@@ -209,23 +251,44 @@ class ZippedNet(nn.Module):
     def n_tasks(self) -> int:
         return self.layers[0].n_tasks
 
-    def _run(self, x: torch.Tensor, tasks: Sequence[int]) -> list[torch.Tensor]:
+    def _check_tasks(self, tasks: Sequence[int]) -> None:
         for t in tasks:
             if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < self.n_tasks:
                 raise ValueError(f"task must be an int in [0, {self.n_tasks - 1}], got {t!r}")
+
+    def _run(
+        self, x: torch.Tensor, tasks: Sequence[int], tail: int | None = None
+    ) -> list[torch.Tensor]:
+        """Outputs for `tasks`; `tail` limits the operations after the head to the first few."""
+        self._check_tasks(tasks)
         xs = [x] * len(tasks)
         same = True
         for layer in self.layers:
             xs, same = _ops(layer.spec.ops_before, xs, same, self.training)
             xs, same = layer(xs, tasks, same)
-        return _ops(self.architecture.ops_after, xs, same, self.training)[0]
+        return _ops(self.architecture.ops_after[:tail], xs, same, self.training)[0]
 
-    def forward(self, x: torch.Tensor, task: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: int | None = None) -> torch.Tensor:
+        """Task `task`'s output, as the original model of that task computes it."""
+        if task is None:
+            raise TypeError(
+                f"ZippedNet needs the task: model(x, task) with task in [0, {self.n_tasks - 1}]; "
+                "for a module with a single input, use export_task(task)"
+            )
         return self._run(x, [task])[0]
 
     def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every task's logits; shared layers' common products are computed once."""
+        """Every task's output; shared layers' common products are computed once."""
         return self._run(x, list(range(self.n_tasks)))
+
+    def logits(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Task `task`'s output before a softmax or log-softmax that ends the model: what a
+        cross-entropy loss must be given (retraining, evaluation losses)."""
+        ops = self.architecture.ops_after
+        keep = len(ops)
+        while keep and ops[keep - 1].kind in ("softmax", "log_softmax"):
+            keep -= 1
+        return self._run(x, [task], tail=keep)[0]
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
@@ -245,8 +308,11 @@ class ZippedNet(nn.Module):
             mods.extend(op.to_module() for op in layer.spec.ops_before)
             w, b = layer.task_weight(task)
             sp = layer.spec
+            bias = b is not None
             if sp.kind == "linear":
-                m: nn.Module = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype, device=w.device)
+                m: nn.Module = nn.Linear(
+                    w.shape[1], w.shape[0], bias=bias, dtype=w.dtype, device=w.device
+                )
             else:
                 m = nn.Conv2d(
                     w.shape[1],
@@ -255,13 +321,17 @@ class ZippedNet(nn.Module):
                     sp.stride,
                     sp.padding,
                     sp.dilation,
+                    bias=bias,
                     dtype=w.dtype,
                     device=w.device,
                 )
             with torch.no_grad():
                 m.weight.copy_(w)
-                m.bias.copy_(b)
+                if bias:
+                    m.bias.copy_(b)
             mods.append(m)
+            if layer.norm is not None:
+                mods.append(layer.norm.to_module(task, 4 if sp.kind == "conv" else 2))
         mods.extend(op.to_module() for op in self.architecture.ops_after)
         return nn.Sequential(*mods).train(self.training)
 
@@ -310,15 +380,15 @@ class ZippedNet(nn.Module):
         if "mtz_spec" not in meta:
             raise ValueError(f"{str(path)!r} is a safetensors file but not a zipped network")
         spec = json.loads(meta["mtz_spec"])
-        if spec.get("format") != FORMAT_NAME or spec.get("format_version") != FORMAT_VERSION:
+        version = spec.get("format_version")
+        if spec.get("format") != FORMAT_NAME or version not in READABLE_VERSIONS:
             raise ValueError(
-                f"{str(path)!r} has format {spec.get('format')!r} version "
-                f"{spec.get('format_version')!r}; this version reads {FORMAT_NAME!r} "
-                f"version {FORMAT_VERSION}"
+                f"{str(path)!r} has format {spec.get('format')!r} version {version!r}; this "
+                f"version reads {FORMAT_NAME!r} versions {list(READABLE_VERSIONS)}"
             )
         arch = Architecture.from_dict(spec["architecture"])
         sizes = [LayerSizes.from_dict(s) for s in spec["sizes"]]
-        like = next(iter(tensors.values()))
+        like = next(v for v in tensors.values() if v.is_floating_point())
         net = cls(arch, sizes, like)
         net.load_state_dict(tensors)
         return net.eval()
@@ -329,13 +399,17 @@ class ZippedNet(nn.Module):
         pairs: torch.Tensor,
         shared_weight: torch.Tensor,
         shared_bias: torch.Tensor,
+        mean_shift: torch.Tensor | None = None,
     ) -> tuple[ZippedLayer, ZippedLayer]:
         """Share `pairs` (k × T neuron indices, one column per task) of layer `index`.
 
         The shared neurons take `shared_weight`/`shared_bias` on the shared inputs and keep each
         task's own-input weights; unpaired neurons stay per task; the next layer's input columns
-        are put in the order [shared (pair order); own]. The two replaced layer modules are
-        returned untouched, so putting them back (`restore_layers`) undoes the step exactly.
+        are put in the order [shared (pair order); own]. A kept batch norm keeps every task's
+        parameters and statistics per unit, in the new order; `mean_shift` (k × T) is added to
+        the shared units' running means (the change of their mean output the merge causes).
+        The two replaced layer modules are returned untouched, so putting them back
+        (`restore_layers`) undoes the step exactly.
         """
         if not 0 <= index < len(self.layers) - 1:
             raise ValueError(
@@ -355,7 +429,7 @@ class ZippedNet(nn.Module):
             rest = torch.nonzero(~taken).flatten()
             rests.append(rest)
             orders.append(torch.cat([pairs[:, t], rest]))
-        like = old.own_bias[0]
+        like = old.like
         new = ZippedLayer(
             old.spec, LayerSizes(sz.in_shared, sz.in_own, k, tuple(o - k for o in sz.out_own)), like
         )
@@ -368,18 +442,29 @@ class ZippedNet(nn.Module):
         dev = like.device
         with torch.no_grad():
             new.shared_weight.copy_(shared_weight.reshape(new.shared_weight.shape))
-            new.shared_bias.copy_(shared_bias)
+            if new.has_bias:
+                new.shared_bias.copy_(shared_bias)
             for t in tasks:
                 w, b = old.own_weight[t], old.own_bias[t]
                 new.shared_own_weight[t].copy_(w[pairs[:, t].to(dev), s_cols:])
                 new.own_weight[t].copy_(w[rests[t].to(dev)])
-                new.own_bias[t].copy_(b[rests[t].to(dev)])
+                if new.has_bias:
+                    new.own_bias[t].copy_(b[rests[t].to(dev)])
                 cols = orders[t]
                 if old_next.spec.kind == "linear" and old_next.spec.positions > 1:
                     p = old_next.spec.positions
                     cols = (cols[:, None] * p + torch.arange(p)).flatten()
                 new_next.own_weight[t].copy_(old_next.own_weight[t][:, cols.to(dev)])
-                new_next.own_bias[t].copy_(old_next.own_bias[t])
+                if new_next.has_bias:
+                    new_next.own_bias[t].copy_(old_next.own_bias[t])
+                if old.norm is not None:
+                    new.norm.set_state(t, old.norm.state(t), orders[t])
+                    if mean_shift is not None and k:
+                        new.norm.stats(t)[0][:k] += mean_shift[:, t].to(dev, like.dtype)
+                    new.norm.load_counter(t, old.norm)
+                if old_next.norm is not None:
+                    new_next.norm.set_state(t, old_next.norm.state(t))
+                    new_next.norm.load_counter(t, old_next.norm)
         new.train(old.training)
         new_next.train(old_next.training)
         self.layers[index], self.layers[index + 1] = new, new_next
@@ -392,7 +477,7 @@ class ZippedNet(nn.Module):
 
     def clone(self) -> ZippedNet:
         """An independent copy (weights and structure)."""
-        new = ZippedNet(self.architecture, self.sizes, self.layers[0].own_bias[0])
+        new = ZippedNet(self.architecture, self.sizes, self.layers[0].like)
         new.load_state_dict(self.state_dict())
         return new.train(self.training)
 

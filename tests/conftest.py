@@ -104,7 +104,8 @@ def permuted_copy(model: nn.Module, seed: int = 123) -> tuple[nn.Module, list[to
             perm = torch.randperm(n, generator=gen)
             perms.append(perm)
             m.weight.copy_(m.weight[perm])
-            m.bias.copy_(m.bias[perm])
+            if m.bias is not None:
+                m.bias.copy_(m.bias[perm])
             if bn is not None:
                 for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
                     t.copy_(t[perm])

@@ -41,17 +41,24 @@ def test_plan_savings_counts_what_the_engine_saves(name, request):
     assert state.saved_fraction() == pytest.approx(result.saved_fraction)
 
 
-def test_cost_view_greedy_curve_matches_the_applied_zip(mlp_pair):
-    state = ZipState(mlp_pair)
+@pytest.mark.parametrize("method", ["mtz", "mtz-avg", "euclidean", "random"])
+def test_cost_view_predicts_what_the_step_records(mlp_pair, method):
+    """Costs and Step show the engine's preview: the pairs and the predicted error the step
+    then records, for every method (not a sum of damped pair costs)."""
+    state = ZipState(mlp_pair, ZipSettings(method=method))
     view = state.cost_view(0)
     assert view.source == "next" and view.cost.shape == (300, 300)
     assert state.cost_view(0) is view, "cached: a redraw never recomputes"
+    predicted = view.predicted(120)
+    pairs = view.pairs_for(120)
     state.step(120)
     rec = state.records[0]
-    np.testing.assert_array_equal(view.order[:120], rec.pairs)
-    assert view.predicted(120) == pytest.approx(rec.pair_costs.sum())
+    np.testing.assert_array_equal(pairs, rec.pairs)
+    assert predicted == pytest.approx(rec.predicted_error, rel=1e-9)
     zipped = state.cost_view(0)
     assert zipped.source == "zipped" and zipped.chosen is rec.pairs
+    assert zipped.applied_error == rec.predicted_error
+    assert zipped.predicted(120) == pytest.approx(rec.predicted_error, rel=1e-9)  # kept curve
     assert state.cost_view(1, compute=False) is None
     assert state.cost_view(1).source == "next"
 
@@ -174,10 +181,10 @@ def test_npz_task_splits_and_batches():
     y = (x[:, 0] > 0).astype(np.int64)
     task = load_npz_task("mine.npz", _npz(x=x, y=y))
     assert task.name == "npz:mine.npz" and task.num_classes == 2 and task.input_shape == (2,)
-    assert task.size("calib") == 80 and task.size("test") == 20
+    assert (task.size("calib"), task.size("val"), task.size("test")) == (72, 8, 20)
     assert sum(b[0].shape[0] for b in task.batches("test", 8)) == 20
     with_test = load_npz_task("t.npz", _npz(x=x, y=y, x_test=x[:7], y_test=y[:7]))
-    assert with_test.size("test") == 7 and with_test.size("calib") == 100
+    assert (with_test.size("calib"), with_test.size("val"), with_test.size("test")) == (90, 10, 7)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,8 @@ CONV_A = ASSETS_DIR / "digits-conv" / "a.safetensors"
 MOONS = ASSETS_DIR / "moons-circles" / "a.safetensors"
 CIRCLES = ASSETS_DIR / "moons-circles" / "b.safetensors"
 QUICK = " --calib-samples 128 --no-progress"
+#: test accuracy of demo model A, from its card (a stored number: compared with a tolerance)
+MLP_A_TEST = json.loads((ASSETS_DIR / "digits-mlp" / "a.json").read_text())["accuracy"]["test"]
 
 
 def run(capsys, command: str) -> tuple[int, str, str]:
@@ -76,10 +78,19 @@ def test_zip_report_has_every_field(zipped):
         assert layer["predicted_error"] > 0 and layer["heldout_error"] > 0
         assert layer["hessian"] == "exact" and layer["damping"] == ZipConfig.default_damping()
         assert layer["retrain_iterations"] == 0 and "hessian" in layer["seconds"]
+        assert layer["pseudo_inverse"] is False  # damped: Cholesky
     acc = report["accuracy"]
-    assert acc["original"]["a"]["accuracy"] == pytest.approx(0.9833, abs=1e-4)
+    assert acc["original"]["a"]["accuracy"] == pytest.approx(MLP_A_TEST, abs=1e-4)
     assert acc["zipped_retrained"] is None and acc["zipped_no_retraining"]["b"]["accuracy"] > 0.9
     assert report["settings"]["share"] == 0.5 and report["settings"]["calib_samples"] == 128
+
+
+def test_zip_takes_a_count_with_k_and_shows_the_solve(capsys):
+    code, stdout, err = run(capsys, f"zip {MLP_A} {MLP_B} --k fc1=3 --damping 0" + QUICK)
+    assert code == 0, err
+    assert "k {'fc1': 3}" in stdout and "3/300" in stdout and "0/100" in stdout
+    # damping 0 on 8×8 digits: the always-black border pixels make H_A + H_B singular
+    assert "pseudo-inverse" in stdout.splitlines()[2]
 
 
 def test_eval_reads_a_zipped_network_and_its_tasks(zipped, capsys):
@@ -93,7 +104,7 @@ def test_eval_reads_a_zipped_network_and_its_tasks(zipped, capsys):
         assert result["tasks"][w]["task"] == task
         assert result["tasks"][w] == report["accuracy"]["zipped_no_retraining"][w]
     code, stdout, _ = run(capsys, f"eval {MLP_A} --split test --json")
-    assert code == 0 and json.loads(stdout)["accuracy"] == pytest.approx(0.9833, abs=1e-4)
+    assert code == 0 and json.loads(stdout)["accuracy"] == pytest.approx(MLP_A_TEST, abs=1e-4)
 
 
 def test_zip_with_retraining_matches_the_sweep(capsys, tmp_path):
@@ -141,10 +152,19 @@ PAIR = f"{MLP_A} {MLP_B}"
 TRAIN = "train --model mlp --task moons --out x.safetensors"
 BAD = [
     ("unknown method", f"zip {PAIR} --method magic", 2, "invalid choice"),
-    ("share too big", f"zip {PAIR} --share 1.5", 2, "1.5 is out of range"),
+    ("share too big", f"zip {PAIR} --share 1.5", 2, "--share: a share is a fraction"),
+    ("share as a count", f"zip {PAIR} --share 3", 2, "to share 3 pairs use --k 3"),
+    ("count as a fraction", f"zip {PAIR} --k 0.5", 2, "--k takes a number of pairs"),
+    ("share and k", f"zip {PAIR} --share 0.5 --k 3", 2, "not allowed with argument"),
+    ("k too big", f"zip {PAIR} --k 301", 1, "k=301 for layer 'fc1' is out of range"),
     ("share not a number", f"zip {PAIR} --share abc", 2, "'abc'"),
     ("share of no layer", f"zip {PAIR} --share fc9=0.5", 1, "fc9"),
-    ("sweep share", f"sweep {PAIR} --shares 0.5,2", 2, "2 is out of range"),
+    (
+        "sweep share",
+        f"sweep {PAIR} --shares 0.5,2",
+        2,
+        "in [0, 1], got '2'\n",
+    ),
     ("sweep method", f"sweep {PAIR} --methods mtz,x", 2, "--methods"),
     ("missing file", f"zip {MLP_A} missing.safetensors", 1, "not found"),
     ("text file", f"zip {{notes.txt}} {MLP_B}", 1, "unsupported checkpoint extension"),
@@ -184,6 +204,7 @@ def test_bad_arguments_give_one_error_line(command, code, message, tmp_path, cap
     assert got == code, err
     assert err.startswith("mtz: error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert message in err and "Traceback" not in err and out == ""
+    assert "use --k" not in err or "zip" in command  # sweep has no --k to point to
 
 
 def test_help_and_version(capsys):
@@ -259,3 +280,14 @@ def test_a_bare_vgg_state_dict_is_padded_to_32(tmp_path, capsys):
     assert code == 1 and "32" in err, err
     code, _, err = run(capsys, f"eval {MLP_A} --option width=2 --no-progress")
     assert code == 2 and "--model" in err
+
+
+def test_zip_keeps_batch_norm_per_task_when_asked(capsys):
+    code, stdout, err = run(
+        capsys, f"zip {MLP_A} {MLP_B} --batch-norm keep --recalibrate --json" + QUICK
+    )
+    assert code == 0, err
+    settings = json.loads(stdout)["settings"]
+    assert (settings["batch_norm"], settings["recalibrate"]) == ("keep", True)
+    code, _, err = run(capsys, f"zip {MLP_A} {MLP_B} --recalibrate" + QUICK)
+    assert code == 1 and "needs batch_norm='keep'" in err

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from mtz_core.data import MNIST_MD5, load_mnist_arrays, load_task, read_idx
+from mtz_core.data import (
+    MNIST_MD5,
+    VAL_FRACTION,
+    load_mnist_arrays,
+    load_task,
+    read_idx,
+    stratified_split,
+)
 
 NAMES = {
     "train-images-idx3-ubyte": "train_images",
@@ -73,10 +80,12 @@ def test_load_task_on_written_files(tmp_path):
     md5 = write_mnist(tmp_path, arrays, gz=True)
     task = load_task("mnist:0-4", data_root=tmp_path, checksums=md5, pad_to=32)
     assert task.input_shape == (1, 32, 32)
-    assert task.size("calib") == 15 and task.size("test") == 5
-    keep = arrays["train_labels"] < 5
-    assert torch.equal(task.calib[1], torch.from_numpy(arrays["train_labels"][keep]).long())
-    expected = (arrays["train_images"][keep][:, None] / 255.0 - 0.1307) / 0.3081
+    # 3 training images per class: 10 % of a class rounds to none, so val is empty here
+    assert (task.size("calib"), task.size("val"), task.size("test")) == (15, 0, 5)
+    rows, _ = stratified_split(arrays["train_labels"], VAL_FRACTION, np.random.default_rng([0, 2]))
+    rows = rows[arrays["train_labels"][rows] < 5]  # the carve comes before the label rule
+    assert torch.equal(task.calib[1], torch.from_numpy(arrays["train_labels"][rows]).long())
+    expected = (arrays["train_images"][rows][:, None] / 255.0 - 0.1307) / 0.3081
     assert torch.allclose(task.calib[0][:, :, 2:30, 2:30], torch.from_numpy(expected).float())
     # the canonical md5 table rejects these files; verify=False accepts them
     with pytest.raises(ValueError, match="md5"):
@@ -141,7 +150,9 @@ def test_real_mnist_if_present():
     assert te_x.shape == (10000, 28, 28) and te_y.shape == (10000,)
     assert tr_x.dtype == np.uint8 and int(tr_y.max()) == 9
     task = load_task("mnist:0-4", data_root=REAL_MNIST)
-    assert (task.size("calib"), task.size("test")) == (30596, 5139)
+    # 30,596 training images of 0-4: 10 % of each class (of all ten) carved out for validation
+    assert (task.size("calib"), task.size("val"), task.size("test")) == (27537, 3059, 5139)
     assert task.input_shape == (1, 28, 28)
-    mean = float(load_task("mnist", data_root=REAL_MNIST).calib[0].mean())
+    full = load_task("mnist", data_root=REAL_MNIST)
+    mean = float(torch.cat([full.calib[0], full.val[0]]).mean())
     assert abs(mean) < 1e-3  # the standard constants fit the training set

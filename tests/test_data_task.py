@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mtz_core.data import (
+    SPLITS,
     Batches,
     generate_points,
     load_task,
@@ -27,15 +28,17 @@ def test_digits_shapes_sizes_and_normalisation(digits):
     assert digits.input_shape == (1, 8, 8)
     assert digits.num_classes == 10
     assert digits.label_names == tuple(str(i) for i in range(10))
-    (xc, yc), (xt, yt) = digits.calib, digits.test
-    assert (xc.shape[0], xt.shape[0]) == (1438, 359)  # stratified 80/20 of 1,797
+    (xc, yc), (xv, yv), (xt, yt) = digits.calib, digits.val, digits.test
+    # stratified 80/20 of 1,797, then 10 % of each class of the 80 % for validation
+    assert (xc.shape[0], xv.shape[0], xt.shape[0]) == (1295, 143, 359)
     assert xc.dtype == torch.float32 and yc.dtype == torch.int64
     assert xc.shape[1:] == (1, 8, 8)
     # normalised with the digits constants: roughly zero mean, unit std
     assert abs(float(xc.mean())) < 0.05 and abs(float(xc.std()) - 1) < 0.05
     # stratified: every class's share of the test split is ~20%
-    counts_c, counts_t = np.bincount(yc.numpy()), np.bincount(yt.numpy())
-    assert np.all(np.abs(counts_t / (counts_c + counts_t) - 0.2) < 0.01)
+    counts_c, counts_v, counts_t = (np.bincount(y.numpy()) for y in (yc, yv, yt))
+    assert np.all(np.abs(counts_t / (counts_c + counts_v + counts_t) - 0.2) < 0.01)
+    assert np.all(np.abs(counts_v / (counts_c + counts_v) - 0.1) < 0.01)
 
 
 def test_splits_are_deterministic_per_seed(digits):
@@ -58,10 +61,18 @@ def test_stratified_split_is_disjoint_and_complete():
 
 def test_points_splits_are_disjoint():
     task = load_task("moons?n=500", seed=3)
-    calib = {tuple(r) for r in task.calib[0].numpy().tolist()}
-    test = {tuple(r) for r in task.test[0].numpy().tolist()}
-    assert not calib & test
-    assert len(calib) + len(test) == 500
+    calib, val, test = ({tuple(r) for r in task.split(s)[0].numpy().tolist()} for s in SPLITS)
+    assert not calib & test and not calib & val and not val & test
+    assert len(calib) + len(val) + len(test) == 500
+
+
+def test_validation_split_is_carved_from_training_data_before_the_label_rule():
+    full, half = load_task("digits", seed=0), load_task("digits:0-4", seed=0)
+    rows = {tuple(r) for r in full.val[0].flatten(1).numpy().tolist()}
+    assert {tuple(r) for r in half.val[0].flatten(1).numpy().tolist()} <= rows
+    assert half.size("val") == int((full.val[1] < 5).sum())
+    other = load_task("digits", seed=1)
+    assert not torch.equal(other.val[1], full.val[1])
 
 
 # ------------------------------------------------------------------------------- label rules
@@ -136,13 +147,13 @@ def test_no_data_root_is_a_clear_error(monkeypatch):
 
 def test_batches_are_reiterable_and_sized(digits):
     b = digits.batches("calib", batch_size=100)
-    assert len(b) == 15  # ceil(1438 / 100)
+    assert len(b) == 13  # ceil(1295 / 100)
     first, second = list(b), list(b)
-    assert len(first) == 15
+    assert len(first) == 13
     for (x1, y1), (x2, y2) in zip(first, second, strict=True):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert torch.equal(torch.cat([y for _, y in first]), digits.calib[1])
-    assert len(digits.batches("calib", batch_size=100, drop_last=True)) == 14
+    assert len(digits.batches("calib", batch_size=100, drop_last=True)) == 12
 
 
 def test_shuffled_batches_reshuffle_each_pass_reproducibly(digits):
@@ -160,7 +171,7 @@ def test_batches_limit(digits):
     b = digits.batches("calib", batch_size=32, limit=100)
     assert len(b) == 4 and b.num_samples == 100
     assert torch.equal(torch.cat([x for x, _ in b]), digits.calib[0][:100])
-    assert digits.batches(limit=10**6).num_samples == 1438  # more than available: all
+    assert digits.batches(limit=10**6).num_samples == 1295  # more than available: all
 
 
 def test_batches_argument_errors(digits):
@@ -203,7 +214,7 @@ def test_generators_shapes_balance_and_seeding(name, params, k):
 def test_point_task_loads_with_any_size():
     task = load_task("spirals?n=2000&arms=3")
     assert task.input_shape == (2,) and task.num_classes == 3
-    assert task.size("calib") + task.size("test") == 2000
+    assert task.size("calib") + task.size("val") + task.size("test") == 2000
     assert task.mean == () and task.std == ()
     assert parse_task(task.name) == task.spec
 

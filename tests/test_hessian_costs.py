@@ -9,15 +9,8 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from mtz_core.architecture import LayerSpec
-from mtz_core.costs import (
-    average_merge,
-    cost_matrix,
-    hessian_merge,
-    merge_error,
-    sharing_operator,
-    squared_distance,
-)
-from mtz_core.hessian import SecondMoment, damp, hessian_rows, hessian_shape
+from mtz_core.costs import average_merge, merge_error, sharing_operator, squared_distance
+from mtz_core.hessian import LayerHessian, SecondMoment, hessian_rows, hessian_shape
 from mtz_core.layout import incoming_vectors, vectors_to_weights
 
 CONV = LayerSpec("c", "conv", 3, 4, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0))
@@ -109,77 +102,140 @@ def _brute_pair(a, b, ha, hb):
     return val, w
 
 
-@pytest.mark.parametrize("singular", [False, True])
-@pytest.mark.parametrize("blocks", [1, 3])
-def test_costs_and_merges_match_per_pair_brute_force(singular, blocks):
+def _layer_hessian(rng, k, s, shared_blocks, *, n=40, bias=True, dead=None, const=None):
+    """A LayerHessian from `n` random samples of K blocks of s inputs (one stored block when
+    `shared_blocks`), optionally with a dead (always 0) or constant (always 0.7) input."""
+    blocks = 1 if shared_blocks else k
+    x = rng.normal(size=(n, blocks, s))
+    if dead is not None:
+        x[:, :, dead] = 0.0
+    if const is not None:
+        x[:, :, const] = 0.7
+    aug = np.concatenate([x, np.ones((n, blocks, 1))], axis=2)
+    moment = torch.as_tensor(np.einsum("nbi,nbj->bij", aug, aug) / n)
+    return LayerHessian.from_moment(moment, k, bias, "exact" if k == 1 else "block", n, n)
+
+
+CASES = {
+    "dense": dict(k=1, s=5, shared_blocks=False),
+    "blocked": dict(k=3, s=4, shared_blocks=False),
+    "channel": dict(k=4, s=3, shared_blocks=True),
+    "no bias": dict(k=3, s=4, shared_blocks=False, bias=False),
+    "dead input": dict(k=3, s=4, shared_blocks=False, dead=1),
+    "dead input, dense": dict(k=1, s=5, shared_blocks=False, dead=2),
+    "constant input": dict(k=3, s=4, shared_blocks=False, const=0),
+    "constant input, dense": dict(k=1, s=5, shared_blocks=False, const=3),
+    "no shared inputs": dict(k=1, s=0, shared_blocks=False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("damping", [0.0, 0.3])
+def test_costs_and_merges_match_per_pair_brute_force(case, damping):
+    """Every layout against a dense least-squares oracle: the bias counted once, blocks
+    sharing it, singular sums through the pseudo-inverse, the rank-one Schur form."""
+    opts = CASES[case]
     rng = np.random.default_rng(4)
-    d = 6
-
-    def spd():
-        m = rng.normal(size=(blocks, 2 if singular else 20, d))
-        m[..., -1] = 1.0  # the bias input
-        return torch.as_tensor(np.einsum("bni,bnj->bij", m, m) / m.shape[1])
-
-    ha, hb = spd(), spd()
-    va = torch.as_tensor(rng.normal(size=(5, blocks, d)))
-    vb = torch.as_tensor(rng.normal(size=(4, blocks, d)))
+    ha, lam_a = _layer_hessian(rng, **opts).damped(damping)
+    hb, lam_b = _layer_hessian(rng, **opts).damped(damping)
+    dense_a, dense_b = ha.dense().numpy(), hb.dense().numpy()
+    d = ha.dim
+    assert dense_a.shape == (d, d)
+    if damping:  # λ = factor · trace(H) / D over the whole matrix, the bias counted once
+        undamped = _layer_hessian(np.random.default_rng(4), **opts)
+        assert lam_a == pytest.approx(damping * float(undamped.trace()) / d)
+        assert float(undamped.trace()) == pytest.approx(np.trace(undamped.dense().numpy()))
+    va = torch.as_tensor(rng.normal(size=(5, d)))
+    vb = torch.as_tensor(rng.normal(size=(4, d)))
     op = sharing_operator(ha, hb)
+    singular = damping == 0 and any(key in case for key in ("dead", "constant"))
     assert op.pseudo_inverse == singular
-    cost = cost_matrix(va, vb, op.h_hat)
+    # only an input collinear with the bias needs the dense D × D form
+    dense_form = singular and "constant" in case
+    assert (type(op).__name__ == "_DenseSharing") == dense_form
+    cost = op.cost_matrix(va, vb)
     for i in range(5):
         for j in range(4):
-            total = 0.0
-            for blk in range(blocks):
-                val, _ = _brute_pair(
-                    va[i, blk].numpy(), vb[j, blk].numpy(), ha[blk].numpy(), hb[blk].numpy()
-                )
-                total += val
-            assert cost[i, j].item() == pytest.approx(total, rel=1e-8, abs=1e-12)
+            val, _ = _brute_pair(va[i].numpy(), vb[j].numpy(), dense_a, dense_b)
+            assert cost[i, j].item() == pytest.approx(val, rel=1e-7, abs=1e-10)
     pairs = torch.tensor([[0, 1], [3, 0], [4, 2]])
     a, b = va[pairs[:, 0]], vb[pairs[:, 1]]
-    merged = hessian_merge(a, b, op)
+    merged = op.merge(a, b)
     for r in range(3):
-        for blk in range(blocks):
-            _, w = _brute_pair(
-                a[r, blk].numpy(), b[r, blk].numpy(), ha[blk].numpy(), hb[blk].numpy()
-            )
-            np.testing.assert_allclose(merged[r, blk].numpy(), w, rtol=1e-7, atol=1e-9)
+        _, w = _brute_pair(a[r].numpy(), b[r].numpy(), dense_a, dense_b)
+        np.testing.assert_allclose(merged[r].numpy(), w, rtol=1e-6, atol=1e-8)
     errors = merge_error(merged, a, b, ha, hb)
-    assert_close(errors, cost[pairs[:, 0], pairs[:, 1]], rtol=1e-8, atol=1e-12)
+    assert_close(errors, cost[pairs[:, 0], pairs[:, 1]], rtol=1e-7, atol=1e-10)
     avg_err = merge_error(average_merge(a, b), a, b, ha, hb)
-    delta = a - b
-    eighth = 0.125 * torch.einsum("kbi,bij,kbj->k", delta, ha + hb, delta)
-    assert_close(avg_err, eighth)
-    assert bool((avg_err >= errors - 1e-12).all())
+    delta = (a - b).numpy()
+    eighth = 0.125 * np.einsum("ki,ij,kj->k", delta, dense_a + dense_b, delta)
+    np.testing.assert_allclose(avg_err.numpy(), eighth, rtol=1e-9, atol=1e-12)
+    assert bool((avg_err >= errors - 1e-10).all())
+    # a = b merges to exactly a (a permuted copy is recovered bit for bit)
+    assert torch.equal(op.merge(va[:2], va[:2]), va[:2])
+
+
+def test_structured_products_equal_the_dense_matrix():
+    rng = np.random.default_rng(8)
+    for opts in CASES.values():
+        h = _layer_hessian(rng, **opts)
+        v = torch.as_tensor(rng.normal(size=(3, h.dim)))
+        dense = h.dense()
+        assert_close(h.matvec(v), v @ dense)
+        assert_close(h.quad(v), ((v @ dense) * v).sum(1))
+
+
+def test_blocked_hessian_counts_the_bias_once():
+    """A change of the bias alone, t, raises a blocked layer's error by ½t², not ½Kt²."""
+    rng = np.random.default_rng(9)
+    h = _layer_hessian(rng, k=49, s=3, shared_blocks=False)
+    t = torch.zeros(1, h.dim, dtype=torch.float64)
+    t[0, -1] = 2.0
+    assert h.quad(t).item() == pytest.approx(4.0)
+
+
+def test_singular_blocked_layout_too_large_for_the_dense_form_asks_for_damping(monkeypatch):
+    import mtz_core.costs as costs
+
+    rng = np.random.default_rng(10)
+    ha = _layer_hessian(rng, k=3, s=4, shared_blocks=False, const=0)
+    hb = _layer_hessian(rng, k=3, s=4, shared_blocks=False, const=0)
+    monkeypatch.setattr(costs, "DENSE_PSEUDO_INVERSE_MAX_DIM", 5)
+    with pytest.raises(ValueError, match=r"fc6: .*singular.*13 > 5.*damping > 0"):
+        costs.sharing_operator(ha, hb, name="fc6")
 
 
 def test_hessian_closed_form_equals_inverse_form_when_invertible():
     rng = np.random.default_rng(5)
-    m1, m2 = rng.normal(size=(30, 5)), rng.normal(size=(30, 5))
-    ha, hb = (torch.as_tensor(m.T @ m / 30)[None] for m in (m1, m2))
+    ha = _layer_hessian(rng, k=1, s=4, shared_blocks=False)
+    hb = _layer_hessian(rng, k=1, s=4, shared_blocks=False)
     op = sharing_operator(ha, hb)
     inv = torch.linalg.inv
-    expected = inv(inv(ha[0]) + inv(hb[0]))
-    assert_close(op.h_hat[0], expected)
-    assert_close(op.h_hat[0], op.h_hat[0].T, rtol=0, atol=0)
+    expected = inv(inv(ha.dense()) + inv(hb.dense()))
+    eye = torch.eye(5, dtype=torch.float64)
+    # the cost of e_i − e_j spans Ĥ: read it back from the operator
+    got = 2 * op.cost_matrix(eye, torch.zeros(1, 5, dtype=torch.float64))[:, 0]
+    assert_close(got, torch.diagonal(expected))
 
 
-def test_damping_adds_a_scaled_identity():
-    h = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))[None]
-    damped, lam = damp(h, 0.5)
-    assert lam.item() == pytest.approx(0.5 * 6 / 3)
-    assert_close(damped[0], h[0] + torch.eye(3, dtype=torch.float64))
-    same, zero = damp(h, 0.0)
-    assert same is h and zero.item() == 0
+def test_damping_adds_a_scaled_identity_to_the_whole_matrix():
+    moment = torch.diag(torch.tensor([1.0, 2.0, 3.0, 1.0], dtype=torch.float64))[None]
+    h = LayerHessian.from_moment(moment, 1, True, "exact")
+    damped, lam = h.damped(0.5)
+    assert lam == pytest.approx(0.5 * 7 / 4)
+    assert_close(damped.dense(), h.dense() + lam * torch.eye(4, dtype=torch.float64))
+    same, zero = h.damped(0.0)
+    assert same is h and zero == 0
 
 
 def test_squared_distance():
     rng = np.random.default_rng(6)
-    a, b = torch.as_tensor(rng.normal(size=(3, 2, 4))), torch.as_tensor(rng.normal(size=(5, 2, 4)))
-    brute = ((a.reshape(3, 1, -1) - b.reshape(1, 5, -1)) ** 2).sum(-1)
+    a, b = torch.as_tensor(rng.normal(size=(3, 8))), torch.as_tensor(rng.normal(size=(5, 8)))
+    brute = ((a[:, None] - b[None]) ** 2).sum(-1)
     assert_close(squared_distance(a, b), brute)
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize(
     ("spec", "kind", "shape"),
     [
@@ -190,29 +246,38 @@ def test_squared_distance():
         (CONV, "channel", (4, 3, 3, 2)),
     ],
 )
-def test_layout_round_trip(spec, kind, shape):
+def test_layout_round_trip(spec, kind, shape, bias):
     torch.manual_seed(7)
-    w, b = torch.randn(shape, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    w = torch.randn(shape, dtype=torch.float64)
+    b = torch.randn(4, dtype=torch.float64) if bias else None
     shared = spec.in_units
     v = incoming_vectors(w, b, spec, shared, kind)
-    w2, b2 = vectors_to_weights(v, spec, shared, kind)
+    k = spec.kernel_positions if kind == "channel" else spec.positions if kind == "block" else 1
+    assert v.shape == (4, w[0].numel() + int(bias))  # the bias once, whatever the layout
+    w2, b2 = vectors_to_weights(v, spec, shared, kind, bias)
     assert_close(w2, w)
-    assert_close(b2, b)
-    # the Hessian rows line up with the vectors: Σ_blocks v·[x; 1] is the layer's output
-    if spec.kind == "conv":
+    assert b2 is None if not bias else torch.equal(b2, b)
+    # the Hessian rows line up with the vectors: v·[x_1; …; x_K; 1] is the layer's output
+    if spec.kind == "conv" and kind == "exact":
         x = torch.randn(2, 3, 6, 5, dtype=torch.float64)
         y = F.conv2d(x, w, b, spec.stride, spec.padding)  # (2, 4, H', W')
         rows = hessian_rows(x, spec, kind)
-        if kind == "exact":
-            ones = torch.ones(rows.shape[0], 1, dtype=torch.float64)
-            got = torch.cat([rows, ones], 1) @ v[:, 0].T
-            want = y.permute(0, 2, 3, 1).reshape(-1, 4)
-            assert_close(got, want)
-    else:
+        aug = torch.cat([rows, torch.ones(rows.shape[0], int(bias), dtype=torch.float64)], 1)
+        assert_close(aug @ v.T, y.permute(0, 2, 3, 1).reshape(-1, 4))
+    elif spec.kind == "linear":
         x = torch.randn(3, w.shape[1], dtype=torch.float64)
-        rows = hessian_rows(x, spec, kind)
-        rows = rows if rows.dim() == 3 else rows[:, None]
-        ones = torch.ones(*rows.shape[:2], 1, dtype=torch.float64)
-        aug = torch.cat([rows, ones], 2)  # (n, B, D)
-        got = torch.einsum("nbd,obd->no", aug, v) - (v.shape[1] - 1) * b
-        assert_close(got, x @ w.T + b)
+        rows = hessian_rows(x, spec, kind).reshape(3, -1)  # (n, K·s) block-major
+        aug = torch.cat([rows, torch.ones(3, int(bias), dtype=torch.float64)], 1)
+        want = x @ w.T + (b if bias else 0)
+        assert_close(aug @ v.T, want)
+    assert k * (v.shape[1] - int(bias)) // k == w[0].numel()
+
+
+@pytest.mark.parametrize("kind", ["exact", "channel"])
+def test_layout_with_no_shared_inputs(kind):
+    """A layer after one zipped with share 0 has no shared inputs: only the bias is shared."""
+    w, b = torch.randn(4, 3, 3, 2, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    v = incoming_vectors(w, b, CONV, 0, kind)
+    assert v.shape == (4, 1)
+    w2, b2 = vectors_to_weights(v[:2], CONV, 0, kind)
+    assert w2.shape == (2, 0, 3, 2) and torch.equal(b2, b[:2])

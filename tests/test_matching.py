@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from mtz_core.matching import greedy_pairs, optimal_pairs, resolve_shares, validate_pairs
+from mtz_core.matching import (
+    greedy_pairs,
+    optimal_pairs,
+    resolve_counts,
+    resolve_plan,
+    resolve_shares,
+    validate_pairs,
+)
 
 SHAPES = [(1, 1), (3, 5), (6, 4), (8, 8), (20, 13)]
 
@@ -205,13 +212,13 @@ LAYERS = [("conv1", 10, 16), ("conv2", 32, 20), ("fc", 7, 7)]
         (0.3, {"conv1": 3, "conv2": 6, "fc": 2}),  # 0.3 * 10 must not round down to 2
         (1.0, {"conv1": 10, "conv2": 20, "fc": 7}),
         (np.float32(0.5), {"conv1": 5, "conv2": 10, "fc": 3}),
+        # one meaning whatever the Python type: int 1 is 100 %, like 1.0
         (0, {"conv1": 0, "conv2": 0, "fc": 0}),
-        (7, {"conv1": 7, "conv2": 7, "fc": 7}),
-        (1, {"conv1": 1, "conv2": 1, "fc": 1}),  # int 1 is one pair, not 100 %
-        (np.int64(2), {"conv1": 2, "conv2": 2, "fc": 2}),
+        (1, {"conv1": 10, "conv2": 20, "fc": 7}),
+        (np.int64(1), {"conv1": 10, "conv2": 20, "fc": 7}),
         ({}, {"conv1": 0, "conv2": 0, "fc": 0}),
-        ({"conv2": 0.5, "fc": 4}, {"conv1": 0, "conv2": 10, "fc": 4}),
-        ({"conv1": 1.0, "conv2": np.int32(20)}, {"conv1": 10, "conv2": 20, "fc": 0}),
+        ({"conv2": 0.5, "fc": 1}, {"conv1": 0, "conv2": 10, "fc": 7}),
+        ({"conv1": 1.0, "conv2": np.float64(0.25)}, {"conv1": 10, "conv2": 5, "fc": 0}),
     ],
 )
 def test_resolve_shares_accepts(share, expected):
@@ -224,9 +231,10 @@ def test_resolve_shares_accepts(share, expected):
         (-0.1, ValueError, r"-0\.1.*\[0, 1\]"),
         (1.5, ValueError, r"1\.5.*\[0, 1\]"),
         (float("nan"), ValueError, r"nan.*\[0, 1\]"),
-        (-1, ValueError, r"-1 .*0 <= count"),
-        (8, ValueError, r"8 for layer 'fc'.*min\(n_a, n_b\) = 7"),
-        ({"fc": 8}, ValueError, r"8 for layer 'fc'"),
+        (-1, ValueError, r"-1 .*\[0, 1\]"),
+        # a count where a fraction belongs: the error points to k=
+        (8, ValueError, r"share 8 for layer 'conv1'.*pass k=8"),
+        ({"fc": 3}, ValueError, r"share 3 for layer 'fc'.*pass k=3"),
         ({"conv1": 2.0}, ValueError, r"2\.0.*'conv1'"),
         ({"nope": 0.5}, ValueError, r"'nope'.*known layers: \['conv1', 'conv2', 'fc'\]"),
         (True, TypeError, "True"),
@@ -240,6 +248,46 @@ def test_resolve_shares_accepts(share, expected):
 def test_resolve_shares_refuses(share, exc, match):
     with pytest.raises(exc, match=match):
         resolve_shares(share, LAYERS)
+
+
+@pytest.mark.parametrize(
+    ("k", "expected"),
+    [
+        (0, {"conv1": 0, "conv2": 0, "fc": 0}),
+        (1, {"conv1": 1, "conv2": 1, "fc": 1}),  # k is a count: 1 is one pair
+        (7, {"conv1": 7, "conv2": 7, "fc": 7}),
+        (np.int64(2), {"conv1": 2, "conv2": 2, "fc": 2}),
+        ({"conv2": 20, "fc": np.int32(4)}, {"conv1": 0, "conv2": 20, "fc": 4}),
+    ],
+)
+def test_resolve_counts_accepts(k, expected):
+    assert resolve_counts(k, LAYERS) == expected
+
+
+@pytest.mark.parametrize(
+    ("k", "exc", "match"),
+    [
+        (-1, ValueError, r"k=-1 .*0 <= k <= min\(n_a, n_b\) = 10.*share="),
+        (8, ValueError, r"k=8 for layer 'fc'.*= 7.*share="),
+        ({"fc": 8}, ValueError, r"k=8 for layer 'fc'"),
+        # a fraction where a count belongs: the error points to share=
+        (0.5, TypeError, r"k for layer 'conv1' must be a whole number.*0\.5.*share="),
+        (1.0, TypeError, r"1\.0.*share="),
+        ({"nope": 2}, ValueError, r"k names unknown layer.*'nope'"),
+        (True, TypeError, "True"),
+    ],
+)
+def test_resolve_counts_refuses(k, exc, match):
+    with pytest.raises(exc, match=match):
+        resolve_counts(k, LAYERS)
+
+
+def test_resolve_plan_takes_one_of_share_and_k():
+    assert resolve_plan(None, None, LAYERS) == resolve_shares(1.0, LAYERS)
+    assert resolve_plan(0.5, None, LAYERS) == resolve_shares(0.5, LAYERS)
+    assert resolve_plan(None, 3, LAYERS) == resolve_counts(3, LAYERS)
+    with pytest.raises(ValueError, match="share= .* or k= .*not both"):
+        resolve_plan(0.5, 3, LAYERS)
 
 
 def test_resolve_shares_refuses_duplicate_layer_names():

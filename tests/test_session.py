@@ -89,10 +89,10 @@ def test_preview_cost_matrix_then_step_uses_the_same_costs():
     session = ZipSession(a, b, data_a, _data(5))
     cost = session.cost_matrix()
     reads = data_a.reads
-    rec = session.step(3)
+    rec = session.step(k=3)
     assert data_a.reads == reads
     np.testing.assert_array_equal(rec.cost, cost)
-    assert rec.k == 3 and rec.share == 3
+    assert rec.k == 3 and rec.share is None
 
 
 def test_progress_events_and_cancel_within_a_layer():

@@ -242,3 +242,12 @@ def test_import_needs_no_pandas_or_plotly():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def test_sweep_passes_batch_norm_and_refuses_recalibration_without_it():
+    demo = load_demo("digits-mlp")
+    args = (demo.model_a, demo.model_b, demo.task_a, demo.task_b)
+    df = sweep(*args, shares=(1.0,), calib_samples=64, heldout_samples=None, batch_norm="keep")
+    assert df.attrs["batch_norm"] == "keep" and len(df) == 2
+    with pytest.raises(ValueError, match="needs batch_norm='keep'"):
+        sweep(*args, shares=(1.0,), recalibrate=True)

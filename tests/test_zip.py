@@ -80,7 +80,7 @@ def test_permuted_copy_stores_one_network_plus_a_head():
 def test_parameter_count_follows_the_method_formula():
     a, b = make_mlp(5, widths=(24, 16)), make_mlp(6, widths=(20, 18))
     data = data_for((1, 8, 8))
-    result = zip_models(a, b, data, data, share={"1": 10, "3": 0.5})
+    result = zip_models(a, b, data, data, k={"1": 10, "3": 8})
     k1, k2 = result.layers[0].k, result.layers[1].k
     assert (k1, k2) == (10, 8)
     # saved = Σ k_l·(s_{l-1}·K + 1) with s_0 = 64 inputs, s_1 = k1

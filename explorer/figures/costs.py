@@ -73,10 +73,11 @@ def _histogram_figure(counts: np.ndarray, edges: np.ndarray, n: int, scale: str)
 def cost_curve(
     curve: np.ndarray, k: int, *, applied: float | None = None, title: str = ""
 ) -> go.Figure:
-    """Predicted layer error of the greedy choice against the number of shared neurons.
+    """Predicted layer error against the number of shared neurons.
 
-    `curve[m - 1]` is the sum of the m cheapest greedy pair costs; the current share `k` is
-    marked, and `applied` (the error of the pairs actually applied, if different) as well.
+    `curve[m - 1]` is the predicted error of zipping with m pairs (the engine's preview: the
+    pairs the method picks and the weights it applies); the current share `k` is marked, and
+    `applied` (the error of the pairs actually applied, if different) as well.
     """
     curve = np.asarray(curve, dtype=np.float64)
     xs = np.arange(0, curve.size + 1)
@@ -87,7 +88,7 @@ def cost_curve(
             y=ys,
             mode="lines",
             line={"color": COLORS["shared"]},
-            name="greedy: Σ cheapest pair costs",
+            name="predicted error of the first k pairs",
             hovertemplate="%{x} shared<br>predicted error %{y:.4g}<extra></extra>",
         )
     )
@@ -113,7 +114,7 @@ def cost_curve(
             )
         )
     fig.update_layout(
-        title=title or "Sorted cost curve (greedy choice)",
+        title=title or "Predicted error against the share",
         xaxis={"title": "shared neurons k"},
         yaxis={"title": "predicted layer error"},
         margin=MARGIN,

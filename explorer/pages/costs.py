@@ -7,6 +7,11 @@ import streamlit as st
 from explorer import figures, state, ui
 from explorer.state import K
 
+#: held-out / predicted layer error above which a merge is said to overfit its Hessian samples.
+#: Both are the undamped increase of E_A + E_B (on validation images / on the Hessian samples).
+#: docs/results.md (MNIST 0–4 vs 5–9 LeNet-300-100, full zip): well-posed merges stay at
+#: 1.0–1.6× (4,096 samples, any damping; 256 samples at damping ≥ 1), overfitting ones reach
+#: 2.4× (1,024 samples, 1e-4; merged weights 6.6× the originals) up to 410× (256, 1e-4).
 OVERFIT_RATIO = 2.0
 
 ws = state.workspace()
@@ -126,10 +131,13 @@ fig = figures.cost_heatmap(
 meta = fig.layout.meta
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Shared neurons", f"{k} / {view.max_k}")
+shown = view.applied_error if status == "zipped" else view.predicted(k)
 m2.metric(
     "Predicted layer error",
-    f"{(view.applied_error if status == 'zipped' else view.predicted(k)):.4g}",
-    help="Σ of the chosen pairs' costs: the predicted increase of E_A + E_B.",
+    "–" if shown is None else f"{shown:.4g}",
+    help="The increase of E_A + E_B on the Hessian samples that the merged weights of the "
+    "chosen pairs cause (the number Step through records, for every method). Damping steers "
+    "which pairs and weights are chosen; it never enters this number.",
 )
 m3.metric("Cheapest pair", f"{view.cheapest:.3g}")
 m4.metric("Median pair", f"{view.median:.3g}")
@@ -153,22 +161,29 @@ with c1:
         figures.cost_histogram(view.cost, scale=scale, cache=view.figure_cache), key="costs.hist"
     )
 with c2:
-    ui.plot(
-        figures.cost_curve(
-            view.curve,
-            k,
-            applied=view.applied_error if status == "zipped" else None,
-            title=f"{name}: predicted error vs shared neurons",
-        ),
-        key="costs.curve",
-    )
+    if view.curve is None:
+        st.caption(
+            f"{name} was zipped without a preview of every share on this network, so only the "
+            f"applied pairs' predicted error ({view.applied_error:.4g}) is known; undo to see "
+            "the curve."
+        )
+    else:
+        ui.plot(
+            figures.cost_curve(
+                view.curve,
+                k,
+                applied=view.applied_error if status == "zipped" else None,
+                title=f"{name}: predicted error vs shared neurons",
+            ),
+            key="costs.curve",
+        )
 
 st.subheader("Predicted against measured")
 rows = z.error_rows()
 if not rows:
     st.caption(
         "After a layer is zipped, its predicted error (on the Hessian samples) is compared here "
-        "with the error measured on held-out test inputs."
+        "with the error measured on validation inputs the Hessians never saw."
     )
 else:
     ui.plot(figures.layer_errors(rows, overfit_ratio=OVERFIT_RATIO), key="costs.errors")
@@ -176,7 +191,7 @@ else:
         pred, held = r["predicted"], r["heldout"]
         if held is not None and held > OVERFIT_RATIO * max(pred, 1e-12):
             st.warning(
-                f"{r['layer']}: the error measured on held-out inputs ({held:.4g}) is "
+                f"{r['layer']}: the error measured on validation inputs ({held:.4g}) is "
                 f"{held / max(pred, 1e-12):.1f}× the predicted one ({pred:.4g}) — the merge is "
                 "overfitting its Hessian samples. Stronger damping or more calibration samples "
                 "help (zip settings on Step through)."

@@ -11,6 +11,7 @@ from explorer import figures, state, ui
 from explorer.state import K
 from explorer.zipper import BIG_LAYER_CELLS
 from mtz_core import METHODS
+from mtz_core.config import BATCH_NORMS
 from mtz_core.training import RETRAIN_LR
 
 ws = state.workspace()
@@ -68,6 +69,7 @@ def apply_settings() -> None:
         method=st.session_state.get(K.SET_METHOD, ws.settings.method),
         damping=damping if damping == "auto" else float(damping),
         calib_samples=int(st.session_state.get(K.SET_CALIB, ws.settings.calib_samples)),
+        batch_norm=st.session_state.get(K.SET_BATCH_NORM, ws.settings.batch_norm),
     )
     ws.change_settings(new)
     ws.flash("step", "info", "New zip settings: the zip starts again from the original models.")
@@ -121,9 +123,15 @@ if last is not None and last.get("predicted_error") is not None:
         delta=None if held is None else f"measured {held:.4g}",
         delta_color="off",
         delta_arrow="off",
-        help="Predicted increase of E_A + E_B (Hessian samples); below it, measured on "
-        "held-out test inputs.",
+        help="The increase of E_A + E_B that the applied weights cause on the Hessian samples "
+        "(undamped, whatever the damping); below it, the same measured on validation inputs.",
     )
+    if last.get("pseudo_inverse"):
+        st.info(
+            f"Zipping {last['layer']}: H_A + H_B was singular (dead units or constant inputs at "
+            "this damping), so the merge used the pseudo-inverse: directions no data excites "
+            "got the plain average. A damping above 0 avoids it."
+        )
 else:
     m[4].metric("Layer error", "–")
 
@@ -224,6 +232,7 @@ if z.events:
             "of",
             "predicted_error",
             "heldout_error",
+            "pseudo_inverse",
             "acc_a",
             "acc_b",
             "saved_fraction",
@@ -265,6 +274,15 @@ with st.expander("Zip settings (changing them starts a new zip)"):
     c3.number_input(
         "Calibration samples per task", 10, 100_000, s.calib_samples, step=256, key=K.SET_CALIB
     )
+    c1.selectbox(
+        "Batch norm",
+        list(BATCH_NORMS),
+        index=list(BATCH_NORMS).index(s.batch_norm),
+        key=K.SET_BATCH_NORM,
+        help="fold: folded into the layers before it (one normalisation for both tasks). keep: "
+        "each task keeps its own norm for every unit, shared ones too; the merge weighs each "
+        "task's error by its norm's scale. Only matters for models with batch norm.",
+    )
     st.button(
         "Apply (starts a new zip)",
         on_click=ui.callback("step", apply_settings),
@@ -272,6 +290,7 @@ with st.expander("Zip settings (changing them starts a new zip)"):
         key="step.apply_settings",
     )
     st.caption(
-        f"Now: {s.method}, damping {s.damping}, {s.calib_samples} calibration samples, "
+        f"Now: {s.method}, damping {s.damping}, batch norm {s.batch_norm}, "
+        f"{s.calib_samples} calibration samples, "
         f"held-out {s.heldout_samples}, quick evaluation on up to {s.eval_samples} test samples."
     )

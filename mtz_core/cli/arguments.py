@@ -49,13 +49,29 @@ def _num(text: str, kind: type = int, low: float = 0, high: float = math.inf, po
     return value
 
 
-def _share_fraction(text: str) -> float:
-    return _num(text, float, 0, 1)
+def _share_fraction(text: str, counts: bool = True) -> float:
+    """A fraction in [0, 1], however it is written ("1" and "1.0" both mean all); `counts`:
+    the command also takes --k, so a whole number above 1 points there."""
+    try:
+        return _num(text, float, 0, 1)
+    except ValueError:
+        hint = ""
+        if counts and text.strip().lstrip("+").isdigit() and int(text) > 1:
+            hint = f"; to share {int(text)} pairs use --k {int(text)}"
+        raise ValueError(
+            f"a share is a fraction of each layer in [0, 1], got {text!r}{hint}"
+        ) from None
 
 
-def _share_value(text: str) -> float | int:
-    """A pair count when written as an int ("3"), otherwise a fraction in [0, 1] ("0.5")."""
-    return _num(text) if text.lstrip("+-").isdigit() else _share_fraction(text)
+def _pair_count(text: str) -> int:
+    """A number of pairs (an int >= 0)."""
+    try:
+        return _num(text)
+    except ValueError:
+        raise ValueError(
+            f"--k takes a number of pairs (an int >= 0), got {text!r}; for a fraction of each "
+            "layer use --share"
+        ) from None
 
 
 def _by_layer(text: str, value) -> Any:
@@ -115,7 +131,7 @@ def _option(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The `mtz` argument parser; errors raise `UsageError` instead of exiting."""
     from .. import __version__
-    from ..config import CONV_HESSIANS, FLATTEN_HESSIANS, MATCHINGS, METHODS
+    from ..config import BATCH_NORMS, CONV_HESSIANS, FLATTEN_HESSIANS, MATCHINGS, METHODS
     from ..models import list_models
     from ..training import OPTIMIZERS, RETRAIN_LR
 
@@ -141,13 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--task-a", type=_arg(_task), help="task of A (default: its card's)")
         p.add_argument("--task-b", type=_arg(_task), help="task of B (default: its card's)")
         p.add_argument("--calib-samples", type=int1, default=512, help="per task, for Hessians")
-        p.add_argument("--heldout-samples", type=int1, default=512, help="test inputs, layer error")
+        p.add_argument(
+            "--heldout-samples", type=int1, default=512, help="validation inputs, layer error"
+        )
         p.add_argument("--batch-size", type=int1, default=64)
         p.add_argument("--lr", type=pos, default=RETRAIN_LR, help="retraining learning rate")
         p.add_argument("--damping", type=_arg(_damping), help="a number >= 0 or auto (1.0)")
         p.add_argument("--matching", choices=MATCHINGS, default="greedy")
         p.add_argument("--hessian", choices=CONV_HESSIANS, default="exact")
         p.add_argument("--flatten-hessian", choices=FLATTEN_HESSIANS, default="auto")
+        p.add_argument(
+            "--batch-norm",
+            choices=BATCH_NORMS,
+            default="fold",
+            help="fold batch norm into the layers, or keep it per task",
+        )
+        p.add_argument(
+            "--recalibrate",
+            action="store_true",
+            help="with --batch-norm keep: re-estimate each zipped layer's norm statistics",
+        )
         architecture(p, "both checkpoints, where a file has no card")
 
     def architecture(p: argparse.ArgumentParser, which: str) -> None:
@@ -191,23 +220,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", type=_arg(_task), help="a checkpoint's task (default: its card's)")
     for w in "ab":
         p.add_argument(f"--task-{w}", type=_arg(_task), help=f"a zipped network's task {w.upper()}")
-    p.add_argument("--split", choices=("test", "calib"), default="test")
+    p.add_argument("--split", choices=("test", "val", "calib"), default="test")
     architecture(p, "a checkpoint without a card")
 
     p = command("zip", "zip two checkpoints into one multi-task network, with a JSON report")
     pair(p)
-    share_help = "0.5: half of each layer; 1.0: all; an int: that many pairs (1 is one pair)"
-    share_help += "; per layer: fc1=0.5,fc2=3"
-    p.add_argument("--share", type=_arg(_by_layer, _share_value), default=0.5, help=share_help)
+    how_much = p.add_mutually_exclusive_group()
+    share_help = "a fraction of each layer: 0.5 half, 1 (or 1.0) all; per layer fc1=0.5,fc2=1"
+    share_help += " (default 0.5)"
+    how_much.add_argument("--share", type=_arg(_by_layer, _share_fraction), help=share_help)
+    k_help = "a number of pairs instead: 3 in every layer, or per layer fc1=3,fc2=5"
+    how_much.add_argument("--k", type=_arg(_by_layer, _pair_count), help=k_help)
     p.add_argument("--method", choices=METHODS, default="mtz")
     its_help = "after each layer: 100, or per layer 100,50 or fc1=100"
     p.add_argument("--retrain-iterations", type=_arg(_iterations), default=0, help=its_help)
     p.add_argument("--out", type=_arg(_safetensors), help="zipped network to write")
     p.add_argument("--report", type=Path, help="JSON report to write")
 
-    p = command("sweep", "zip at many shares and methods: table, CSV, HTML (and PNG) plot")
+    p = command(
+        "sweep",
+        "zip at many shares and methods: table, CSV, HTML (and PNG) plot (needs the sweep extra: "
+        "pip install 'mtz-explorer[sweep]')",
+    )
     pair(p)
-    p.add_argument("--shares", type=_arg(_listed, _share_fraction), default=[0.25, 0.5, 0.75, 1])
+    shares = _arg(_listed, lambda text: _share_fraction(text, counts=False))
+    p.add_argument("--shares", type=shares, default=[0.25, 0.5, 0.75, 1])
     p.add_argument("--methods", type=_arg(_listed, str, METHODS), default=["mtz"])
     its_help = "budgets to compare, each per layer: e.g. 0,100"
     p.add_argument("--retrain-iterations", type=_arg(_listed, _num), default=[0], help=its_help)

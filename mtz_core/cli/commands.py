@@ -103,7 +103,7 @@ class _Run:
         """Calibration inputs, held-out test inputs, shuffled training batches (as `sweep`)."""
         a = self.args
         calib = [x for x, _ in task.batches("calib", a.batch_size, limit=a.calib_samples)]
-        held = [x for x, _ in task.batches("test", a.batch_size, limit=a.heldout_samples)]
+        held = [x for x, _ in task.batches("val", a.batch_size, limit=a.heldout_samples)]
         return calib, held, task.batches("calib", a.batch_size, shuffle=True, seed=a.seed)
 
 
@@ -215,14 +215,23 @@ def _zip(run: _Run, models, data, iterations, score_layers: bool):
     """Zip as `zip_models` does (same order, seeds and retraining) but step by step with a
     `ZipSession`, so both tasks can be scored after each layer's zip and its retraining."""
     from ..config import ZipConfig
-    from ..matching import resolve_shares
+    from ..matching import resolve_plan
     from ..pipeline import resolve_iterations
     from ..progress import tqdm_progress
     from ..session import ZipSession
 
     a, ((calib_a, held_a, train_a), (calib_b, held_b, train_b), tasks) = run.args, data
     damping = ZipConfig.default_damping() if a.damping is None else a.damping
-    config = ZipConfig(a.method, a.matching, a.hessian, a.flatten_hessian, damping, a.seed)
+    config = ZipConfig(
+        a.method,
+        a.matching,
+        a.hessian,
+        a.flatten_hessian,
+        damping,
+        a.seed,
+        batch_norm=a.batch_norm,
+        recalibrate=a.recalibrate,
+    )
     progress = None if a.no_progress else tqdm_progress()
     session = ZipSession(
         *models,
@@ -234,7 +243,7 @@ def _zip(run: _Run, models, data, iterations, score_layers: bool):
         heldout_a=held_a,
         heldout_b=held_b,
     )
-    counts = resolve_shares(a.share, session.hidden_layers)
+    counts = resolve_plan(a.share, a.k, session.hidden_layers)
     its = resolve_iterations(iterations, [name for name, _, _ in session.hidden_layers])
     scores: dict[str, dict[str, Any]] = {}
 
@@ -244,7 +253,7 @@ def _zip(run: _Run, models, data, iterations, score_layers: bool):
         return {w: _score(session.model, tasks[t], index=t) for t, w in enumerate("ab")}
 
     for name, _, _ in session.hidden_layers:
-        record = session.step(counts[name])
+        record = session.step(k=counts[name])
         scores[name] = {"after_zip": both()}
         if its[name]:
             seed = a.seed + record.index
@@ -267,6 +276,8 @@ def cmd_zip(run: _Run) -> int:
     from ..evaluation import param_summary
 
     a, t0 = run.args, time.perf_counter()
+    if a.share is None and a.k is None:
+        a.share = 0.5  # the command's default
     (model_a, card_a, task_a), (model_b, card_b, task_b) = (
         run.checkpoint(a.a, a.task_a),
         run.checkpoint(a.b, a.task_b),
@@ -299,9 +310,10 @@ def cmd_zip(run: _Run) -> int:
         )
         for w, path, card, task in (("a", a.a, card_a, task_a), ("b", a.b, card_b, task_b))
     }
-    keys = ("share", "method", "matching", "hessian", "flatten_hessian", "calib_samples")
+    keys = ("share", "k", "method", "matching", "hessian", "flatten_hessian", "calib_samples")
     settings = {k: getattr(a, k) for k in (*keys, "heldout_samples", "batch_size", "lr", "seed")}
     settings.update(damping=result.config.damping, retrain_iterations=its, device=str(run.device))
+    settings.update(batch_norm=a.batch_norm, recalibrate=a.recalibrate)
     layers = [_layer_report(r, scores[r.name]) for r in result.layers]
     report = dict(models=sources, settings=settings, params=params, accuracy=accuracy)
     report.update(layers=layers, retrain_samples=result.retrain_samples, out=a.out)
@@ -321,12 +333,20 @@ def cmd_zip(run: _Run) -> int:
 
 def _print_zip(run: _Run, result, accuracy: dict[str, Any], params: dict[str, Any]) -> None:
     a = run.args
-    run.say(f"zipped {a.a} + {a.b} ({a.method}, share {a.share}):")
-    run.say(f"  {'layer':<12}{'shared':>12}{'predicted':>12}{'held-out':>12}{'retrained':>10}")
+    how = f"k {a.k}" if a.k is not None else f"share {a.share}"
+    run.say(f"zipped {a.a} + {a.b} ({a.method}, {how}):")
+    header = f"  {'layer':<12}{'shared':>12}{'predicted':>12}{'held-out':>12}{'retrained':>10}"
+    run.say(header + "  solve")
     for r in result.layers:
         held = "-" if r.heldout_error is None else f"{r.heldout_error:.4g}"
         its, shared = r.retraining.iterations if r.retraining else 0, f"{r.k}/{min(r.n_a, r.n_b)}"
-        run.say(f"  {r.name:<12}{shared:>12}{r.predicted_error:>12.4g}{held:>12}{its:>10}")
+        solve = "pseudo-inverse" if r.pseudo_inverse else "cholesky"
+        row = f"  {r.name:<12}{shared:>12}{r.predicted_error:>12.4g}{held:>12}{its:>10}"
+        run.say(f"{row}  {solve}")
+    run.say(
+        "  predicted: E_A + E_B increase on the Hessian samples; held-out: the same on "
+        "validation inputs"
+    )
     labels = dict(original="original", zipped_no_retraining="zipped", zipped_retrained="retrained")
     for key, label in labels.items():
         if accuracy[key] is not None:
@@ -342,9 +362,14 @@ def _print_zip(run: _Run, result, accuracy: dict[str, Any], params: dict[str, An
 
 
 def cmd_sweep(run: _Run) -> int:
-    from ..sweep import image_engine_problem, pareto_front, save_sweep, sweep
+    from ..extras import require
 
     a = run.args
+    require("pandas", "sweep", "mtz sweep")
+    if a.out:
+        require("plotly", "sweep", "mtz sweep --out")
+    from ..sweep import image_engine_problem, pareto_front, save_sweep, sweep
+
     (model_a, _, task_a), (model_b, _, task_b) = (
         run.checkpoint(a.a, a.task_a),
         run.checkpoint(a.b, a.task_b),
@@ -357,6 +382,7 @@ def cmd_sweep(run: _Run) -> int:
 
     keys = ("calib_samples", "heldout_samples", "batch_size", "lr", "damping", "matching")
     options = {k: getattr(a, k) for k in (*keys, "hessian", "flatten_hessian", "seed")}
+    options.update(batch_norm=a.batch_norm, recalibrate=a.recalibrate)
     grid = dict(shares=a.shares, methods=a.methods, retrain_iterations=a.retrain_iterations)
     df = sweep(
         model_a, model_b, task_a, task_b, **grid, **options, device=run.device, progress=progress

@@ -1,15 +1,16 @@
 """Tasks and datasets: what a network was trained on, as a short text and fixed seeded splits.
 
 `parse_task("mnist:0-4")` gives a frozen `TaskSpec`; `load_task(spec)` gives a `Task` holding
-preprocessed `calib` (Hessians and retraining) and `test` (held out) tensors, with re-iterable
-`Task.batches(...)`. Only numpy and torch are needed at import time: scikit-learn (digits) and
-torchvision (Fashion-MNIST, KMNIST, CIFAR, downloads) are imported when a task needs them.
+preprocessed `calib` (Hessians and retraining), `val` (choices made by experiment) and `test`
+(reports only) tensors, with re-iterable `Task.batches(...)`. Only numpy and torch are needed at
+import time: scikit-learn (digits) and torchvision (Fashion-MNIST, KMNIST, CIFAR, downloads) are
+imported when a task needs them.
 """
 
 from .batches import Batches
 from .catalog import DATASETS, DatasetInfo, ParamSpec, get_dataset_info, known_datasets
 from .idx import MNIST_FILES, MNIST_MD5, clear_idx_cache, load_mnist_arrays, read_idx
-from .sources import TEST_FRACTION, stratified_split
+from .sources import TEST_FRACTION, VAL_FRACTION, stratified_split
 from .task import SPLITS, Task, apply_label_rule, load_task, rule_label_names
 from .taskspec import RULES, TaskSpec, parse_task
 from .toy2d import generate_points
@@ -24,6 +25,7 @@ __all__ = [
     "RULES",
     "SPLITS",
     "TEST_FRACTION",
+    "VAL_FRACTION",
     "Task",
     "TaskSpec",
     "apply_label_rule",

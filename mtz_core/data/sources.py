@@ -1,7 +1,9 @@
 """Where each dataset's raw arrays come from, and how its train/test split is fixed.
 
-This layer returns *raw* data (integer pixels, original class ids) split into the part used for
-calibration/retraining ("train") and the held-out part ("test"). Label rules, scaling, padding and
+This layer returns *raw* data (integer pixels, original class ids) split into three parts: the
+part used for calibration and retraining ("train"), a validation part carved from the training
+data ("val": every default chosen by experiment is chosen on it), and the held-out part ("test":
+it only reports). Label rules, scaling, padding and
 normalisation happen afterwards in `task.py`, so that e.g. `digits:0-4` and `digits:5-9` are
 carved out of the *same* seeded split and no test image of one task is a training image of the
 other.
@@ -13,6 +15,11 @@ Splits:
 * mnist, fashionmnist, kmnist - the official 60,000 / 10,000 split, in file order.
 * cifar10, cifar100 - the official 50,000 / 10,000 split, in file order.
 * 2-D datasets - `n` points generated from the seed, then the same stratified 80/20 split.
+
+Validation: `VAL_FRACTION` (10 %) of each class of the training part, drawn with a generator
+seeded by the task's seed (`[seed, 2]`), for every dataset (official splits included). It is
+carved from the raw training rows before any label rule, so `mnist:0-4` and `mnist` agree on
+which images are validation images.
 
 Rows of seeded splits are in random (seeded) order, so the first `k` rows are a random subset.
 """
@@ -30,9 +37,18 @@ from .idx import MNIST_MD5, load_mnist_arrays
 from .taskspec import TaskSpec
 from .toy2d import generate_points
 
-__all__ = ["RawData", "load_raw", "stratified_split", "resolve_data_root", "TEST_FRACTION"]
+__all__ = [
+    "RawData",
+    "load_raw",
+    "stratified_split",
+    "resolve_data_root",
+    "TEST_FRACTION",
+    "VAL_FRACTION",
+]
 
 TEST_FRACTION = 0.2
+#: the share of each class of the training rows that becomes the validation split
+VAL_FRACTION = 0.1
 DATA_ROOT_ENV = "MTZ_DATA_ROOT"
 
 # torchvision class name and the folder it expects under data_root
@@ -55,6 +71,12 @@ class RawData:
     test_y: np.ndarray
     scale: float | None  # divide by this to get [0, 1]; None for points
     label_names: tuple[str, ...]
+
+    def carve_val(self, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """((train_x, train_y), (val_x, val_y)): `VAL_FRACTION` of each class of the training
+        rows, seeded, become the validation split; both come back in a seeded random order."""
+        tr, va = stratified_split(self.train_y, VAL_FRACTION, np.random.default_rng([seed, 2]))
+        return (self.train_x[tr], self.train_y[tr]), (self.train_x[va], self.train_y[va])
 
 
 def stratified_split(

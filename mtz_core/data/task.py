@@ -1,8 +1,10 @@
 """A loaded task: preprocessed tensors for a fixed calibration split and a held-out test split.
 
-MTZ uses a task's data in two roles that must never mix with evaluation: the layer-wise Hessians
-and the short retraining after each zipped layer both use `calib` (the training split), and every
-accuracy the product reports uses `test`, which neither of those ever sees.
+MTZ uses a task's data in three roles that never mix: the layer-wise Hessians and the short
+retraining after each zipped layer both use `calib` (the training split, as the originals were
+trained on it); every choice made by experiment (a default, a damping, a share plan) is made on
+`val`, carved from the training data and never trained on; and every accuracy the product reports
+uses `test`, which none of those ever sees.
 
 Preprocessing, in order: apply the label rule (keep/relabel classes), scale pixels to [0, 1],
 zero-pad to `pad_to` x `pad_to` if asked (in pixel space, i.e. black borders, as torchvision's
@@ -27,7 +29,7 @@ from .taskspec import TaskSpec, parse_task
 
 __all__ = ["Task", "load_task", "apply_label_rule", "rule_label_names", "SPLITS"]
 
-SPLITS = ("calib", "test")
+SPLITS = ("calib", "val", "test")
 
 
 def apply_label_rule(spec: TaskSpec, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,17 +90,18 @@ def _images_to_tensor(
 
 
 class SplitData:
-    """`split`, `size` and `batches` for anything holding `calib`/`test` `(x, y)` tensor pairs
-    and a `seed`: built-in tasks and the app's uploaded data sets share them."""
+    """`split`, `size` and `batches` for anything holding `calib`/`val`/`test` `(x, y)` tensor
+    pairs and a `seed`: built-in tasks and the app's uploaded data sets share them."""
 
     calib: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     seed: int
 
     def split(self, split: str = "calib") -> tuple[torch.Tensor, torch.Tensor]:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; splits are: {', '.join(SPLITS)}")
-        return self.calib if split == "calib" else self.test
+        return getattr(self, split)
 
     def size(self, split: str = "calib") -> int:
         return int(self.split(split)[1].shape[0])
@@ -131,7 +134,7 @@ class SplitData:
 
 @dataclass(frozen=True, eq=False)
 class Task(SplitData):
-    """A task ready for use. `calib` and `test` are `(x float32, y int64)` tensor pairs.
+    """A task ready for use. `calib`, `val` and `test` are `(x float32, y int64)` tensor pairs.
 
     `mean`/`std` are the normalisation constants applied (empty for 2-D points) and `pad_to` the
     padding, so images can be turned back into pixels for display: `x * std + mean`.
@@ -142,6 +145,7 @@ class Task(SplitData):
     input_shape: tuple[int, ...]
     label_names: tuple[str, ...]
     calib: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     seed: int = 0
     mean: tuple[float, ...] = ()
@@ -156,7 +160,7 @@ class Task(SplitData):
     def __repr__(self) -> str:
         return (
             f"Task({self.name!r}, classes={self.num_classes}, input_shape={self.input_shape}, "
-            f"calib={self.size('calib')}, test={self.size('test')})"
+            f"calib={self.size('calib')}, val={self.size('val')}, test={self.size('test')})"
         )
 
 
@@ -173,8 +177,9 @@ def load_task(
     """Load and preprocess a task (see the module docstring for the steps).
 
     `data_root` (default: $MTZ_DATA_ROOT) is needed by every dataset except `digits` and the 2-D
-    ones. `seed` fixes the digits and 2-D splits and the 2-D points themselves; official splits
-    ignore it. MNIST files are md5-verified against `checksums` (default: the canonical table
+    ones. `seed` fixes the digits and 2-D splits, the 2-D points themselves and, for every
+    dataset, which training rows form the validation split; official train/test splits ignore
+    it. MNIST files are md5-verified against `checksums` (default: the canonical table
     `idx.MNIST_MD5`) unless `verify=False`. Nothing is downloaded unless `allow_download=True`.
     """
     spec = parse_task(spec_or_text)
@@ -191,7 +196,8 @@ def load_task(
     _check_pad_to(pad_to, shape, str(spec))
 
     splits = []
-    for x, y in ((raw.train_x, raw.train_y), (raw.test_x, raw.test_y)):
+    train, val = raw.carve_val(int(seed))
+    for x, y in (train, val, (raw.test_x, raw.test_y)):
         keep, labels = apply_label_rule(spec, y)
         x = x[keep]
         if info.kind == "image":
@@ -207,7 +213,8 @@ def load_task(
         input_shape=input_shape,
         label_names=rule_label_names(spec, raw.label_names),
         calib=splits[0],
-        test=splits[1],
+        val=splits[1],
+        test=splits[2],
         seed=int(seed),
         mean=info.mean,
         std=info.std,

@@ -8,8 +8,9 @@ points, and the Learn page's worked example. A screenshot of each stage goes to 
 by `MTZ_SCREENSHOTS` (default: the test's tmp_path); `MTZ_SCREENSHOTS=docs/img` refreshes the
 README's pictures.
 
-Run: `pytest -m slow tests/browser` (about a minute on 2 CPU cores). Skipped when
-/usr/bin/chromium or the `playwright` package is missing; never run `playwright install`.
+Run: `pytest -m slow tests/browser` (about a minute on 2 CPU cores). Skipped, with the reason,
+when /usr/bin/chromium or the `playwright` package is missing; with MTZ_REQUIRE_BROWSER=1 (CI)
+that fails instead. Never run `playwright install`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,25 @@ import pytest
 
 from explorer.headless import CHROMIUM, CHROMIUM_ARGS, serve
 
+#: CI sets this: there a missing browser fails the run instead of skipping the test
+REQUIRED = os.environ.get("MTZ_REQUIRE_BROWSER") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"{reason}; MTZ_REQUIRE_BROWSER=1 needs the browser test", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"browser test: {CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True
+    _unavailable(f"browser test: {CHROMIUM} is missing (apt-get install chromium)")
+try:
+    from playwright import sync_api
+except ImportError:
+    _unavailable(
+        "browser test: the playwright package is missing (pip install playwright; it drives "
+        f"{CHROMIUM}, no `playwright install` needed)"
     )
-sync_api = pytest.importorskip(
-    "playwright.sync_api",
-    reason="browser test: the playwright package is missing (pip install playwright; it drives "
-    f"{CHROMIUM}, no `playwright install` needed)",
-)
 expect = sync_api.expect
 
 pytestmark = pytest.mark.slow

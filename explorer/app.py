@@ -1,0 +1,56 @@
+"""The app's router: page set-up, navigation, the sidebar, then the chosen page.
+
+Streamlit runs a script from the top on every interaction; both scripts that start the app
+(`streamlit_app.py` in a checkout, `explorer/streamlit_main.py` once installed) call `main()`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from explorer import state, ui
+
+#: the page files (package data, so `pip install .` ships them)
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+
+
+def main() -> None:
+    """Draw the app once (one Streamlit run)."""
+    st.set_page_config(page_title="MTZ Explorer", page_icon=":material/join_inner:", layout="wide")
+
+    pages = [
+        st.Page(
+            PAGES_DIR / "load.py", title="Load models", icon=":material/upload_file:", default=True
+        ),
+        st.Page(PAGES_DIR / "costs.py", title="Costs", icon=":material/grid_on:"),
+        st.Page(PAGES_DIR / "sharing.py", title="Sharing", icon=":material/join_inner:"),
+        st.Page(PAGES_DIR / "step.py", title="Step through", icon=":material/stairs:"),
+        st.Page(PAGES_DIR / "retrain.py", title="Retrain", icon=":material/fitness_center:"),
+        st.Page(PAGES_DIR / "tradeoff.py", title="Trade-off", icon=":material/show_chart:"),
+        st.Page(PAGES_DIR / "learn.py", title="Learn", icon=":material/school:"),
+        st.Page(PAGES_DIR / "keep.py", title="Keep the work", icon=":material/save:"),
+    ]
+
+    page = st.navigation(pages)
+    ws = state.workspace()
+    ws.collect()  # a background job that ended: apply its results before anything is drawn
+
+    with st.sidebar:
+        st.markdown("### MTZ Explorer")
+        if ws.pair is None:
+            st.caption("No models loaded.")
+        else:
+            st.caption(ws.pair.title)
+            if ws.zip is not None:
+                z = ws.zip
+                st.caption(
+                    f"Zipped {len(z.records)}/{len(z.layers)} layers · saves "
+                    f"{z.saved_fraction():.1%} · A {z.accuracy[0]:.1%} · B {z.accuracy[1]:.1%}"
+                )
+        if ws.busy:
+            st.caption(f":material/hourglass_top: {ws.job.title} is running")
+
+    ui.job_panel(ws)
+    page.run()
