@@ -44,7 +44,7 @@ class ZipConfig:
     # λ = damping · trace(H)/D per task: λ the size of H's mean eigenvalue. Chosen on the
     # validation split (docs/results.md, the damping table; python -m experiments.paper): on
     # MNIST 0–4 vs 5–9 LeNet-300-100 pairs fully zipped and retrained, 1.0 gives the best mean
-    # validation accuracy (98.01%; 97.84% at 1e-4, 97.76% at 10). Weak damping lets the merge
+    # validation accuracy (98.11%; 97.83% at 1e-4 and at 10). Weak damping lets the merge
     # overfit the Hessian samples: with 256 samples per task and 1e-4 the merged weights are
     # 11.6× the originals and the error on validation images 410× the one on the Hessian samples
     # (0.90× and 1.6× at 1.0). 0 is exact (pseudo-inverse forms); "auto" picks, per layer, the
