@@ -580,3 +580,14 @@ def test_conv_demo_zips_and_shows_kernels():
     assert figure(at, "fc1: pair costs")["layout"]["meta"]["shape"] == [64, 64]
     goto(at, "learn")
     assert "**26** entries" in texts(at)  # conv1: 1 channel × 25 kernel positions + 1
+
+
+def test_zip_settings_keep_batch_norm_per_task():
+    at = goto(new_app(), "step")
+    at.selectbox(key="settings.batch_norm").set_value("keep").run()
+    at.button(key="step.apply_settings").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert ws(at).settings.batch_norm == "keep"
+    assert any("batch norm keep" in c.value for c in at.caption)
+    zip_layer(at, 10)
+    assert ws(at).zip.session.config.batch_norm == "keep"
