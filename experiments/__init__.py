@@ -2,8 +2,7 @@
 
 `mtz_core` is imported here, before any experiment imports torch, so that its process default
 ``OMP_WAIT_POLICY=PASSIVE`` applies: with torch's busy-waiting OpenMP threads, an experiment
-sharing the 2 cores with another process ran a VGG retraining step 8× slower (1.36 s against
-0.16 s).
+that shares the cores with another process runs several times slower (see mtz_core/__init__.py).
 """
 
 import mtz_core  # noqa: F401  (first: its OpenMP default must be set before torch loads)

@@ -22,7 +22,7 @@ from .config import AUTO_DAMPING_GRID, ZipConfig
 from .costs import SharingOperator, average_merge, merge_error, sharing_operator, squared_distance
 from .hessian import AUTO_EXACT_MAX_DIM, LayerHessian
 from .matching import greedy_pairs, optimal_pairs
-from .scaled import ScaledSharing, centred, scaled_sharing
+from .scaled import ScaledSharing, scaled_error, scaled_sharing
 from .zipped import ZippedLayer
 
 __all__ = ["DampingVariant", "LayerAnalysis", "hessian_kind"]
@@ -144,8 +144,7 @@ class LayerAnalysis:
         a, b = self.va[pairs[:, 0]], self.vb[pairs[:, 1]]
         if self.scales is None:
             return merge_error(merged, a, b, h_a, h_b)
-        sa, sb = (s.square() for s in self.pair_scales(pairs))
-        return 0.5 * (sa * centred(h_a).quad(merged - a) + sb * centred(h_b).quad(merged - b))
+        return scaled_error(merged, a, b, *self.pair_scales(pairs), h_a, h_b)
 
     def model_errors(self, merged: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """Per pair, ½(w−a)ᵀH_A(w−a) + ½(w−b)ᵀH_B(w−b) with the *undamped* Hessians (for a

@@ -32,7 +32,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .architecture import ArchitectureError
+from .architecture import ArchitectureError, _is_flatten_call, _is_meta_node
 from .ops import MIXING, OpSpec, is_getitem, op_from_call, op_from_module
 
 __all__ = ["GraphNode", "ChannelGroup", "ModelGraph", "trace_graph"]
@@ -86,17 +86,6 @@ class ModelGraph:
     groups: tuple[ChannelGroup, ...]  # zippable, in zip order
     heads: tuple[str, ...]  # weight layers writing the output's space (never zipped)
     input_shape: tuple[int, ...]
-
-    def group_of(self, layer: str) -> ChannelGroup | None:
-        """The zippable group `layer` writes into (None for a head)."""
-        for g in self.groups:
-            if layer in g.members:
-                return g
-        return None
-
-    @property
-    def weight_layers(self) -> tuple[str, ...]:
-        return tuple(n.module for n in self.nodes if n.kind == "weight")
 
 
 class _UnionFind:
@@ -183,7 +172,7 @@ def trace_graph(
     space: dict[str, int] = {}
     raw: list[dict[str, Any]] = []
     used: set[str] = set()
-    meta: set[str] = set()
+    meta: set[torch.fx.Node] = set()
     output_node = None
     for node in gm.graph.nodes:
         where = f"{label}: node {node.name!r}"
@@ -206,10 +195,10 @@ def trace_graph(
                 f"{where}: reads the tensor {node.target!r} directly; only weight layers and "
                 "batch norms may hold parameters"
             )
-        if _meta_node(node, meta):
-            meta.add(node.name)
+        if _is_meta_node(node, meta):
+            meta.add(node)
             continue
-        inputs = [n for n in _tensor_args(node) if n.name not in meta]
+        inputs = [n for n in _tensor_args(node) if n not in meta]
         names = tuple(n.name for n in inputs)
         entry: dict[str, Any] = {"name": node.name, "inputs": names}
         if _is_add(node):
@@ -277,11 +266,11 @@ def trace_graph(
         elif _is_subsample(node):
             op = OpSpec.make("subsample", index=_index_spec(node.args[1]))
         elif (pads := _channel_pad(node)) is not None:
-            before, after = pads
+            before, _ = pads
             space[node.name] = uf.new()
-            raw.append({**entry, "kind": "embed", "offset": before, "pad": (before, after)})
+            raw.append({**entry, "kind": "embed", "offset": before})
             continue
-        elif _flatten_call(node, meta):
+        elif _is_flatten_call(node, meta):
             op = OpSpec.make("flatten")
         elif node.op in ("call_function", "call_method"):
             try:
@@ -423,39 +412,3 @@ def _is_add(node: torch.fx.Node) -> bool:
     if node.op == "call_function" and node.target in _ADDS:
         return node.kwargs.get("alpha", 1) == 1
     return node.op == "call_method" and node.target in _ADD_METHODS
-
-
-def _meta_node(node: torch.fx.Node, meta: set[str]) -> bool:
-    if node.op == "call_method" and node.target in ("size", "dim"):
-        return True
-    if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
-        return True
-    return (
-        node.op == "call_function"
-        and is_getitem(node.target)
-        and isinstance(node.args[0], torch.fx.Node)
-        and node.args[0].name in meta
-    )
-
-
-def _flatten_call(node: torch.fx.Node, meta: set[str]) -> bool:
-    if (
-        node.op == "call_function"
-        and node.target is torch.flatten
-        or (node.op == "call_method" and node.target == "flatten")
-    ):
-        args = node.args[1:]
-        start = args[0] if args else node.kwargs.get("start_dim", 0)
-        end = args[1] if len(args) > 1 else node.kwargs.get("end_dim", -1)
-        return start == 1 and end == -1
-    if node.op == "call_method" and node.target in ("view", "reshape"):
-        args = node.args[1:]
-        shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
-        if len(shape) != 2:
-            return False
-        first, second = shape
-        first_ok = isinstance(first, int) or (
-            isinstance(first, torch.fx.Node) and first.name in meta
-        )
-        return (second == -1 and first_ok) or (first == -1 and isinstance(second, int))
-    return False

@@ -42,10 +42,6 @@ class NormState:
         g = self.weight if self.weight is not None else torch.ones_like(self.var)
         return g / torch.sqrt(self.var + self.eps)
 
-    @property
-    def affine(self) -> bool:
-        return self.weight is not None
-
 
 def norm_state(bn: nn.Module, name: str) -> NormState:
     """The state (cloned) of batch norm `bn`, named `name` in errors."""

@@ -33,7 +33,7 @@ import torch
 
 from .hessian import LayerHessian
 
-__all__ = ["ScaledSharing", "scaled_sharing", "centred"]
+__all__ = ["ScaledSharing", "scaled_sharing", "scaled_error", "centred"]
 
 #: bytes of the (chunk × N_B × R) float64 temporaries in `ScaledSharing.cost_matrix`
 _CHUNK_BYTES = 64 * 2**20
@@ -121,20 +121,20 @@ class ScaledSharing:
         bias = None if ta is None else 0.5 * (ta + tb)  # absorbed by the running means
         return self.layout.join(p @ self.basis.transpose(-1, -2) + null, bias)
 
-    def error(
-        self,
-        w: torch.Tensor,
-        a: torch.Tensor,
-        b: torch.Tensor,
-        scale_a: torch.Tensor,
-        scale_b: torch.Tensor,
-        h_a: LayerHessian,
-        h_b: LayerHessian,
-    ) -> torch.Tensor:
-        """½ s_A² (w − a)ᵀ Σ_A (w − a) + ½ s_B² (w − b)ᵀ Σ_B (w − b) per row, under the given
-        (usually undamped) centred Hessians."""
-        sa, sb = scale_a.to(w.dtype).square(), scale_b.to(w.dtype).square()
-        return 0.5 * (sa * centred(h_a).quad(w - a) + sb * centred(h_b).quad(w - b))
+
+def scaled_error(
+    w: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale_a: torch.Tensor,
+    scale_b: torch.Tensor,
+    h_a: LayerHessian,
+    h_b: LayerHessian,
+) -> torch.Tensor:
+    """½ s_A² (w − a)ᵀ Σ_A (w − a) + ½ s_B² (w − b)ᵀ Σ_B (w − b) per row, with Σ the centred
+    part of the given (usually undamped) Hessians: the error left after re-centring."""
+    sa, sb = scale_a.to(w.dtype).square(), scale_b.to(w.dtype).square()
+    return 0.5 * (sa * centred(h_a).quad(w - a) + sb * centred(h_b).quad(w - b))
 
 
 def scaled_sharing(h_a: LayerHessian, h_b: LayerHessian) -> ScaledSharing:

@@ -113,7 +113,7 @@ class ZipSession:
             for ws in (w_a, w_b)
         ]
         norms = [trace_norms(model_a, arch_a), trace_norms(model_b, arch_b)]
-        self.model = ZippedNet.from_models([arch_a, arch_b], move, norms).to(self.device).eval()
+        self.model = ZippedNet.from_models([arch_a, arch_b], move, norms).eval()
         self._check_faithful(model_a, model_b)
         self._hidden = [
             (la.name, la.out_units, lb.out_units) for la, lb in zip(arch_a.hidden, arch_b.hidden)

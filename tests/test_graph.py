@@ -68,11 +68,7 @@ def test_resnet20_streams_with_both_shortcut_options(option):
             "layers.4.conv2",
             "layers.5.conv2",
         )
-    assert [grp.units for _, grp in zip(range(3), [s for s in g.groups if s.residual])] == [
-        16,
-        32,
-        64,
-    ]
+    assert [grp.units for grp in g.groups if grp.residual] == [16, 32, 64]
 
 
 def test_a_chain_has_one_group_per_hidden_layer_like_trace_model():

@@ -4,7 +4,7 @@ import torch
 
 from mtz_core.costs import sharing_operator
 from mtz_core.hessian import LayerHessian, SecondMoment
-from mtz_core.scaled import centred, scaled_sharing
+from mtz_core.scaled import centred, scaled_error, scaled_sharing
 
 F64 = torch.float64  # every tensor here is float64 (the algebra's precision)
 
@@ -88,7 +88,7 @@ def test_dead_inputs_get_the_average_and_the_cost_stays_exact():
     assert torch.allclose(merged[:, 1], 0.5 * (va[:, 1] + vb[:, 1]))
     for i in range(3):
         w, value = _least_squares(xa, xb, va[i], vb[i], sa[i], sb[i])
-        got = op.error(
+        got = scaled_error(
             merged[i : i + 1],
             va[i : i + 1],
             vb[i : i + 1],
