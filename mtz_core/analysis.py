@@ -25,7 +25,7 @@ from .matching import greedy_pairs, optimal_pairs
 from .scaled import ScaledSharing, scaled_error, scaled_sharing
 from .zipped import ZippedLayer
 
-__all__ = ["DampingVariant", "LayerAnalysis", "hessian_kind"]
+__all__ = ["DampingVariant", "LayerAnalysis", "GroupAnalysis", "GroupVariant", "hessian_kind"]
 
 
 def hessian_kind(layer: ZippedLayer, config: ZipConfig) -> str:
@@ -49,7 +49,7 @@ class DampingVariant:
     damped_a: LayerHessian
     damped_b: LayerHessian
     lambdas: tuple[float, float]
-    op: SharingOperator | ScaledSharing
+    op: SharingOperator | ScaledSharing | None  # None: nothing to merge (`LayerAnalysis.empty`)
     cost: torch.Tensor
 
 
@@ -81,15 +81,24 @@ class LayerAnalysis:
     def exact(self) -> bool:
         """The Hessians are the exact ones (one block): `model_errors` is then the exact
         increase of E_A + E_B on the Hessian samples."""
-        return self.h_a.k == 1
+        return self.h_a.k == 1 or self.empty
+
+    @property
+    def empty(self) -> bool:
+        """No shared inputs and no bias (a residual stream's layer whose inputs are not zipped
+        yet): a shared neuron shares nothing yet, and costs nothing."""
+        return self.va.shape[1] == 0
 
     def variant(self, damping: float) -> DampingVariant:
         if damping in self.variants:
             return self.variants[damping]
         damped_a, lam_a = self.h_a.damped(damping)
         damped_b, lam_b = self.h_b.damped(damping)
-        op: SharingOperator | ScaledSharing
-        if self.scales is None:
+        op: SharingOperator | ScaledSharing | None
+        if self.empty:  # nothing to merge: every pair costs 0
+            op = None
+            cost = self.va.new_zeros((len(self.va), len(self.vb)))
+        elif self.scales is None:
             op = sharing_operator(damped_a, damped_b, name=self.name)
             cost = op.cost_matrix(self.va, self.vb)
         else:
@@ -112,21 +121,14 @@ class LayerAnalysis:
         Greedy and random picks are prefixes of the full-share order: the first k of the pairs
         for k + 1 are the pairs for k (what `ZipSession.preview` relies on).
         """
-        solver = greedy_pairs if config.matching == "greedy" else optimal_pairs
-        if config.method in ("mtz", "mtz-avg"):
-            return solver(variant.cost, k)
-        if config.method == "euclidean":
-            return solver(squared_distance(self.va, self.vb), k)
-        n_a, n_b = variant.cost.shape
-        rng = np.random.default_rng([config.seed, index])
-        rows = rng.permutation(n_a)[:k]
-        cols = rng.permutation(n_b)[:k]
-        return torch.as_tensor(np.stack([rows, cols], axis=1), dtype=torch.long)
+        return choose_pairs(
+            variant.cost, lambda: squared_distance(self.va, self.vb), k, config, index
+        )
 
     def merge(self, variant: DampingVariant, pairs: torch.Tensor, method: str) -> torch.Tensor:
         """Merged vectors for the pairs: Hessian-weighted for mtz, the plain average otherwise."""
         a, b = self.va[pairs[:, 0]], self.vb[pairs[:, 1]]
-        if method != "mtz":
+        if method != "mtz" or self.empty:
             return average_merge(a, b)
         if self.scales is None:
             return variant.op.merge(a, b)
@@ -142,6 +144,8 @@ class LayerAnalysis:
         self, merged: torch.Tensor, pairs: torch.Tensor, h_a: LayerHessian, h_b: LayerHessian
     ) -> torch.Tensor:
         a, b = self.va[pairs[:, 0]], self.vb[pairs[:, 1]]
+        if self.empty:
+            return merged.new_zeros(merged.shape[0])
         if self.scales is None:
             return merge_error(merged, a, b, h_a, h_b)
         return scaled_error(merged, a, b, *self.pair_scales(pairs), h_a, h_b)
@@ -187,6 +191,121 @@ class LayerAnalysis:
         return best_damping(scores), scores
 
 
+def choose_pairs(
+    cost: torch.Tensor,
+    distance: Callable[[], torch.Tensor],
+    k: int,
+    config: ZipConfig,
+    index: int,
+) -> torch.Tensor:
+    """k pairs by the method: MTZ costs, incoming-vector distance, or seeded random.
+
+    Greedy and random picks are prefixes of the full-share order: the first k of the pairs
+    for k + 1 are the pairs for k (what `ZipSession.preview` relies on).
+    """
+    solver = greedy_pairs if config.matching == "greedy" else optimal_pairs
+    if config.method in ("mtz", "mtz-avg"):
+        return solver(cost, k)
+    if config.method == "euclidean":
+        return solver(distance(), k)
+    n_a, n_b = cost.shape
+    rng = np.random.default_rng([config.seed, index])
+    rows = rng.permutation(n_a)[:k]
+    cols = rng.permutation(n_b)[:k]
+    return torch.as_tensor(np.stack([rows, cols], axis=1), dtype=torch.long)
+
+
 def best_damping(scores: dict[float, float]) -> float:
     """The factor with the least held-out error; ties go to the stronger damping."""
     return min(scores, key=lambda d: (scores[d], -d))
+
+
+@dataclass
+class GroupVariant:
+    """One damping factor's algebra for every member of a group; `cost` is their sum."""
+
+    damping: float
+    members: list[DampingVariant]
+    cost: torch.Tensor
+
+    @property
+    def lambdas(self) -> tuple[float, float]:
+        """The first member's λ per task (a chain's layer: its only one)."""
+        return self.members[0].lambdas
+
+    @property
+    def pseudo_inverse(self) -> bool:
+        return any(getattr(v.op, "pseudo_inverse", False) for v in self.members)
+
+
+@dataclass
+class GroupAnalysis:
+    """The analyses of a group's member layers (one for a chain's layer; every layer writing a
+    residual stream otherwise). One matching serves them all, so a pair's cost is the sum of
+    the members' costs, each from its own Hessians and kept norm."""
+
+    name: str
+    members: list[tuple[int, LayerAnalysis]]  # (layer index, analysis)
+
+    @property
+    def first(self) -> LayerAnalysis:
+        return self.members[0][1]
+
+    @property
+    def full_share(self) -> int:
+        return self.first.full_share
+
+    @property
+    def exact(self) -> bool:
+        return all(a.exact for _, a in self.members)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for _, a in self.members:
+            for key, value in a.seconds.items():
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    def variant(self, damping: float) -> GroupVariant:
+        parts = [a.variant(damping) for _, a in self.members]
+        cost = parts[0].cost
+        for v in parts[1:]:
+            cost = cost + v.cost
+        return GroupVariant(damping, parts, cost)
+
+    def choose(self, variant: GroupVariant, k: int, config: ZipConfig, index: int) -> torch.Tensor:
+        """k pairs by the method, on the summed costs (summed distances for euclidean)."""
+
+        def distance() -> torch.Tensor:
+            return sum(squared_distance(a.va, a.vb) for _, a in self.members)
+
+        return choose_pairs(variant.cost, distance, k, config, index)
+
+    def merge(self, variant: GroupVariant, pairs: torch.Tensor, method: str) -> list[torch.Tensor]:
+        """Each member's merged vectors for the pairs."""
+        return [a.merge(v, pairs, method) for (_, a), v in zip(self.members, variant.members)]
+
+    def held_errors(self, merged: list[torch.Tensor], pairs: torch.Tensor) -> torch.Tensor:
+        return sum(a.held_errors(m, pairs) for (_, a), m in zip(self.members, merged))
+
+    def select_damping(
+        self,
+        k: int,
+        config: ZipConfig,
+        index: int,
+        pairs: torch.Tensor | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> tuple[float, dict[float, float]]:
+        """damping="auto" for the group: per factor, match on the summed costs, merge every
+        member, and score by the members' summed held-out error."""
+        scores: dict[float, float] = {}
+        for damping in AUTO_DAMPING_GRID:
+            if check is not None:
+                check()
+            variant = self.variant(damping)
+            chosen = pairs if pairs is not None else self.choose(variant, k, config, index)
+            chosen = chosen.to(self.first.va.device)
+            merged = self.merge(variant, chosen, config.method)
+            scores[damping] = float(self.held_errors(merged, chosen).sum())
+        return best_damping(scores), scores

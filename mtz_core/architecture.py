@@ -26,6 +26,7 @@ from .batches import all_finite
 from .config import BATCH_NORMS
 from .norms import NormState, norm_state
 from .ops import MIXING, OpSpec, is_getitem, op_from_call, op_from_module
+from .program import GraphProgram, ZipGroup
 
 __all__ = [
     "ArchitectureError",
@@ -40,6 +41,10 @@ __all__ = [
 
 class ArchitectureError(ValueError):
     """The model cannot be zipped as it is (unsupported structure or a mismatch between A and B)."""
+
+
+class _NotAChain(ArchitectureError):
+    """The model branches: `trace_model` reads it as a residual graph instead."""
 
 
 @dataclass(frozen=True)
@@ -113,23 +118,36 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class Architecture:
-    """An ordered chain of weight layers; the last one is the model's head."""
+    """Weight layers in order, the last one the model's head: a chain (`graph` None: each
+    layer reads the one before it, after its `ops_before`) or a residual network run by its
+    `graph` program (`mtz_core.program`)."""
 
     layers: tuple[LayerSpec, ...]
     ops_after: tuple[OpSpec, ...] = ()
     input_shape: tuple[int, ...] = field(default=())
+    graph: GraphProgram | None = None
 
     @property
     def hidden(self) -> tuple[LayerSpec, ...]:
-        """The zippable layers: every weight layer but the head."""
+        """Every weight layer but the head."""
         return self.layers[:-1]
 
+    def zip_groups(self) -> tuple[ZipGroup, ...]:
+        """The zippable unit spaces in zip order: for a chain one per hidden layer (its output,
+        read by the next layer); for a residual network the channel groups."""
+        if self.graph is not None:
+            return self.graph.zip_groups()
+        return tuple(ZipGroup(s.name, i, (i,), (i + 1,)) for i, s in enumerate(self.hidden))
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "layers": [layer.to_dict() for layer in self.layers],
             "ops_after": [op.to_dict() for op in self.ops_after],
             "input_shape": list(self.input_shape),
         }
+        if self.graph is not None:
+            d["graph"] = self.graph.to_dict()
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Architecture:
@@ -137,6 +155,7 @@ class Architecture:
             layers=tuple(LayerSpec.from_dict(x) for x in d["layers"]),
             ops_after=tuple(OpSpec.from_dict(x) for x in d["ops_after"]),
             input_shape=tuple(d["input_shape"]),
+            graph=GraphProgram.from_dict(d["graph"]) if d.get("graph") else None,
         )
 
 
@@ -228,7 +247,26 @@ def trace_model(
     layer before it (eval-mode statistics); "keep" keeps the batch norm after each hidden layer
     (`LayerSpec.norm`; the layer's weights are returned unfolded; read the norms with
     `trace_norms`). A norm after the head is folded either way: the head is never shared.
+
+    A model that branches (residual additions, zero-padding shortcuts) is read as a graph
+    (`mtz_core.program.trace_residual`): the architecture then carries its `graph`.
     """
+    try:
+        return _trace_chain(model, input_shape, label=label, batch_norm=batch_norm)
+    except _NotAChain:
+        pass  # a branching model: read it as a graph (its own errors name what it cannot do)
+    from .program import trace_residual
+
+    return trace_residual(model, input_shape, label=label, batch_norm=batch_norm)
+
+
+def _trace_chain(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    label: str = "model",
+    batch_norm: str = "fold",
+) -> tuple[Architecture, list[tuple[torch.Tensor, torch.Tensor | None]]]:
     if batch_norm not in BATCH_NORMS:
         raise ValueError(f"batch_norm must be one of {list(BATCH_NORMS)}, got {batch_norm!r}")
     if not isinstance(model, nn.Module):
@@ -275,24 +313,26 @@ def trace_model(
             continue
         inputs = _tensor_args(node, meta)
         if len(inputs) != 1:
-            raise ArchitectureError(
+            raise _NotAChain(
                 f"{where} ({node.op} {node.target}) combines {len(inputs)} tensors: residual "
                 "additions, concatenations and attention are not supported (a chain of layers is)"
             )
         if inputs[0] is not current:
-            raise ArchitectureError(
+            raise _NotAChain(
                 f"{where} reads {inputs[0].name!r} instead of the previous node "
                 f"{current.name if current is not None else None!r}: branches are not supported"
             )
         current = node
         if node.op == "call_module":
             target = str(node.target)
-            if target in used_modules:
-                raise ArchitectureError(
-                    f"{where}: module {target!r} is used twice; shared modules are not supported"
-                )
-            used_modules.add(target)
             module = modules[target]
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)):
+                if target in used_modules:  # a parameter-free module (ReLU) may be reused
+                    raise ArchitectureError(
+                        f"{where}: module {target!r} with weights is used twice; shared modules "
+                        "are not supported"
+                    )
+                used_modules.add(target)
             if isinstance(module, (nn.Linear, nn.Conv2d)):
                 if isinstance(module, nn.Conv2d):
                     if module.groups != 1:
@@ -379,7 +419,6 @@ def _finish(
     weights: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     for position, item in enumerate(items):
         keep = keep_norms and item.batch_norm is not None and position < len(items) - 1
-        norm_args: dict[str, Any] = {}
         try:
             for op in item.ops_before:
                 x = op.apply(x)
@@ -388,97 +427,7 @@ def _finish(
                 f"{label}: cannot apply the operations before layer {item.name!r} to an input "
                 f"of shape {tuple(x.shape[1:])}: {exc}"
             ) from exc
-        m = item.module
-        w = m.weight.detach().clone()
-        b = m.bias.detach().clone() if m.bias is not None else None
-        if keep:
-            bn = modules[item.batch_norm]
-            norm_state(bn, item.batch_norm)  # refuses a norm without running statistics
-            norm_args = {
-                "norm_eps": float(bn.eps),
-                "norm_momentum": None if bn.momentum is None else float(bn.momentum),
-                "norm_affine": bn.weight is not None,
-            }
-        elif item.batch_norm is not None:
-            w, b = _fold_batch_norm(w, b, modules[item.batch_norm], item.batch_norm)
-        has_bias = b is not None
-        in_shape = tuple(x.shape[1:])
-        if isinstance(m, nn.Linear):
-            if x.dim() != 2 or x.shape[1] != m.in_features:
-                raise ArchitectureError(
-                    f"{label}: layer {item.name!r} expects {m.in_features} input features but "
-                    f"receives shape {in_shape} (input shape {input_shape})"
-                )
-            features = m.in_features
-            units, positions = features, 1
-            if prev_units is not None:
-                if features % prev_units != 0:
-                    raise ArchitectureError(
-                        f"{label}: layer {item.name!r} reads {features} features, not a multiple "
-                        f"of the {prev_units} units of the layer before"
-                    )
-                units, positions = prev_units, features // prev_units
-            spec = LayerSpec(
-                item.name,
-                "linear",
-                units,
-                m.out_features,
-                positions,
-                ops_before=tuple(item.ops_before),
-                batch_norm=item.batch_norm,
-                in_shape=in_shape,
-                out_shape=(m.out_features,),
-                bias=has_bias,
-                norm=keep,
-                **norm_args,
-            )
-            x = torch.empty((1, m.out_features), device="meta")
-        else:
-            if x.dim() != 4 or x.shape[1] != m.in_channels:
-                raise ArchitectureError(
-                    f"{label}: layer {item.name!r} expects {m.in_channels} input channels but "
-                    f"receives shape {in_shape} (input shape {input_shape})"
-                )
-            padding = m.padding
-            if isinstance(padding, str):
-                if padding == "valid":
-                    padding = (0, 0)
-                else:
-                    k, d = _pair(m.kernel_size), _pair(m.dilation)
-                    if any(d[i] * (k[i] - 1) % 2 for i in range(2)):
-                        raise ArchitectureError(
-                            f"{label}: layer {item.name!r} uses padding='same' with an even "
-                            "kernel (asymmetric padding), which is not supported"
-                        )
-                    padding = tuple(d[i] * (k[i] - 1) // 2 for i in range(2))
-            spec = LayerSpec(
-                item.name,
-                "conv",
-                m.in_channels,
-                m.out_channels,
-                1,
-                kernel_size=_pair(m.kernel_size),
-                stride=_pair(m.stride),
-                padding=_pair(padding),
-                dilation=_pair(m.dilation),
-                ops_before=tuple(item.ops_before),
-                batch_norm=item.batch_norm,
-                in_shape=in_shape,
-                bias=has_bias,
-                norm=keep,
-                **norm_args,
-            )
-            x = torch.nn.functional.conv2d(
-                x,
-                torch.empty_like(w, device="meta"),
-                None,
-                spec.stride,
-                spec.padding,
-                spec.dilation,
-            )
-            spec = replace(spec, out_shape=tuple(x.shape[1:]))
-        if not (all_finite(w) and (b is None or all_finite(b))):
-            raise ValueError(f"{label}: layer {item.name!r} has NaN or Inf weights")
+        spec, w, b, x = make_layer(item, x, prev_units, modules, input_shape, label, keep)
         prev_units = spec.out_units
         specs.append(spec)
         weights.append((w, b))
@@ -490,6 +439,113 @@ def _finish(
             f"{tuple(x.shape[1:])}; only elementwise operations and softmax may follow the head"
         )
     return Architecture(tuple(specs), tuple(ops_after), input_shape), weights
+
+
+def make_layer(
+    item: _Weight,
+    x: torch.Tensor,
+    prev_units: int | None,
+    modules: dict[str, nn.Module],
+    input_shape: tuple[int, ...],
+    label: str,
+    keep: bool,
+) -> tuple[LayerSpec, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One weight layer's spec and (cloned) weights from its input `x` (meta device);
+    `prev_units` the units its input is made of (None: the model's input). Returns the spec,
+    the weight, the bias (None without) and the layer's output (meta)."""
+    norm_args: dict[str, Any] = {}
+    m = item.module
+    w = m.weight.detach().clone()
+    b = m.bias.detach().clone() if m.bias is not None else None
+    if keep:
+        bn = modules[item.batch_norm]
+        norm_state(bn, item.batch_norm)  # refuses a norm without running statistics
+        norm_args = {
+            "norm_eps": float(bn.eps),
+            "norm_momentum": None if bn.momentum is None else float(bn.momentum),
+            "norm_affine": bn.weight is not None,
+        }
+    elif item.batch_norm is not None:
+        w, b = _fold_batch_norm(w, b, modules[item.batch_norm], item.batch_norm)
+    has_bias = b is not None
+    in_shape = tuple(x.shape[1:])
+    if isinstance(m, nn.Linear):
+        if x.dim() != 2 or x.shape[1] != m.in_features:
+            raise ArchitectureError(
+                f"{label}: layer {item.name!r} expects {m.in_features} input features but "
+                f"receives shape {in_shape} (input shape {input_shape})"
+            )
+        features = m.in_features
+        units, positions = features, 1
+        if prev_units is not None:
+            if features % prev_units != 0:
+                raise ArchitectureError(
+                    f"{label}: layer {item.name!r} reads {features} features, not a multiple "
+                    f"of the {prev_units} units of the layer before"
+                )
+            units, positions = prev_units, features // prev_units
+        spec = LayerSpec(
+            item.name,
+            "linear",
+            units,
+            m.out_features,
+            positions,
+            ops_before=tuple(item.ops_before),
+            batch_norm=item.batch_norm,
+            in_shape=in_shape,
+            out_shape=(m.out_features,),
+            bias=has_bias,
+            norm=keep,
+            **norm_args,
+        )
+        x = torch.empty((1, m.out_features), device="meta")
+    else:
+        if x.dim() != 4 or x.shape[1] != m.in_channels:
+            raise ArchitectureError(
+                f"{label}: layer {item.name!r} expects {m.in_channels} input channels but "
+                f"receives shape {in_shape} (input shape {input_shape})"
+            )
+        padding = m.padding
+        if isinstance(padding, str):
+            if padding == "valid":
+                padding = (0, 0)
+            else:
+                k, d = _pair(m.kernel_size), _pair(m.dilation)
+                if any(d[i] * (k[i] - 1) % 2 for i in range(2)):
+                    raise ArchitectureError(
+                        f"{label}: layer {item.name!r} uses padding='same' with an even "
+                        "kernel (asymmetric padding), which is not supported"
+                    )
+                padding = tuple(d[i] * (k[i] - 1) // 2 for i in range(2))
+        spec = LayerSpec(
+            item.name,
+            "conv",
+            m.in_channels,
+            m.out_channels,
+            1,
+            kernel_size=_pair(m.kernel_size),
+            stride=_pair(m.stride),
+            padding=_pair(padding),
+            dilation=_pair(m.dilation),
+            ops_before=tuple(item.ops_before),
+            batch_norm=item.batch_norm,
+            in_shape=in_shape,
+            bias=has_bias,
+            norm=keep,
+            **norm_args,
+        )
+        x = torch.nn.functional.conv2d(
+            x,
+            torch.empty_like(w, device="meta"),
+            None,
+            spec.stride,
+            spec.padding,
+            spec.dilation,
+        )
+        spec = replace(spec, out_shape=tuple(x.shape[1:]))
+    if not (all_finite(w) and (b is None or all_finite(b))):
+        raise ValueError(f"{label}: layer {item.name!r} has NaN or Inf weights")
+    return spec, w, b, x
 
 
 def trace_norms(model: nn.Module, arch: Architecture) -> list[NormState | None]:
@@ -510,6 +566,13 @@ def check_compatible(arch_a: Architecture, arch_b: Architecture) -> None:
     if arch_a.input_shape != arch_b.input_shape:
         raise ArchitectureError(
             f"input shapes differ: A {arch_a.input_shape}, B {arch_b.input_shape}"
+        )
+    if arch_a.graph != arch_b.graph:
+        what = {None: "a chain"}
+        ga, gb = (what.get(a.graph, "a residual graph") for a in (arch_a, arch_b))
+        raise ArchitectureError(
+            f"the models are wired differently: A is {ga}, B is {gb}"
+            + (" with other additions, shortcuts or offsets" if ga == gb else "")
         )
     if len(arch_a.layers) != len(arch_b.layers):
         names_a = [s.name for s in arch_a.layers]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -86,6 +86,8 @@ class ModelGraph:
     groups: tuple[ChannelGroup, ...]  # zippable, in zip order
     heads: tuple[str, ...]  # weight layers writing the output's space (never zipped)
     input_shape: tuple[int, ...]
+    output: str = ""  # the node the model returns
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
 
 
 class _UnionFind:
@@ -381,7 +383,7 @@ def _build(raw, space, uf, shapes, output_node, input_shape, label) -> ModelGrap
         raise ArchitectureError(f"{label}: no weight layer produces the output")
     if not groups:
         raise ArchitectureError(f"{label}: no hidden layer to zip before the head")
-    return ModelGraph(tuple(nodes), tuple(groups), heads, input_shape)
+    return ModelGraph(tuple(nodes), tuple(groups), heads, input_shape, output_node, dict(shapes))
 
 
 def _node_of(raw, module: str) -> str:

@@ -91,7 +91,23 @@ _APPLY: dict[str, Callable[..., torch.Tensor]] = {
     "adaptive_max_pool2d": lambda x, output_size: F.adaptive_max_pool2d(x, output_size),
     "softmax": lambda x, dim: F.softmax(x, dim=dim),
     "log_softmax": lambda x, dim: F.log_softmax(x, dim=dim),
+    "subsample": lambda x, index: x[(slice(None), slice(None), *(slice(*i) for i in index))],
 }
+
+
+class Subsample(nn.Module):
+    """x[:, :, a::s, b::t] as a module (the spatial part of an option-A ResNet shortcut)."""
+
+    def __init__(self, index: tuple) -> None:
+        super().__init__()
+        self.index = tuple(tuple(i) for i in index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _APPLY["subsample"](x, self.index)
+
+    def extra_repr(self) -> str:
+        return f"index={self.index}"
+
 
 _MODULES: dict[str, Callable[..., nn.Module]] = {
     "identity": nn.Identity,
@@ -113,6 +129,7 @@ _MODULES: dict[str, Callable[..., nn.Module]] = {
     "adaptive_max_pool2d": nn.AdaptiveMaxPool2d,
     "softmax": nn.Softmax,
     "log_softmax": nn.LogSoftmax,
+    "subsample": Subsample,
 }
 
 #: kinds that act on every entry separately
@@ -122,7 +139,9 @@ ELEMENTWISE = frozenset(
 )
 #: kinds that act on every channel separately (elementwise ones included)
 CHANNELWISE = (
-    ELEMENTWISE | {"max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"} | {"adaptive_max_pool2d"}
+    ELEMENTWISE
+    | {"max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"}
+    | {"adaptive_max_pool2d", "subsample"}
 )
 #: kinds that mix a layer's units: allowed only after the head
 MIXING = frozenset({"softmax", "log_softmax"})

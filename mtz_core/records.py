@@ -56,14 +56,23 @@ class LayerRecord:
     # damping="auto": {factor: held-out layer error of the merge it gives}
     damping_scores: dict[float, float] | None = None
     retraining: TrainReport | None = None
+    # a residual group: its member layers (one matching), and the layers whose already-shared
+    # rows were re-merged over the inputs this step shared, with the E_A + E_B increase each
+    # caused (included in predicted_error; pair_errors sum the members' errors)
+    members: tuple[str, ...] = ()
+    remerged: dict[str, float] = field(default_factory=dict)
+    saved: int | None = None  # parameters the step saved, counted on the network
 
     @property
     def k(self) -> int:
         return int(self.pairs.shape[0])
 
     def saved_parameters(self) -> int:
-        """Parameters this layer's sharing saves: k·(s·K + 1), without the 1 when the layer
-        has no bias."""
+        """Parameters this step saved: counted on the network before and after it when
+        recorded (every member and re-merged reader), else k·(s·K + 1), without the 1 when
+        the layer has no bias (one layer)."""
+        if self.saved is not None:
+            return self.saved
         return self.k * (self.shared_inputs * self.per_unit + int(self.bias))
 
     def summary(self) -> dict[str, Any]:

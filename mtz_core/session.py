@@ -12,14 +12,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .analysis import LayerAnalysis, best_damping, hessian_kind
+from .analysis import GroupAnalysis, LayerAnalysis, best_damping, hessian_kind
 from .architecture import check_compatible, trace_model, trace_norms
 from .batches import CalibrationData
 from .config import AUTO_DAMPING_GRID, ZipConfig
@@ -31,7 +31,7 @@ from .progress import CancelToken, ProgressCallback, ProgressEvent, ZipCancelled
 from .records import LayerRecord, SharePreview, ZipResult
 from .streams import centred_pair_errors, layer_hessian, pair_errors
 from .training import TrainReport, retrain
-from .zipped import ZippedLayer, ZippedNet
+from .zipped import GroupUndo, LayerSizes, ZippedLayer, ZippedNet
 
 __all__ = ["ZipSession"]
 
@@ -39,7 +39,7 @@ __all__ = ["ZipSession"]
 @dataclass
 class _Undo:
     index: int
-    layers: tuple[ZippedLayer, ZippedLayer]
+    undo: GroupUndo
     version: int
     state: dict[str, torch.Tensor] | None = None  # weights right after the step, before retraining
 
@@ -115,8 +115,9 @@ class ZipSession:
         norms = [trace_norms(model_a, arch_a), trace_norms(model_b, arch_b)]
         self.model = ZippedNet.from_models([arch_a, arch_b], move, norms).eval()
         self._check_faithful(model_a, model_b)
+        self._groups = self.model.groups
         self._hidden = [
-            (la.name, la.out_units, lb.out_units) for la, lb in zip(arch_a.hidden, arch_b.hidden)
+            (g.name, *self.model.layers[g.members[0]].sizes.out_own[:2]) for g in self._groups
         ]
         self.params = {
             "a": sum(p.numel() for p in model_a.parameters()),
@@ -149,11 +150,17 @@ class ZipSession:
     @property
     def next_index(self) -> int | None:
         i = len(self.records)
-        return i if i < len(self.model.layers) - 1 else None
+        return i if i < len(self._groups) else None
 
     @property
     def done(self) -> bool:
         return self.next_index is None
+
+    @property
+    def groups(self):
+        """The zippable groups in step order (`mtz_core.program.ZipGroup`): one layer each for a
+        chain; every layer writing one residual stream together for a residual network."""
+        return self._groups
 
     def cost_matrix(self) -> np.ndarray:
         """The next layer's cost matrix (computing and caching its Hessians if needed).
@@ -198,16 +205,19 @@ class ZipSession:
 
     # -- stepping ------------------------------------------------------------------------
     def step(self, share: Any = None, *, k: Any = None, pairs: Any = None) -> LayerRecord:
-        """Zip the next hidden layer: `share` a fraction in [0, 1] of the narrower side (or a
-        dict by layer name), `k` a number of pairs (an int, or a dict by layer name), or
-        explicit `pairs`. Neither given: share 1.0.
+        """Zip the next group (a hidden layer of a chain; the layers writing one residual stream
+        together): `share` a fraction in [0, 1] of the narrower side (or a dict by name), `k` a
+        number of pairs (an int, or a dict by name), or explicit `pairs`. Neither given: share
+        1.0.
 
         Raises `ZipCancelled` (network unchanged) when `cancel()` is called meanwhile.
         """
         index = self._require_next()
-        layer = self.model.layers[index]
-        name, spec = layer.spec.name, layer.spec
-        n_a, n_b = layer.sizes.out_own[:2]
+        group = self._groups[index]
+        name = group.name
+        first = self.model.layers[group.members[0]]
+        spec = first.spec
+        n_a, n_b = first.sizes.out_own[:2]
         if pairs is not None:
             if share is not None or k is not None:
                 raise ValueError("pass pairs= alone, without share= or k=")
@@ -233,86 +243,97 @@ class ZipSession:
             chosen = analysis.choose(variant, count, cfg, index)
         chosen = chosen.to(self.algebra_device)
         merged = analysis.merge(variant, chosen, cfg.method)
-        s = layer.sizes.in_shared
-        weight, bias = vectors_to_weights(merged, spec, s, analysis.kind, layer.has_bias)
+        parts = []
+        for (i, la), m in zip(analysis.members, merged):
+            layer = self.model.layers[i]
+            w, b = vectors_to_weights(m, layer.spec, layer.sizes.in_shared, la.kind, layer.has_bias)
+            parts.append((i, layer, la, m, w, b))
         t1 = time.perf_counter()
         self._emit(index, "matching", 1, 1)
-        errors, shifts = self._applied_errors(
-            index, layer, analysis, chosen, merged, weight, bias, with_shifts=True
-        )
-        self._check()
-        dtype = layer.like.dtype
-        old = self.model.zip_layer(
-            index,
-            chosen.cpu(),
-            weight.to(self.device, dtype),
-            None if bias is None else bias.to(self.device, dtype),
-            shifts,
-        )
-        t2 = time.perf_counter()
-        self._emit(index, "merge", 1, 1)
+        errors = torch.zeros(chosen.shape[0], dtype=torch.float64, device=self.algebra_device)
+        weights, shifts = {}, {}
+        for i, layer, la, m, w, b in parts:
+            err, shift = self._applied_errors(i, layer, la, chosen, m, w, b, with_shifts=True)
+            errors = errors + err.to(errors.device)
+            dtype = layer.like.dtype
+            weights[i] = (w.to(self.device, dtype), None if b is None else b.to(self.device, dtype))
+            shifts[i] = shift
+            self._check()
+        before = self.model.num_parameters()
+        undo = self.model.zip_group(index, chosen.cpu(), weights, shifts)
+        remerged: dict[str, float] = {}
         heldout = None
-        if self.heldout is not None:
-            try:
-                args = (self.model, index, old[0], chosen.cpu(), weight, bias, self.heldout)
-                kw = {"check": self._check, "on_batch": self._on_batch(index, "heldout")}
-                if analysis.scales is None:
-                    held = pair_errors(*args, self.algebra_device, **kw)
-                else:
-                    scales = analysis.pair_scales(chosen)
-                    held = centred_pair_errors(*args, self.algebra_device, scales, shifts, **kw)[0]
-                heldout = float(held.sum())
-            except BaseException:
-                self.model.restore_layers(index, old)
-                raise
+        try:
+            remerge_held = 0.0
+            for r, rows in undo.pending.items():
+                err, held_r = self._remerge(index, r, rows, damping)
+                remerged[self.model.layers[r].spec.name] = err
+                remerge_held += held_r
+            t2 = time.perf_counter()
+            self._emit(index, "merge", 1, 1)
+            if self.heldout is not None:
+                heldout = remerge_held
+                for i, _layer, la, _m, w, b in parts:
+                    heldout += self._heldout_error(
+                        index, i, undo.layers[i], la, chosen, w, b, shifts[i]
+                    )
+        except BaseException:
+            self.model.restore_group(undo)
+            raise
         pairs_np = chosen.cpu().numpy().astype(np.int64)
         cost_np = variant.cost.cpu().numpy()
         pair_errors_np = errors.cpu().numpy()
+        la = analysis.first
         record = LayerRecord(
             name=name,
             index=index,
             kind=spec.kind,
             n_a=n_a,
             n_b=n_b,
-            shared_inputs=s,
+            shared_inputs=first.sizes.in_shared,
             per_unit=spec.kernel_positions if spec.kind == "conv" else spec.positions,
-            bias=layer.has_bias,
+            bias=first.has_bias,
             share=asked,
             pairs=pairs_np,
             cost=cost_np,
             pair_costs=cost_np[pairs_np[:, 0], pairs_np[:, 1]],
             pair_errors=pair_errors_np,
-            predicted_error=float(pair_errors_np.sum()),
+            predicted_error=float(pair_errors_np.sum()) + sum(remerged.values()),
             method=cfg.method,
             matching=cfg.matching,
-            hessian=analysis.kind,
-            hessian_dim=analysis.h_a.s + int(layer.has_bias),
-            hessian_blocks=analysis.h_a.k,
+            hessian=la.kind,
+            hessian_dim=la.h_a.s + int(first.has_bias),
+            hessian_blocks=la.h_a.k,
             damping=damping,
             lambdas=variant.lambdas,
-            n_samples=(analysis.h_a.n_samples, analysis.h_b.n_samples),
-            pseudo_inverse=variant.op.pseudo_inverse,
+            n_samples=(la.h_a.n_samples, la.h_b.n_samples),
+            pseudo_inverse=variant.pseudo_inverse,
             seconds=dict(analysis.seconds, matching=t1 - t0, merge=t2 - t1),
             heldout_error=heldout,
             damping_scores=scores,
+            members=tuple(self.model.layers[i].spec.name for i in group.members),
+            remerged=remerged,
+            saved=before - self.model.num_parameters(),
         )
         if heldout is not None:
             record.seconds["heldout"] = time.perf_counter() - t2
-        if cfg.recalibrate and self.model.layers[index].norm is not None:
+        norms = [self.model.layers[i].norm for i in (*group.members, *undo.pending)]
+        norms = [n for n in norms if n is not None]
+        if cfg.recalibrate and norms:
             t3 = time.perf_counter()
             try:
                 recalibrate(
                     self.model,
                     self.data,
                     lambda x, t: self.model(x, t),
-                    norms=[self.model.layers[index].norm],
+                    norms=norms,
                     check=self._check,
                 )
             except BaseException:
-                self.model.restore_layers(index, old)
+                self.model.restore_group(undo)
                 raise
             record.seconds["recalibrate"] = time.perf_counter() - t3
-        entry = _Undo(index, old, self._version)
+        entry = _Undo(index, undo, self._version)
         self._undo.append(entry)
         self.records.append(record)
         self._bump()
@@ -324,6 +345,71 @@ class ZipSession:
             finally:
                 self._bump()  # the callback may have changed weights (retraining)
         return record
+
+    def _heldout_error(
+        self,
+        index: int,
+        layer_index: int,
+        before: ZippedLayer,
+        analysis: LayerAnalysis,
+        pairs: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        shifts: torch.Tensor | None,
+    ) -> float:
+        """The increase of E_A + E_B the applied weights cause at layer `layer_index` on the
+        held-out data (`before`: the layer as it was, rows the original neurons)."""
+        args = (self.model, layer_index, before, pairs.cpu(), weight, bias, self.heldout)
+        kw = {"check": self._check, "on_batch": self._on_batch(index, "heldout")}
+        if analysis.scales is None:
+            held = pair_errors(*args, self.algebra_device, **kw)
+        else:
+            scales = analysis.pair_scales(pairs)
+            held = centred_pair_errors(*args, self.algebra_device, scales, shifts, **kw)[0]
+        return float(held.sum())
+
+    def _remerge(
+        self, index: int, reader: int, rows: list[torch.Tensor], damping: float
+    ) -> tuple[float, float]:
+        """Merge the already-shared rows of layer `reader` over the input columns this step
+        shared: per row pair (fixed), the two tasks' weights on those columns (`rows[t]`) and
+        the shared bias become one vector, weighted by the reader's Hessians over its shared
+        inputs — the same two-Hessian merge as a step, with the pairs given. Returns the
+        increase of E_A + E_B it causes on the Hessian samples and on the held-out data (0
+        without)."""
+        layer = self.model.layers[reader]
+        sz = layer.sizes
+        k_r = sz.shared
+        view = ZippedLayer(
+            replace(layer.spec, norm=False),
+            LayerSizes(sz.in_shared, sz.in_own, 0, (k_r,) * layer.n_tasks),
+            layer.like,
+        )
+        with torch.no_grad():
+            for t in range(layer.n_tasks):
+                view.own_weight[t].copy_(torch.cat([rows[t], layer.shared_own_weight[t]], dim=1))
+                if layer.has_bias:
+                    view.own_bias[t].copy_(layer.shared_bias)
+        analysis = self._layer_analysis(index, reader, view)
+        ident = torch.arange(k_r, device=self.algebra_device)[:, None].expand(k_r, 2)
+        merged = analysis.merge(analysis.variant(damping), ident, self.config.method)
+        weight, bias = vectors_to_weights(
+            merged, layer.spec, sz.in_shared, analysis.kind, layer.has_bias
+        )
+        errors, shifts = self._applied_errors(
+            reader, view, analysis, ident, merged, weight, bias, with_shifts=True
+        )
+        dtype = layer.like.dtype
+        held = 0.0
+        if self.heldout is not None:
+            held = self._heldout_error(index, reader, view, analysis, ident, weight, bias, shifts)
+        self.model.set_shared_rows(
+            reader,
+            weight.to(self.device, dtype),
+            None if bias is None else bias.to(self.device, dtype),
+            shifts,
+        )
+        return float(errors.sum()), held
 
     def preview(self) -> SharePreview:
         """What zipping the next layer would do at every share k = 0 … min(n_A, n_B): the pairs
@@ -337,8 +423,14 @@ class ZipSession:
                 f"a preview of every share needs greedy matching (the first k pairs of k + 1); "
                 f"matching={cfg.matching!r} picks each k anew: step(k=...) and read the record"
             )
-        analysis = self._analysis(index)
-        layer = self.model.layers[index]
+        group = self._analysis(index)
+        if len(group.members) > 1:
+            raise ValueError(
+                f"a preview of every share covers single-layer groups; {group.name!r} is a "
+                "residual stream of several layers: step(k=...) and read the record"
+            )
+        layer_index, analysis = group.members[0]
+        layer = self.model.layers[layer_index]
         m = analysis.full_share
         dampings = AUTO_DAMPING_GRID if cfg.damping == "auto" else (cfg.damping,)
         orders, merged, held = {}, {}, {}
@@ -357,7 +449,9 @@ class ZipSession:
             weight, bias = vectors_to_weights(
                 all_merged, layer.spec, layer.sizes.in_shared, analysis.kind, layer.has_bias
             )
-            flat = self._applied_errors(index, layer, analysis, all_pairs, all_merged, weight, bias)
+            flat = self._applied_errors(
+                layer_index, layer, analysis, all_pairs, all_merged, weight, bias
+            )
             errors = dict(zip(dampings, flat.split(m)))
         cum = {d: torch.cumsum(errors[d], 0).cpu().numpy() for d in dampings}
         chosen = []
@@ -441,7 +535,7 @@ class ZipSession:
         entry = self._undo.pop()
         if entry.state is not None:
             self.model.load_state_dict(entry.state)
-        self.model.restore_layers(entry.index, entry.layers)
+        self.model.restore_group(entry.undo)
         self.model.to(self.device)  # a retraining since may have moved the network
         self._version = entry.version
         return self.records.pop()
@@ -454,7 +548,7 @@ class ZipSession:
     def run(self, counts: Mapping[str, int]) -> ZipResult:
         """Step through every remaining layer with `counts[name]` pairs (missing: 0)."""
         while not self.done:
-            name = self.model.layers[self.next_index].spec.name
+            name = self._groups[self.next_index].name
             self.step(k=int(counts.get(name, 0)))
         return self.result()
 
@@ -463,7 +557,7 @@ class ZipSession:
         index = self.next_index
         if index is None:
             raise ValueError(
-                f"all {len(self.model.layers) - 1} hidden layers are zipped; undo() to change one"
+                f"all {len(self._groups)} hidden layers are zipped; undo() to change one"
             )
         return index
 
@@ -473,8 +567,8 @@ class ZipSession:
 
     def _emit(self, index, stage, done, total, task=None, losses=None) -> None:
         if self.progress is not None:
-            name = self.model.layers[index].spec.name
-            n = len(self.model.layers) - 1
+            name = self._groups[index].name
+            n = len(self._groups)
             self.progress(ProgressEvent(name, index, n, stage, done, total, task, losses))
 
     def _check(self) -> None:
@@ -516,7 +610,7 @@ class ZipSession:
         """
         samples_only = self.config.damping == "auto"
         args = (self.model, index, layer, pairs.cpu(), weight, bias, self.data)
-        kw = {"check": self._check, "on_batch": self._on_batch(index, "errors")}
+        kw = {"check": self._check, "on_batch": self._on_batch(self._group_of(index), "errors")}
         if analysis.scales is None:
             if analysis.exact:
                 errors = analysis.model_errors(merged, pairs)
@@ -541,20 +635,41 @@ class ZipSession:
     def _on_batch(self, index: int, stage: str) -> Callable[[int, int | None, int], None]:
         return lambda done, total, task: self._emit(index, stage, done, total, task)
 
-    def _analysis(self, index: int) -> LayerAnalysis:
-        """The layer's Hessians and vectors for the current network state (cached)."""
+    def _group_of(self, layer_index: int) -> int:
+        """The group whose step is running when layer `layer_index` is analysed (a member, or
+        a reader being re-merged): the next group."""
+        nxt = self.next_index
+        return nxt if nxt is not None else len(self._groups) - 1
+
+    def _analysis(self, index: int) -> GroupAnalysis:
+        """Group `index`'s analyses for the current network state (cached)."""
         key = (index, self._version)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        layer = self.model.layers[index]
+        group = self._groups[index]
+        members = [(i, self._layer_analysis(index, i)) for i in group.members]
+        analysis = GroupAnalysis(group.name, members)
+        self._emit(index, "costs", 1, 1)
+        self._cache[key] = analysis
+        while len(self._cache) > 2:
+            self._cache.popitem(last=False)
+        return analysis
+
+    def _layer_analysis(
+        self, index: int, layer_index: int, view: ZippedLayer | None = None
+    ) -> LayerAnalysis:
+        """Layer `layer_index`'s Hessians (through the current network) and incoming vectors
+        (of `view`'s rows when given: a re-merge's already-shared rows)."""
+        layer = self.model.layers[layer_index]
+        rows = layer if view is None else view
         kind = hessian_kind(layer, self.config)
         split = self.config.damping == "auto"
         t0 = time.perf_counter()
         (h_a, held_a), (h_b, held_b) = (
             layer_hessian(
                 self.model,
-                index,
+                layer_index,
                 t,
                 self.data[t],
                 kind,
@@ -568,10 +683,10 @@ class ZipSession:
         t1 = time.perf_counter()
         va, vb = (
             incoming_vectors(
-                layer.own_weight[t].detach().to(self.algebra_device, torch.float64),
+                rows.own_weight[t].detach().to(self.algebra_device, torch.float64),
                 None
-                if layer.own_bias[t] is None
-                else layer.own_bias[t].detach().to(self.algebra_device, torch.float64),
+                if rows.own_bias[t] is None
+                else rows.own_bias[t].detach().to(self.algebra_device, torch.float64),
                 layer.spec,
                 layer.sizes.in_shared,
                 kind,
@@ -581,9 +696,11 @@ class ZipSession:
         held = (held_a, held_b) if split else None
         times = {"hessian": t1 - t0}
         scales = None
-        if layer.norm is not None:
+        if layer.norm is not None:  # a view's rows are the layer's first (shared) units
+            n = rows.own_weight[0].shape[0]
             scales = tuple(
-                layer.norm.scale(t).detach().to(self.algebra_device, torch.float64) for t in (0, 1)
+                layer.norm.scale(t)[:n].detach().to(self.algebra_device, torch.float64)
+                for t in (0, 1)
             )
         analysis = LayerAnalysis(
             layer.spec.name, kind, h_a, h_b, held, va, vb, times, scales=scales
@@ -591,10 +708,6 @@ class ZipSession:
         if not split:
             analysis.variant(self.config.damping)
         analysis.seconds["costs"] = time.perf_counter() - t1
-        self._emit(index, "costs", 1, 1)
-        self._cache[key] = analysis
-        while len(self._cache) > 2:
-            self._cache.popitem(last=False)
         return analysis
 
     def _check_faithful(self, model_a: nn.Module, model_b: nn.Module) -> None:

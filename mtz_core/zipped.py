@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,23 @@ from torch import nn
 from .architecture import Architecture, LayerSpec
 from .norms import NormState, TaskNorm
 from .ops import OpSpec
+from .program import ZipGroup
 
-__all__ = ["ZippedNet", "ZippedLayer", "LayerSizes", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = [
+    "ZippedNet",
+    "TaskProgram",
+    "ZippedLayer",
+    "LayerSizes",
+    "GroupUndo",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+]
 
 FORMAT_NAME = "mtz-zipped-net"
-FORMAT_VERSION = 3
-#: versions `load` reads (1: every layer had a bias; 2: no batch norm kept per task)
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+#: versions `load` reads (1: every layer had a bias; 2: no batch norm kept per task; 3: no
+#: residual networks)
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,10 @@ class ZippedLayer(nn.Module):
 
     def out_width(self, task: int) -> int:
         return self.sizes.shared + self.sizes.out_own[task]
+
+    def widths(self) -> list[int]:
+        """Each task's output units."""
+        return [self.out_width(t) for t in range(self.n_tasks)]
 
     def input_columns(self, units: int) -> int:
         return units * (self.spec.positions if self.spec.kind == "linear" else 1)
@@ -206,6 +220,18 @@ class ZippedNet(nn.Module):
         self.layers = nn.ModuleList(
             ZippedLayer(spec, sz, like) for spec, sz in zip(architecture.layers, sizes)
         )
+        self.orders: nn.Module | None = None
+        if architecture.graph is not None:
+            # per unit space and task: the original unit at each position of the task's layout
+            # [shared; own] (the embeddings of option-A shortcuts are index maps built from them)
+            self.orders = nn.Module()
+            for i, (_, space) in enumerate(architecture.graph.layer_spaces):
+                for t, width in enumerate(self.layers[i].widths()):
+                    name = f"s{space}_t{t}"
+                    if not hasattr(self.orders, name):
+                        self.orders.register_buffer(
+                            name, torch.arange(width, dtype=torch.long, device=like.device)
+                        )
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -224,12 +250,20 @@ class ZippedNet(nn.Module):
         arch = architectures[0]
         n_layers = len(arch.layers)
         widths = [[a.layers[i].out_units for a in architectures] for i in range(n_layers)]
+        n_tasks = len(weights)
+        links = (
+            arch.graph.layer_spaces
+            if arch.graph is not None
+            else [(i - 1, i) for i in range(n_layers)]
+        )
+        space_widths = {out: widths[i] for i, (_, out) in enumerate(links)}
         sizes = []
         for i, spec in enumerate(arch.layers):
-            if i == 0:
-                sizes.append(LayerSizes(spec.in_units, (0,) * len(weights), 0, tuple(widths[0])))
+            source = links[i][0]
+            if source == -1:  # the model's input: shared by construction
+                sizes.append(LayerSizes(spec.in_units, (0,) * n_tasks, 0, tuple(widths[i])))
             else:
-                sizes.append(LayerSizes(0, tuple(widths[i - 1]), 0, tuple(widths[i])))
+                sizes.append(LayerSizes(0, tuple(space_widths[source]), 0, tuple(widths[i])))
         # Per-layer out_units differ per model: keep model A's spec, sizes carry the truth.
         net = cls(arch, sizes, weights[0][0][0])
         with torch.no_grad():
@@ -261,12 +295,58 @@ class ZippedNet(nn.Module):
     ) -> list[torch.Tensor]:
         """Outputs for `tasks`; `tail` limits the operations after the head to the first few."""
         self._check_tasks(tasks)
+        if self.architecture.graph is not None:
+            xs, same = self._run_graph(x, tasks)
+            return _ops(self.architecture.ops_after[:tail], xs, same, self.training)[0]
         xs = [x] * len(tasks)
         same = True
         for layer in self.layers:
             xs, same = _ops(layer.spec.ops_before, xs, same, self.training)
             xs, same = layer(xs, tasks, same)
         return _ops(self.architecture.ops_after[:tail], xs, same, self.training)[0]
+
+    def _run_graph(self, x: torch.Tensor, tasks: Sequence[int]) -> tuple[list[torch.Tensor], bool]:
+        """Run the residual program: each slot holds every task's tensor (and whether the
+        tasks' shared parts are identical); a slot is dropped after its last reader."""
+        program = self.architecture.graph
+        last = {}
+        for i, step in enumerate(program.steps):
+            for j in step.inputs:
+                last[j] = i
+        slots: dict[int, tuple[list[torch.Tensor], bool]] = {0: ([x] * len(tasks), True)}
+        for i, step in enumerate(program.steps):
+            xs, same = slots[step.inputs[0]]
+            if step.kind == "layer":
+                out = self.layers[step.layer](xs, tasks, same)
+            elif step.kind == "op":
+                out = _ops((step.op,), xs, same, self.training)
+            elif step.kind == "add":
+                ys, same_y = slots[step.inputs[1]]
+                out = ([a + b for a, b in zip(xs, ys)], same and same_y)
+            else:  # embed
+                out = ([self._embed(step, h, t) for h, t in zip(xs, tasks)], False)
+            slots[i + 1] = out
+            for j in step.inputs:
+                if last[j] == i and j != program.output:
+                    slots.pop(j, None)
+        return slots[program.output]
+
+    def _embed(self, step, x: torch.Tensor, task: int) -> torch.Tensor:
+        """Option-A shortcut: task `task`'s units of space `source` land at `offset` + their
+        original index in space `target`, in that space's current layout; the rest are 0."""
+        positions = self.embed_map(step, task)
+        width = getattr(self.orders, f"s{step.target}_t{task}").numel()
+        out = x.new_zeros((x.shape[0], width, *x.shape[2:]))
+        out[:, positions] = x
+        return out
+
+    def embed_map(self, step, task: int) -> torch.Tensor:
+        """Where each unit of the source layout lands in the target layout (task `task`)."""
+        src = getattr(self.orders, f"s{step.source}_t{task}")
+        tgt = getattr(self.orders, f"s{step.target}_t{task}")
+        where = torch.empty_like(tgt)
+        where[tgt] = torch.arange(tgt.numel(), device=tgt.device)
+        return where[src + step.offset]
 
     def forward(self, x: torch.Tensor, task: int | None = None) -> torch.Tensor:
         """Task `task`'s output, as the original model of that task computes it."""
@@ -299,39 +379,29 @@ class ZippedNet(nn.Module):
         """Parameters stored: every shared block once, every per-task block once."""
         return sum(p.numel() for p in self.parameters())
 
-    def export_task(self, task: int) -> nn.Sequential:
-        """A plain `nn.Sequential` computing task `task` alone (for deployment)."""
+    def export_task(self, task: int) -> nn.Module:
+        """A plain module computing task `task` alone (for deployment): an `nn.Sequential` for
+        a chain, a `TaskProgram` (plain Conv2d/Linear/BatchNorm modules run by the program)
+        for a residual network."""
         if not 0 <= task < self.n_tasks:
             raise ValueError(f"task must be in [0, {self.n_tasks - 1}], got {task!r}")
+        if self.architecture.graph is not None:
+            program = self.architecture.graph
+            embeds = [
+                self.embed_map(st, task) if st.kind == "embed" else None for st in program.steps
+            ]
+            widths = [
+                getattr(self.orders, f"s{st.target}_t{task}").numel() if st.kind == "embed" else 0
+                for st in program.steps
+            ]
+            layers = [_task_layer(layer, task) for layer in self.layers]
+            ops_after = [op.to_module() for op in self.architecture.ops_after]
+            net = TaskProgram(program, layers, embeds, widths, ops_after)
+            return net.train(self.training)
         mods: list[nn.Module] = []
         for layer in self.layers:
             mods.extend(op.to_module() for op in layer.spec.ops_before)
-            w, b = layer.task_weight(task)
-            sp = layer.spec
-            bias = b is not None
-            if sp.kind == "linear":
-                m: nn.Module = nn.Linear(
-                    w.shape[1], w.shape[0], bias=bias, dtype=w.dtype, device=w.device
-                )
-            else:
-                m = nn.Conv2d(
-                    w.shape[1],
-                    w.shape[0],
-                    sp.kernel_size,
-                    sp.stride,
-                    sp.padding,
-                    sp.dilation,
-                    bias=bias,
-                    dtype=w.dtype,
-                    device=w.device,
-                )
-            with torch.no_grad():
-                m.weight.copy_(w)
-                if bias:
-                    m.bias.copy_(b)
-            mods.append(m)
-            if layer.norm is not None:
-                mods.append(layer.norm.to_module(task, 4 if sp.kind == "conv" else 2))
+            mods.extend(_task_layer(layer, task))
         mods.extend(op.to_module() for op in self.architecture.ops_after)
         return nn.Sequential(*mods).train(self.training)
 
@@ -393,6 +463,99 @@ class ZippedNet(nn.Module):
         net.load_state_dict(tensors)
         return net.eval()
 
+    @property
+    def groups(self) -> tuple[ZipGroup, ...]:
+        """The zippable unit spaces in zip order (`Architecture.zip_groups`)."""
+        return self.architecture.zip_groups()
+
+    def zip_group(
+        self,
+        group: int,
+        pairs: torch.Tensor,
+        weights: Mapping[int, tuple[torch.Tensor, torch.Tensor | None]],
+        shifts: Mapping[int, torch.Tensor | None] | None = None,
+    ) -> GroupUndo:
+        """Share `pairs` (k × T unit indices, one column per task) of group `group`.
+
+        Every member layer's paired rows become shared neurons: `weights[i]` (weight, bias) on
+        their shared inputs, each task's own-input weights kept; unpaired rows stay per task.
+        A kept batch norm keeps every task's parameters and statistics per unit, in the new
+        order, `shifts[i]` (k × T) added to the shared units' running means. Every reader's
+        input columns are put in the order [shared (pair order); own]; a reader that already
+        has shared rows (a residual stream zipped before this group) needs those rows' weights
+        on the newly shared columns merged: they hold task 0's until `set_shared_rows`, and
+        each task's are in the returned `GroupUndo.pending`. The replaced modules come back
+        untouched, so `restore_group` undoes the step exactly.
+        """
+        groups = self.groups
+        if not 0 <= group < len(groups):
+            raise ValueError(f"group index must be in [0, {len(groups) - 1}], got {group}")
+        g = groups[group]
+        members = [self.layers[i] for i in g.members]
+        if any(m.sizes.shared for m in members) or any(
+            self.layers[r].sizes.in_shared for r in g.readers
+        ):
+            raise ValueError(f"group {g.name!r} is already zipped")
+        pairs = pairs.to(device="cpu", dtype=torch.long)
+        k = pairs.shape[0]
+        orders = []
+        for t, width in enumerate(members[0].widths()):
+            taken = torch.zeros(width, dtype=torch.bool)
+            taken[pairs[:, t]] = True
+            orders.append(torch.cat([pairs[:, t], torch.nonzero(~taken).flatten()]))
+        shifts = shifts or {}
+        old: dict[int, ZippedLayer] = {}
+        current: dict[int, ZippedLayer] = {}
+        for i in g.members:
+            old[i] = self.layers[i]
+            w, b = weights[i]
+            current[i] = _share_rows(self.layers[i], orders, k, w, b, shifts.get(i))
+        pending: dict[int, list[torch.Tensor]] = {}
+        for r in g.readers:
+            old.setdefault(r, self.layers[r])
+            current[r], rows = _follow_columns(current.get(r, self.layers[r]), orders, k)
+            if rows is not None:
+                pending[r] = rows
+        old_orders: dict[str, torch.Tensor] = {}
+        if self.orders is not None:
+            with torch.no_grad():
+                for t, order in enumerate(orders):
+                    buf = getattr(self.orders, f"s{g.space}_t{t}")
+                    old_orders[f"s{g.space}_t{t}"] = buf.clone()
+                    buf.copy_(buf[order.to(buf.device)])
+        for i, layer in current.items():
+            layer.train(old[i].training)
+            self.layers[i] = layer
+        return GroupUndo(group, old, old_orders, pending)
+
+    def set_shared_rows(
+        self,
+        index: int,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        mean_shift: torch.Tensor | None = None,
+    ) -> None:
+        """Layer `index`'s shared neurons take `weight` on the shared inputs and `bias`; a kept
+        norm's running means of those units move by `mean_shift` (k × T)."""
+        layer = self.layers[index]
+        like = layer.like
+        with torch.no_grad():
+            layer.shared_weight.copy_(weight.reshape(layer.shared_weight.shape))
+            if layer.has_bias and bias is not None:
+                layer.shared_bias.copy_(bias)
+            k = layer.sizes.shared
+            if layer.norm is not None and mean_shift is not None and k:
+                for t in range(self.n_tasks):
+                    layer.norm.stats(t)[0][:k] += mean_shift[:, t].to(like.device, like.dtype)
+
+    def restore_group(self, undo: GroupUndo) -> None:
+        """Put back what `zip_group` replaced (undo)."""
+        for i, layer in undo.layers.items():
+            self.layers[i] = layer
+        with torch.no_grad():
+            for name, order in undo.orders.items():
+                getattr(self.orders, name).copy_(order)
+
     def zip_layer(
         self,
         index: int,
@@ -401,74 +564,18 @@ class ZippedNet(nn.Module):
         shared_bias: torch.Tensor,
         mean_shift: torch.Tensor | None = None,
     ) -> tuple[ZippedLayer, ZippedLayer]:
-        """Share `pairs` (k × T neuron indices, one column per task) of layer `index`.
-
-        The shared neurons take `shared_weight`/`shared_bias` on the shared inputs and keep each
-        task's own-input weights; unpaired neurons stay per task; the next layer's input columns
-        are put in the order [shared (pair order); own]. A kept batch norm keeps every task's
-        parameters and statistics per unit, in the new order; `mean_shift` (k × T) is added to
-        the shared units' running means (the change of their mean output the merge causes).
-        The two replaced layer modules are returned untouched, so putting them back
-        (`restore_layers`) undoes the step exactly.
-        """
+        """A chain's `zip_group` for layer `index`: returns the replaced layer and the next one
+        (put them back with `restore_layers`)."""
+        if self.architecture.graph is not None:
+            raise ValueError("a residual network is zipped by group: use zip_group")
         if not 0 <= index < len(self.layers) - 1:
             raise ValueError(
                 f"layer index must be a hidden layer in [0, {len(self.layers) - 2}], got {index}"
             )
-        old, old_next = self.layers[index], self.layers[index + 1]
-        sz, nsz = old.sizes, old_next.sizes
-        if sz.shared or nsz.shared or nsz.in_shared:
-            raise ValueError(f"layer {old.spec.name!r} is already zipped")
-        pairs = pairs.to(device="cpu", dtype=torch.long)
-        k = pairs.shape[0]
-        tasks = range(self.n_tasks)
-        orders, rests = [], []
-        for t in tasks:
-            taken = torch.zeros(sz.out_own[t], dtype=torch.bool)
-            taken[pairs[:, t]] = True
-            rest = torch.nonzero(~taken).flatten()
-            rests.append(rest)
-            orders.append(torch.cat([pairs[:, t], rest]))
-        like = old.like
-        new = ZippedLayer(
-            old.spec, LayerSizes(sz.in_shared, sz.in_own, k, tuple(o - k for o in sz.out_own)), like
+        undo = self.zip_group(
+            index, pairs, {index: (shared_weight, shared_bias)}, {index: mean_shift}
         )
-        new_next = ZippedLayer(
-            old_next.spec,
-            LayerSizes(k, tuple(o - k for o in sz.out_own), 0, nsz.out_own),
-            like,
-        )
-        s_cols = old.input_columns(sz.in_shared)
-        dev = like.device
-        with torch.no_grad():
-            new.shared_weight.copy_(shared_weight.reshape(new.shared_weight.shape))
-            if new.has_bias:
-                new.shared_bias.copy_(shared_bias)
-            for t in tasks:
-                w, b = old.own_weight[t], old.own_bias[t]
-                new.shared_own_weight[t].copy_(w[pairs[:, t].to(dev), s_cols:])
-                new.own_weight[t].copy_(w[rests[t].to(dev)])
-                if new.has_bias:
-                    new.own_bias[t].copy_(b[rests[t].to(dev)])
-                cols = orders[t]
-                if old_next.spec.kind == "linear" and old_next.spec.positions > 1:
-                    p = old_next.spec.positions
-                    cols = (cols[:, None] * p + torch.arange(p)).flatten()
-                new_next.own_weight[t].copy_(old_next.own_weight[t][:, cols.to(dev)])
-                if new_next.has_bias:
-                    new_next.own_bias[t].copy_(old_next.own_bias[t])
-                if old.norm is not None:
-                    new.norm.set_state(t, old.norm.state(t), orders[t])
-                    if mean_shift is not None and k:
-                        new.norm.stats(t)[0][:k] += mean_shift[:, t].to(dev, like.dtype)
-                    new.norm.load_counter(t, old.norm)
-                if old_next.norm is not None:
-                    new_next.norm.set_state(t, old_next.norm.state(t))
-                    new_next.norm.load_counter(t, old_next.norm)
-        new.train(old.training)
-        new_next.train(old_next.training)
-        self.layers[index], self.layers[index + 1] = new, new_next
-        return old, old_next
+        return undo.layers[index], undo.layers[index + 1]
 
     def restore_layers(self, index: int, layers: Sequence[ZippedLayer]) -> None:
         """Put back the layer modules `zip_layer` returned (undo)."""
@@ -501,3 +608,158 @@ def _ops(
     if training and len(done) > 1 and any(op.kind == "dropout" for op in ops):
         shared_same = False
     return out, shared_same
+
+
+@dataclass
+class GroupUndo:
+    """What `zip_group` replaced (layer modules by index, unit orders by buffer name) and the
+    readers' per-task weights on the newly shared columns still to merge (`pending`)."""
+
+    group: int
+    layers: dict[int, ZippedLayer]
+    orders: dict[str, torch.Tensor]
+    pending: dict[int, list[torch.Tensor]]
+
+
+def _share_rows(
+    old: ZippedLayer,
+    orders: list[torch.Tensor],
+    k: int,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    shift: torch.Tensor | None,
+) -> ZippedLayer:
+    """`old` with the first k units of each task's `orders` shared (rows [shared; own])."""
+    sz = old.sizes
+    like = old.like
+    dev = like.device
+    new = ZippedLayer(
+        old.spec, LayerSizes(sz.in_shared, sz.in_own, k, tuple(o - k for o in sz.out_own)), like
+    )
+    s_cols = old.input_columns(sz.in_shared)
+    with torch.no_grad():
+        new.shared_weight.copy_(weight.reshape(new.shared_weight.shape))
+        if new.has_bias:
+            new.shared_bias.copy_(bias)
+        for t, order in enumerate(orders):
+            paired, rest = order[:k].to(dev), order[k:].to(dev)
+            w, b = old.own_weight[t], old.own_bias[t]
+            new.shared_own_weight[t].copy_(w[paired, s_cols:])
+            new.own_weight[t].copy_(w[rest])
+            if new.has_bias:
+                new.own_bias[t].copy_(b[rest])
+            if old.norm is not None:
+                new.norm.set_state(t, old.norm.state(t), order)
+                if shift is not None and k:
+                    new.norm.stats(t)[0][:k] += shift[:, t].to(dev, like.dtype)
+                new.norm.load_counter(t, old.norm)
+    return new
+
+
+def _follow_columns(
+    old: ZippedLayer, orders: list[torch.Tensor], k: int
+) -> tuple[ZippedLayer, list[torch.Tensor] | None]:
+    """`old` reading its input in each task's new order, the first k units shared.
+
+    Rows already shared keep their bias and own-input weights; their weights on the newly
+    shared columns differ per task and are returned (None when there are no shared rows); the
+    new layer holds task 0's until they are merged."""
+    sz = old.sizes
+    like = old.like
+    dev = like.device
+    new = ZippedLayer(
+        old.spec, LayerSizes(k, tuple(u - k for u in sz.in_own), sz.shared, sz.out_own), like
+    )
+    p = old.spec.positions if old.spec.kind == "linear" else 1
+    pending = [] if sz.shared else None
+    with torch.no_grad():
+        for t, order in enumerate(orders):
+            cols = order if p == 1 else (order[:, None] * p + torch.arange(p)).flatten()
+            cols = cols.to(dev)
+            new.own_weight[t].copy_(old.own_weight[t][:, cols])
+            if new.has_bias:
+                new.own_bias[t].copy_(old.own_bias[t])
+            if pending is not None:
+                moved = old.shared_own_weight[t][:, cols]
+                pending.append(moved[:, : k * p].clone())
+                new.shared_own_weight[t].copy_(moved[:, k * p :])
+            if old.norm is not None:
+                new.norm.set_state(t, old.norm.state(t))
+                new.norm.load_counter(t, old.norm)
+        if pending is not None:
+            new.shared_weight.copy_(pending[0])
+            if new.has_bias:
+                new.shared_bias.copy_(old.shared_bias)
+    return new, pending
+
+
+def _task_layer(layer: ZippedLayer, task: int) -> list[nn.Module]:
+    """Task `task`'s weight layer as plain modules: the Linear/Conv2d and its kept norm."""
+    w, b = layer.task_weight(task)
+    sp = layer.spec
+    bias = b is not None
+    if sp.kind == "linear":
+        m: nn.Module = nn.Linear(w.shape[1], w.shape[0], bias=bias, dtype=w.dtype, device=w.device)
+    else:
+        m = nn.Conv2d(
+            w.shape[1],
+            w.shape[0],
+            sp.kernel_size,
+            sp.stride,
+            sp.padding,
+            sp.dilation,
+            bias=bias,
+            dtype=w.dtype,
+            device=w.device,
+        )
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if bias:
+            m.bias.copy_(b)
+    mods = [m]
+    if layer.norm is not None:
+        mods.append(layer.norm.to_module(task, 4 if sp.kind == "conv" else 2))
+    return mods
+
+
+class TaskProgram(nn.Module):
+    """One task of a zipped residual network as plain modules: `layers[i]` is weight layer i
+    (with its batch norm), run by the program's steps; an embedding copies its input's units to
+    fixed positions of a zero tensor."""
+
+    def __init__(
+        self,
+        program: Any,
+        layers: Sequence[Sequence[nn.Module]],
+        embeds: Sequence[torch.Tensor | None],
+        widths: Sequence[int],
+        ops_after: Sequence[nn.Module],
+    ) -> None:
+        super().__init__()
+        self.program = program
+        self.layers = nn.ModuleList(nn.Sequential(*mods) for mods in layers)
+        self.ops = nn.ModuleList(
+            st.op.to_module() if st.kind == "op" else nn.Identity() for st in program.steps
+        )
+        for i, where in enumerate(embeds):
+            if where is not None:
+                self.register_buffer(f"embed_{i}", where.clone())
+        self.widths = list(widths)
+        self.ops_after = nn.Sequential(*ops_after)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        slots = {0: x}
+        for i, st in enumerate(self.program.steps):
+            h = slots[st.inputs[0]]
+            if st.kind == "layer":
+                h = self.layers[st.layer](h)
+            elif st.kind == "op":
+                h = self.ops[i](h)
+            elif st.kind == "add":
+                h = h + slots[st.inputs[1]]
+            else:
+                out = h.new_zeros((h.shape[0], self.widths[i], *h.shape[2:]))
+                out[:, getattr(self, f"embed_{i}")] = h
+                h = out
+            slots[i + 1] = h
+        return self.ops_after(slots[self.program.output])

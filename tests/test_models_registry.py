@@ -63,13 +63,38 @@ def test_every_model_builds_runs_and_is_a_traceable_chain(name, shape, kwargs):
         assert torch.allclose(traced(x), out)
 
 
+def residual_cases():
+    yield "resnet20", (1, 28, 28), {"option": "A", "width": 0.25}
+    yield "resnet20", (3, 8, 8), {"option": "B", "width": 0.25}
+    for name in ("resnet18", "resnet34", "resnet50"):
+        yield name, (3, 32, 32), {"width": 0.0625}
+
+
+@pytest.mark.parametrize(("name", "shape", "kwargs"), list(residual_cases()))
+def test_every_resnet_builds_runs_and_traces_as_a_graph(name, shape, kwargs):
+    from mtz_core.architecture import trace_model
+
+    model = create_model(name, shape, 7, seed=0, **kwargs).eval()
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        assert model(x).shape == (3, 7)
+    arch, weights = trace_model(model, shape, batch_norm="keep")
+    assert arch.graph is not None and len(weights) == len(arch.layers)
+    assert arch.layers[-1].name == "fc"
+    spec = get_model_spec(model)
+    assert spec.kwargs["width"] == kwargs["width"]
+    rebuilt = build_model(ModelSpec.from_json(spec.to_json()))
+    assert rebuilt.load_state_dict(model.state_dict()) is not None
+
+
 def test_all_registry_names_are_covered():
-    assert {name for name, _, _ in cases()} == set(list_models())
+    names = {name for name, _, _ in (*cases(), *residual_cases())}
+    assert names == set(list_models())
 
 
 def test_unknown_name_lists_known_models():
     with pytest.raises(ValueError) as info:
-        create_model("resnet18", (3, 32, 32), 10)
+        create_model("resnet152", (3, 32, 32), 10)
     msg = str(info.value)
     assert "resnet18" in msg
     for name in ("mlp", "lenet300", "lenet5", "vgg11", "vgg16_bn"):

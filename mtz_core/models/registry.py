@@ -2,9 +2,9 @@
 
 The UI, the CLI and checkpoint loading all need "a LeNet-5 for 1x28x28 and 10 classes" from a
 name; a single registry keeps the list of choices, the error for a wrong name and the spec
-bookkeeping in one place. Every model it returns is a plain chain of nn.Linear / nn.Conv2d /
-nn.ReLU / nn.MaxPool2d / nn.Flatten / nn.BatchNorm2d / nn.Dropout / nn.AdaptiveAvgPool2d (what the
-zipping engine traces), and carries the `ModelSpec` it was built from as `model.mtz_spec`, so a
+bookkeeping in one place. Every model it returns is what the zipping engine traces (a chain of
+nn.Linear / nn.Conv2d / nn.BatchNorm2d / activations / pooling / flatten / dropout, or a ResNet
+with residual additions), and carries the `ModelSpec` it was built from as `model.mtz_spec`, so a
 checkpoint card can rebuild it with `build_model(spec)`.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .resnet import TORCHVISION_RESNETS, build_resnet20, build_torchvision_resnet
 from .simple import build_lenet5, build_lenet300, build_mlp
 from .spec import ModelSpec
 from .vgg import VGG_VARIANTS, build_vgg
@@ -41,6 +42,8 @@ MODEL_BUILDERS: dict[str, Builder] = {
     "lenet300": build_lenet300,
     "lenet5": build_lenet5,
     **{name: functools.partial(build_vgg, name) for name in VGG_VARIANTS},
+    "resnet20": build_resnet20,
+    **{name: functools.partial(build_torchvision_resnet, name) for name in TORCHVISION_RESNETS},
 }
 
 

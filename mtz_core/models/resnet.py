@@ -19,7 +19,13 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["resnet20", "torchvision_resnet", "TORCHVISION_RESNETS"]
+__all__ = [
+    "resnet20",
+    "torchvision_resnet",
+    "TORCHVISION_RESNETS",
+    "build_resnet20",
+    "build_torchvision_resnet",
+]
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
 
@@ -129,3 +135,31 @@ def torchvision_resnet(
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     return model
+
+
+def _image_shape(name: str, input_shape: tuple[int, ...], smallest: int) -> int:
+    if len(input_shape) != 3:
+        raise ValueError(f"{name} needs image inputs (C, H, W), got input_shape={input_shape}")
+    c, h, w = input_shape
+    if h < smallest or w < smallest:
+        raise ValueError(f"{name} needs inputs of at least {smallest}x{smallest}, got {h}x{w}")
+    return int(c)
+
+
+def build_resnet20(
+    input_shape: tuple[int, ...], num_classes: int, option: str = "A", width: float = 1.0
+) -> tuple[nn.Module, dict]:
+    """Registry builder: ResNet-20 for `input_shape` = (C, H, W), H and W at least 4."""
+    c = _image_shape("resnet20", input_shape, 4)
+    model = resnet20(num_classes, in_channels=c, option=option, width=width)
+    return model, {"option": option, "width": float(width)}
+
+
+def build_torchvision_resnet(
+    name: str, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0
+) -> tuple[nn.Module, dict]:
+    """Registry builder: torchvision `name` for `input_shape` = (C, H, W), H and W at least
+    32 (five halvings)."""
+    c = _image_shape(name, input_shape, 32)
+    model = torchvision_resnet(name, num_classes, in_channels=c, width=width)
+    return model, {"width": float(width)}
