@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 
-from . import cost_matching, kept_norm, vgg, zip_layer
+from . import cost_matching, kept_norm, resnet, vgg, zip_layer
 from ._common import machine_line
 
 SECTIONS = (
@@ -20,6 +20,7 @@ SECTIONS = (
     ("zip_layer", zip_layer),
     ("kept_norm", kept_norm),
     ("vgg", vgg),
+    ("resnet", resnet),
 )
 
 

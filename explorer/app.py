@@ -46,7 +46,7 @@ def main() -> None:
             if ws.zip is not None:
                 z = ws.zip
                 st.caption(
-                    f"Zipped {len(z.records)}/{len(z.layers)} layers · saves "
+                    f"Zipped {len(z.records)}/{len(z.layers)} {ws.pair.unit_name}s · saves "
                     f"{z.saved_fraction():.1%} · A {z.accuracy[0]:.1%} · B {z.accuracy[1]:.1%}"
                 )
         if ws.busy:

@@ -37,32 +37,42 @@ class PairNumbers:
     full_saving: list[int]  # parameters saved per layer if every layer were fully shared
     damping: Any
     first_saving: tuple[int, int, int, int]  # (k, s, K, saved) for the first layer fully shared
+    first_group_saving: int = 0  # the same for its whole group (its other members' too)
 
 
 def pair_numbers(pair: LoadedPair, state: ZipState | None, view: CostView | None) -> PairNumbers:
-    hidden = pair.hidden
+    """The formulas' numbers: one row per zippable group, described by its first member layer
+    (for a chain, each hidden layer); its Hessian size D counts the inputs it reads shared in
+    full (every input for a layer reading the model's input)."""
+    by_name = {row["layer"]: row for row in pair.layers}
+    full_k = {g["group"]: min(g["width A"], g["width B"]) for g in pair.groups}
     layers = []
-    prev_full = None
-    for row in hidden:
-        s = row["inputs"] if prev_full is None else prev_full
+    for g in pair.groups:
+        row = by_name[g["members"][0]]
+        s = row["inputs"] if row["reads"] is None else full_k.get(row["reads"], 0)
         layers.append(
             {
-                "name": row["layer"],
+                "name": g["group"],
+                "first_layer": row[
+                    "layer"
+                ],  # the group's first member (the group itself in a chain)
+                "members": len(g["members"]),
+                "bias": row["bias"],
                 "kind": row["kind"],
-                "n_a": row["width A"],
-                "n_b": row["width B"],
+                "n_a": g["width A"],
+                "n_b": g["width B"],
                 "inputs": row["inputs"],
                 "per_unit": row["per_unit"],
                 "dim": s * row["per_unit"] + 1,
             }
         )
-        prev_full = min(row["width A"], row["width B"])
-    full = plan_savings(hidden, [min(r["width A"], r["width B"]) for r in hidden])
-    first = hidden[0]
-    k0 = min(first["width A"], first["width B"])
+    full = plan_savings(pair.layers, pair.groups, list(full_k.values()))
+    first = layers[0]
+    k0 = full_k[pair.groups[0]["group"]]
+    alone = plan_savings(pair.layers, pair.groups, [k0] + [0] * (len(pair.groups) - 1))
     cheapest = dearest = median = None
     n_pairs = 0
-    example = first["layer"]
+    example = first["name"]
     dim = layers[0]["dim"]
     if view is not None:
         cost = view.cost
@@ -95,7 +105,13 @@ def pair_numbers(pair: LoadedPair, state: ZipState | None, view: CostView | None
         n_pairs=n_pairs,
         full_saving=full,
         damping=(state.settings if state else ZipSettings()).damping,
-        first_saving=(k0, first["inputs"], first["per_unit"], full[0]),
+        first_saving=(
+            k0,
+            first["inputs"],
+            first["per_unit"],
+            k0 * (first["inputs"] * first["per_unit"] + int(first["bias"])),
+        ),
+        first_group_saving=alone[0],
     )
 
 

@@ -19,13 +19,19 @@ from torch import nn
 
 from mtz_core import ArchitectureError, CancelToken, evaluate, train
 from mtz_core.architecture import check_compatible, trace_model
-from mtz_core.checkpoints import ACCEPTED_EXTENSIONS, load_checkpoint
+from mtz_core.checkpoints import (
+    ACCEPTED_EXTENSIONS,
+    load_checkpoint,
+    model_from_state_dict,
+    read_state_dict,
+)
 from mtz_core.demo import DEMOS, load_demo
 from mtz_core.models import ModelSpec, create_model, get_model_spec, list_models, model_options
 
 __all__ = [
     "LoadedPair",
     "summarize",
+    "describe_model",
     "demo_pair",
     "load_uploaded_model",
     "parse_options",
@@ -51,7 +57,9 @@ class LoadedPair:
     task_b: Any
     accuracy: tuple[float | None, float | None] = (None, None)
     params: tuple[int, int] = (0, 0)
-    layers: list[dict[str, Any]] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # every weight layer
+    groups: list[dict[str, Any]] = field(default_factory=list)  # the zippable groups, in order
+    residual: bool = False  # a residual network: a group may have several member layers
     zippable: bool = False
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -69,7 +77,14 @@ class LoadedPair:
 
     @property
     def hidden(self) -> list[dict[str, Any]]:
+        """Every weight layer but the head: a chain's zip steps. What the app steps through is
+        `groups` (for a residual network, several layers per group)."""
         return [row for row in self.layers if not row["head"]]
+
+    @property
+    def unit_name(self) -> str:
+        """What one zip step zips: a hidden layer of a chain, a group of a residual network."""
+        return "group" if self.residual else "layer"
 
     @property
     def is_image(self) -> bool:
@@ -132,29 +147,69 @@ def summarize(
         except ArchitectureError as exc:
             reason = str(exc)
     if traced:
-        arch_a, w_a = traced[0]
-        arch_b, w_b = traced[1] if len(traced) == 2 else (None, None)
-        for i, spec in enumerate(arch_a.layers):
-            spec_b = arch_b.layers[i] if arch_b is not None and i < len(arch_b.layers) else None
-            pa = sum(t.numel() for t in w_a[i] if t is not None)
-            pb = sum(t.numel() for t in w_b[i] if t is not None) if spec_b is not None else None
-            pair.layers.append(
-                {
-                    "layer": spec.name,
-                    "kind": spec.kind,
-                    "inputs": spec.in_units,
-                    "per_unit": spec.kernel_positions if spec.kind == "conv" else spec.positions,
-                    "bias": spec.bias,
-                    "width A": spec.out_units,
-                    "width B": spec_b.out_units if spec_b is not None else None,
-                    "params A": pa,
-                    "params B": pb,
-                    "head": i == len(arch_a.layers) - 1,
-                }
-            )
+        _describe_layers(pair, traced)
     pair.zippable = reason is None and len(traced) == 2
     pair.reason = reason
     return pair
+
+
+def _describe_layers(pair: LoadedPair, traced: list[tuple[Any, Any]]) -> None:
+    """One row per weight layer (with the group it writes and the one it reads) and one per
+    zippable group: a chain's hidden layers, or a residual network's channel groups (a residual
+    stream's layers share one matching), in the order the session zips them."""
+    arch_a, w_a = traced[0]
+    arch_b, w_b = traced[1] if len(traced) == 2 else (None, None)
+    groups = arch_a.zip_groups()
+    writes = {m: g.name for g in groups for m in g.members}
+    reads = {r: g.name for g in groups for r in g.readers}
+    pair.residual = arch_a.graph is not None
+    for i, spec in enumerate(arch_a.layers):
+        spec_b = arch_b.layers[i] if arch_b is not None and i < len(arch_b.layers) else None
+        pa = sum(t.numel() for t in w_a[i] if t is not None)
+        pb = sum(t.numel() for t in w_b[i] if t is not None) if spec_b is not None else None
+        pair.layers.append(
+            {
+                "layer": spec.name,
+                "kind": spec.kind,
+                "inputs": spec.in_units,
+                "per_unit": spec.kernel_positions if spec.kind == "conv" else spec.positions,
+                "bias": spec.bias,
+                "width A": spec.out_units,
+                "width B": spec_b.out_units if spec_b is not None else None,
+                "params A": pa,
+                "params B": pb,
+                "head": i == len(arch_a.layers) - 1,
+                "group": writes.get(i),  # the group of the units it writes (None: the head)
+                "reads": reads.get(i),  # the group it reads (None: the model's input)
+            }
+        )
+    for g in groups:
+        first = pair.layers[g.members[0]]
+        pair.groups.append(
+            {
+                "group": g.name,
+                "members": [pair.layers[m]["layer"] for m in g.members],
+                "readers": [pair.layers[r]["layer"] for r in g.readers],
+                "kind": first["kind"],
+                "width A": first["width A"],
+                "width B": first["width B"],
+            }
+        )
+
+
+def describe_model(entry: dict[str, Any]) -> str:
+    """What a model of the pair is, and where that came from (its card, or its keys)."""
+    if entry.get("recognized"):
+        text = f"recognised from its keys: {entry['recognized']}"
+        return text + (f"; {entry['assumed']}" if entry.get("assumed") else "")
+    arch = entry.get("architecture")
+    if not arch:
+        return "architecture unknown"
+    spec = ModelSpec.from_dict(arch)
+    source = {"demo": "its demo card", "trained": "trained here"}.get(
+        entry.get("source", ""), "its card or the architecture chosen"
+    )
+    return f"{spec.describe()} ({source})"
 
 
 def demo_pair(name: str) -> LoadedPair:
@@ -196,7 +251,9 @@ def load_uploaded_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load an uploaded checkpoint for `task` (input shape and class count from the task).
 
-    `architecture=None` reads it from the file's card. Returns the model and its recipe entry.
+    `architecture=None` reads it from the file's card, or for a file without one (a bare
+    torchvision ResNet or VGG state dict) from its keys, with the task's input shape; the entry
+    then says what was recognised and assumed. Returns the model and its recipe entry.
     """
     suffix = Path(file_name).suffix.lower()
     if suffix not in ACCEPTED_EXTENSIONS:
@@ -223,6 +280,9 @@ def load_uploaded_model(
         "name": file_name,
         "architecture": spec.to_dict() if isinstance(spec, ModelSpec) else None,
     }
+    if card.get("recognized"):
+        entry["recognized"] = card["recognized"]
+        entry["assumed"] = card["assumed"]
     return model.eval(), entry
 
 
@@ -230,7 +290,21 @@ def _load(
     tmp: str, architecture: str | None, options: dict[str, Any], task: Any
 ) -> tuple[nn.Module, dict[str, Any]]:
     if architecture is None:
-        return load_checkpoint(tmp)
+        if options:
+            raise ValueError(
+                f"options {sorted(options)} need an architecture: choose one, or leave the "
+                "options empty to read the architecture from the file's card or its keys"
+            )
+        sd, card = read_state_dict(tmp)
+        if card["model_spec"] is not None:
+            return model_from_state_dict(sd, card)
+        # no card: a torchvision ResNet or VGG is recognised by its keys, for the task's inputs
+        model, card = model_from_state_dict(sd, card, input_shape=tuple(task.input_shape))
+        card["assumed"] = (
+            f"built as the registry's {card['model_spec'].describe()}, the input shape "
+            f"{tuple(task.input_shape)} taken from task {task.name}"
+        )
+        return model, card
     if architecture not in list_models():
         known_models = ", ".join(list_models())
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {known_models}")

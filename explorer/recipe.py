@@ -44,6 +44,7 @@ def build_recipe(pair: LoadedPair, state: ZipState) -> dict[str, Any]:
         layers.append(
             {
                 "name": rec.name,
+                "members": list(rec.members) or [rec.name],
                 "n_a": rec.n_a,
                 "n_b": rec.n_b,
                 "shared": rec.k,
@@ -149,7 +150,7 @@ def recipe_demo(recipe: dict[str, Any]) -> str | None:
 
 def check_recipe_fits(recipe: dict[str, Any], pair: LoadedPair) -> None:
     """Refuse a recipe made for other models (layer names and widths must agree)."""
-    hidden = [(r["layer"], r["width A"], r["width B"]) for r in pair.hidden]
+    hidden = [(g["group"], g["width A"], g["width B"]) for g in pair.groups]
     names = [h[0] for h in hidden]
     wanted = recipe.get("hidden_layers")
     if wanted is not None:

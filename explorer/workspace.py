@@ -128,7 +128,7 @@ class Workspace:
         self.sweep = None
         self.cache = {}
         self.plan = (
-            default_plan([(r["layer"], r["width A"], r["width B"]) for r in pair.hidden])
+            default_plan([(g["group"], g["width A"], g["width B"]) for g in pair.groups])
             if pair.zippable
             else {}
         )
@@ -179,7 +179,7 @@ class Workspace:
 
     def plan_list(self) -> list[int]:
         pair = self.require_pair()
-        return [int(self.plan.get(r["layer"], 0)) for r in pair.hidden]
+        return [int(self.plan.get(g["group"], 0)) for g in pair.groups]
 
     # -- jobs on the zip -----------------------------------------------------------------
     def start_retrain(self, *, iterations: int, lr: float, batch_size: int, device: str) -> Job:
@@ -241,7 +241,7 @@ class Workspace:
             for i, name in enumerate(names):
                 job.check()
                 job.progress(i * per_layer, total, f"zipping {name}")
-                previews[i] = state.session.preview()  # every share, as this zip sees it
+                previews[i] = state.next_view("estimate")  # every share, as this zip sees it
                 state.step(int(plan.get(name, 0)))
                 if retrain_iterations:
                     state.retrain(
@@ -255,12 +255,11 @@ class Workspace:
             views = {}
             for rec in state.records:
                 earlier = ", ".join(f"{n} {k}" for n, k in zip(names[: rec.index], ks))
-                views[rec.index] = CostView.from_preview(
-                    previews[rec.index],
-                    "estimate",
-                    note="estimate from an evaluated plan"
-                    + (f" with earlier layers at {earlier}" if earlier else ""),
+                view = previews[rec.index]
+                view.note = "estimate from an evaluated plan" + (
+                    f" with earlier {pair.unit_name}s at {earlier}" if earlier else ""
                 )
+                views[rec.index] = view
             return state, views
 
         def apply(job: Job) -> None:

@@ -88,6 +88,7 @@ class CostView:
     chosen: np.ndarray | None = None  # the pairs actually applied (zipped layers)
     applied_error: float | None = None  # their predicted error (zipped layers)
     note: str = ""
+    no_curve: str = ""  # why there is no preview of every share (the engine's reason), if none
     cheapest: float = 0.0
     median: float = 0.0
     figure_cache: dict = field(default_factory=dict)  # pooled matrices, histogram counts
@@ -134,11 +135,29 @@ class CostView:
         )
 
     @staticmethod
+    def from_costs(
+        index: int, layer: str, cost: np.ndarray, source: str, no_curve: str, note: str = ""
+    ) -> CostView:
+        """A group's cost matrix without a preview of every share (`no_curve` says why)."""
+        return CostView._make(index, layer, cost, None, source, None, note=note, no_curve=no_curve)
+
+    @staticmethod
     def from_record(rec: LayerRecord, preview: SharePreview | None) -> CostView:
         curve = None if preview is None else preview.predicted[1:]
         note = f"zipped with {rec.k} pairs ({rec.method}, damping {rec.damping:g})"
         if rec.pseudo_inverse:
             note += "; H_A + H_B was singular: the pseudo-inverse was used"
+        no_curve = ""
+        if preview is None and len(rec.members) > 1:
+            no_curve = (
+                f"{rec.name} is a residual stream of {len(rec.members)} layers, which the "
+                "engine's preview of every share does not cover"
+            )
+        if rec.remerged:
+            note += (
+                f"; re-merged the already-shared rows of {', '.join(rec.remerged)} over the "
+                "inputs it shared"
+            )
         return CostView._make(
             rec.index,
             rec.name,
@@ -149,6 +168,7 @@ class CostView:
             chosen=rec.pairs,
             applied_error=rec.predicted_error,
             note=note,
+            no_curve=no_curve,
         )
 
     @staticmethod
@@ -175,20 +195,30 @@ def default_plan(layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
     return {name: min(n_a, n_b) // 2 for name, n_a, n_b in layers}
 
 
-def plan_savings(hidden: Sequence[dict[str, Any]], ks: Sequence[int]) -> list[int]:
-    """Parameters each layer's sharing saves: k·(s·K + 1), with s the previous layer's k (every
-    input for the first layer), K the weights per input unit (kernel or flatten positions), and
-    no + 1 for a layer without bias.
+def plan_savings(
+    layers: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]], ks: Sequence[int]
+) -> list[int]:
+    """Parameters each group's sharing saves, counted from the sizes: every weight layer saves
+    k_out·(s·K + 1), with k_out the shared units of the group it writes, s those of the group it
+    reads (every input when it reads the model's input), K the weights per input unit (kernel
+    or flatten positions), and no + 1 without a bias. A layer's saving is counted in the group
+    it writes; for a chain this is k·(s·K + 1) per hidden layer, s the previous layer's k.
 
-    `hidden`: the pair's hidden-layer rows (`inputs`, `per_unit`, `bias`).
+    `layers`, `groups`: the pair's rows (`LoadedPair.layers`, `LoadedPair.groups`); `ks` one
+    count per group. Batch norm folded into the layers is not counted (the engine's
+    `saved_fraction` counts it: the folded norms' parameters are gone even at k = 0).
     """
-    out = []
-    prev = None
-    for row, k in zip(hidden, ks):
-        s = row["inputs"] if prev is None else prev
-        out.append(int(k) * (int(s) * int(row["per_unit"]) + int(row.get("bias", True))))
-        prev = int(k)
-    return out
+    if len(ks) != len(groups):
+        raise ValueError(f"need one share per group ({len(groups)}), got {len(ks)}")
+    k_of = {g["group"]: int(k) for g, k in zip(groups, ks)}
+    saved = dict.fromkeys(k_of, 0)
+    for row in layers:
+        k_out = k_of.get(row.get("group"), 0)
+        if not k_out:
+            continue
+        s = row["inputs"] if row.get("reads") is None else k_of.get(row["reads"], 0)
+        saved[row["group"]] += k_out * (int(s) * int(row["per_unit"]) + int(row.get("bias", True)))
+    return [saved[g["group"]] for g in groups]
 
 
 def point_row(
@@ -256,6 +286,25 @@ class ZipState:
         """(name, n_a, n_b) of every hidden layer, with the original widths."""
         return self._layers
 
+    def members(self, index: int) -> list[str]:
+        """The layers of group `index` (one for a chain's hidden layer)."""
+        layers = self.session.model.layers
+        return [layers[i].spec.name for i in self.session.groups[index].members]
+
+    def remerges(self, index: int) -> list[str]:
+        """The layers whose already-shared rows zipping group `index` re-merges: its readers
+        that belong to a group zipped before it with shared units (a residual network's layers
+        can read units shared after their own). Their error is only known after the step; the
+        preview's predicted error does not include it."""
+        layers = self.session.model.layers
+        zipped = {
+            m
+            for g, rec in zip(self.session.groups, self.session.records)
+            if rec.k
+            for m in g.members
+        }
+        return [layers[r].spec.name for r in self.session.groups[index].readers if r in zipped]
+
     @property
     def records(self):
         return self.session.records
@@ -295,6 +344,7 @@ class ZipState:
         return [
             {
                 "layer": name,
+                "members": ", ".join(self.members(i)),
                 "n_a": n_a,
                 "n_b": n_b,
                 "shared": ks.get(name, 0),
@@ -335,17 +385,31 @@ class ZipState:
             if stale and not compute:
                 return None
             if stale:
-                view = CostView.from_preview(
-                    self.session.preview(),
-                    "next",
-                    note="the next layer, through the network as it is",
-                )
+                view = self.next_view("next", "the next layer, through the network as it is")
                 self._views[index] = view
                 self._next_epoch = self.epoch
             return view
         if estimates:
             return estimates.get(index)
         return None
+
+    def next_view(self, source: str, note: str = "") -> CostView:
+        """The next group's costs through the network as it is: the engine's preview of every
+        share, or for a group the preview does not cover (a residual stream of several
+        layers) its cost matrix alone, with the engine's reason."""
+        index = self.session.next_index
+        if index is None:
+            raise ValueError("every hidden layer is zipped; there is no next one")
+        group = self.session.groups[index]
+        if len(group.members) > 1:
+            try:
+                preview = self.session.preview()
+            except ValueError as exc:  # the engine's reason, shown where the curve would be
+                cost = self.session.cost_matrix()
+                return CostView.from_costs(index, group.name, cost, source, str(exc), note)
+        else:
+            preview = self.session.preview()
+        return CostView.from_preview(preview, source, note=note)
 
     # -- actions -------------------------------------------------------------------------
     def evaluate(self) -> tuple[float, float]:
@@ -394,6 +458,8 @@ class ZipState:
         event = {
             "step": f"zip {name}",
             "layer": name,
+            "members": list(rec.members) or [name],
+            "remerged": dict(rec.remerged),
             "index": index,
             "shared": rec.k,
             "of": min(n_a, n_b),

@@ -16,7 +16,7 @@ from .architecture import Architecture, ArchitectureError, LayerSpec, trace_mode
 from .config import METHODS, ZipConfig
 from .devices import resolve_device
 from .evaluation import TaskScore, evaluate, evaluate_zipped
-from .pipeline import zip_models
+from .pipeline import zip_many, zip_models
 from .progress import CancelToken, ProgressEvent, ZipCancelled, tqdm_progress
 from .records import LayerRecord, SharePreview, ZipResult
 from .session import ZipSession
@@ -48,5 +48,6 @@ __all__ = [
     "tqdm_progress",
     "train",
     "trace_model",
+    "zip_many",
     "zip_models",
 ]

@@ -50,7 +50,7 @@ class DampingVariant:
     damped_b: LayerHessian
     lambdas: tuple[float, float]
     op: SharingOperator | ScaledSharing | None  # None: nothing to merge (`LayerAnalysis.empty`)
-    cost: torch.Tensor
+    cost: torch.Tensor | None  # None when the analysis was made without costs
 
 
 @dataclass
@@ -72,6 +72,8 @@ class LayerAnalysis:
     seconds: dict[str, float]
     variants: dict[float, DampingVariant] = field(default_factory=dict)
     scales: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: False for merges of given pairs (re-merges): no N_A × N_B cost matrix (`cost` None)
+    with_costs: bool = True
 
     @property
     def full_share(self) -> int:
@@ -100,11 +102,11 @@ class LayerAnalysis:
             cost = self.va.new_zeros((len(self.va), len(self.vb)))
         elif self.scales is None:
             op = sharing_operator(damped_a, damped_b, name=self.name)
-            cost = op.cost_matrix(self.va, self.vb)
+            cost = op.cost_matrix(self.va, self.vb) if self.with_costs else None
         else:
             op = scaled_sharing(damped_a, damped_b)
-            cost = op.cost_matrix(self.va, self.vb, *self.scales)
-        if not all_finite(cost):
+            cost = op.cost_matrix(self.va, self.vb, *self.scales) if self.with_costs else None
+        if cost is not None and not all_finite(cost):
             raise ValueError(
                 f"{self.name}: the cost matrix has NaN or Inf entries (activations overflowed?)"
             )
@@ -309,3 +311,93 @@ class GroupAnalysis:
             merged = self.merge(variant, chosen, config.method)
             scores[damping] = float(self.held_errors(merged, chosen).sum())
         return best_damping(scores), scores
+
+
+@dataclass
+class ManyAnalysis:
+    """A group's analyses for T ≥ 3 models: each member's Hessians and incoming vectors per
+    task. `plan` pairs the first two models' units by the summed MTZ cost, then matches every
+    further model's units to the merged ones, whose Hessian is the sum of the merged tasks'
+    Hessians (exact: Σ_t ½(w − v_t)ᵀH_t(w − v_t) = ½(w − w̄)ᵀ(ΣH_t)(w − w̄) + const, with w̄
+    the merged vector), and merges step by step, which gives the T-way Hessian-weighted
+    average (ΣH_t)⁻¹ ΣH_t v_t (damping adds λ_t I to each H_t alike)."""
+
+    name: str
+    members: list[tuple[int, str, list[LayerHessian], list[torch.Tensor]]]
+    seconds: dict[str, float]
+
+    @property
+    def exact(self) -> bool:
+        return all(hs[0].k == 1 or vs[0].shape[1] == 0 for _, _, hs, vs in self.members)
+
+    def _stage(self, hs_a, hs_b, vs_a, vs_b) -> GroupAnalysis:
+        return GroupAnalysis(
+            self.name,
+            [
+                (i, LayerAnalysis(self.name, kind, ha, hb, None, va, vb, {}))
+                for (i, kind, _, _), ha, hb, va, vb in zip(self.members, hs_a, hs_b, vs_a, vs_b)
+            ],
+        )
+
+    def plan(
+        self,
+        count: int,
+        pairs: torch.Tensor | None,
+        config: ZipConfig,
+        index: int,
+        damping: float,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], GroupVariant, torch.Tensor, bool]:
+        """(pairs k × T, each member's merged vectors, the first two models' variant, each
+        tuple's damped cost, whether any solve fell back to a pseudo-inverse)."""
+        hs = [m[2] for m in self.members]
+        vs = [m[3] for m in self.members]
+        n_tasks = len(hs[0])
+        first = self._stage(
+            [h[0] for h in hs], [h[1] for h in hs], [v[0] for v in vs], [v[1] for v in vs]
+        )
+        variant = first.variant(damping)
+        if pairs is None:
+            chosen = first.choose(variant, count, config, index)
+        else:
+            chosen = pairs[:, :2]
+        chosen = chosen.to(variant.cost.device)
+        k = chosen.shape[0]
+        cost = variant.cost[chosen[:, 0], chosen[:, 1]]
+        merged = first.merge(variant, chosen, config.method)
+        pinv = variant.pseudo_inverse
+        columns = [chosen[:, 0], chosen[:, 1]]
+        sums = [h[0].plus(h[1]) for h in hs]
+        rows = torch.arange(k, device=chosen.device)
+        for t in range(2, n_tasks):
+            stage = self._stage(sums, [h[t] for h in hs], merged, [v[t] for v in vs])
+            v_t = stage.variant(damping)
+            if pairs is None:
+                q = stage.choose(v_t, k, config, index * 1000 + t)
+                col = q[torch.argsort(q[:, 0]), 1].to(rows.device)
+            else:
+                col = pairs[:, t].to(rows.device)
+            fixed = torch.stack([rows, col], dim=1)
+            cost = cost + v_t.cost[rows, col]
+            merged = stage.merge(v_t, fixed, config.method)
+            pinv = pinv or v_t.pseudo_inverse
+            sums = [s.plus(h[t]) for s, h in zip(sums, hs)]
+            columns.append(col)
+        chosen = torch.stack(columns, dim=1)
+        if config.method != "mtz":  # the plain average of all T vectors
+            merged = [
+                torch.stack([v[t][chosen[:, t]] for t in range(n_tasks)]).mean(dim=0) for v in vs
+            ]
+        return chosen, merged, variant, cost, pinv
+
+    def errors(self, merged: list[torch.Tensor], pairs: torch.Tensor) -> torch.Tensor:
+        """Per tuple, Σ_members Σ_t ½(w − v_t)ᵀH_t(w − v_t) with the undamped Hessians (the
+        exact increase of Σ_t E_t on the Hessian samples for the exact kinds)."""
+        out = None
+        for (_, _, hs, vs), w in zip(self.members, merged):
+            for t, (h, v) in enumerate(zip(hs, vs)):
+                if v.shape[1] == 0:
+                    e = w.new_zeros(w.shape[0])
+                else:
+                    e = 0.5 * h.quad(w - v[pairs[:, t]])
+                out = e if out is None else out + e
+        return out

@@ -12,6 +12,11 @@ with a message that says what is wrong, not with a stack trace from deep inside 
   `model_state_dict` or `model` entry is unwrapped; a `module.` prefix on every key
   (DataParallel) is stripped.
 
+A file without a card and without `architecture=` is built from its keys when they are those of
+a torchvision ResNet or VGG the registry builds (`mtz_core.recognize`; the width multiplier read
+from the channel counts); the input shape must then be given (the file cannot say the image
+size), and the card returned says what was recognised and assumed (`recognized`, `assumed`).
+
 Before a model is built the file's size is checked against `max_bytes` (default 2 GiB); after
 reading, every floating-point tensor is checked for NaN/Inf, and the keys and shapes are compared
 with the architecture's own state dict, listing missing, unexpected and mis-shaped entries by name.
@@ -20,8 +25,10 @@ with the architecture's own state dict, listing missing, unexpected and mis-shap
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,8 +38,8 @@ import torch
 from torch import nn
 
 from .data import parse_task
-from .models import ModelSpec, build_model, get_model_spec
-from .recognize import recognize_state_dict
+from .models import VGG_VARIANTS, ModelSpec, build_model, get_model_spec, list_models
+from .recognize import Recognized, recognize_state_dict
 
 __all__ = [
     "FORMAT_NAME",
@@ -42,6 +49,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_state_dict",
+    "model_from_state_dict",
+    "registry_options",
 ]
 
 FORMAT_NAME = "mtz-checkpoint"
@@ -301,14 +310,7 @@ def _resolve_spec(
                 f"num_classes={architecture.num_classes}; pass one or the other"
             )
         return architecture
-    if architecture is None:
-        if card_spec is None:
-            raise ValueError(
-                f"{p.name} carries no model card; "
-                + _what_it_is(sd)
-                + "pass architecture=<name or ModelSpec> together with input_shape=... and "
-                "num_classes=..."
-            )
+    if architecture is None:  # the card names it (`_spec_from_keys` reads a bare file's keys)
         architecture = card_spec.name
     if not isinstance(architecture, str):
         raise TypeError(
@@ -374,18 +376,137 @@ def _what_it_is(sd: Mapping[str, torch.Tensor]) -> str:
     found = recognize_state_dict(sd)
     if found is None:
         return ""
-    if found.name.startswith("resnet"):
-        return (
-            f"its keys are those of a {found.describe()}: a residual network, which the engine "
-            "traces into channel groups (mtz_core.graph) but cannot zip yet (it zips chains of "
-            "layers, such as VGG and LeNet); "
-        )
-    width = found.details.get("width", 1)
+    try:
+        options = registry_options(found, sd)
+    except ValueError as err:
+        return f"its keys are those of a {found.describe()}, but {err}; "
+    shown = ", ".join(f"{k}={v}" for k, v in options.items())
     return (
         f"its keys are those of a {found.describe()}: load it with "
-        f"architecture={found.name.split(' ')[0]!r}, input_shape=(C, H, W) with C = "
-        f"{found.in_channels}, and the option width={width}; "
+        f"architecture={found.name!r}, input_shape=(C, H, W) with C = {found.in_channels}"
+        + (f", and the option(s) {shown}" if shown else "")
+        + "; "
     )
+
+
+# ------------------------------------------------------------- recognised bare state dicts
+
+#: stage widths of torchvision's ResNets before the width multiplier: the stem, then each
+#: stage's first block's first convolution (its `planes`)
+_RESNET_BASES = (("conv1.weight", 64),) + tuple(
+    (f"layer{i + 1}.0.conv1.weight", planes) for i, planes in enumerate((64, 128, 256, 512))
+)
+
+
+def _width_for(name: str, observed: list[tuple[str, int, int]]) -> float:
+    """The width multiplier that scales every base channel count to the observed one, as the
+    registry's builders round (`max(1, round(base · width))`), as a short decimal.
+
+    `observed`: (key, base count, count found). The registry's rounding makes each count fix
+    `width` to [(count - 0.5) / base, (count + 0.5) / base); the widths that fit all of them
+    form one interval, and its shortest decimal is taken (any width inside builds the same
+    model). An empty interval: no width the registry can build gives these counts."""
+    lo, hi = 0.0, 8.0
+    for _, base, count in observed:
+        lo = max(lo, (count - 0.5) / base)
+        hi = min(hi, (count + 0.5) / base)
+    if not lo < hi:
+        counts = ", ".join(f"{k} {c} (of {b} at width 1)" for k, b, c in observed[:6])
+        raise ValueError(
+            f"no width multiplier of the registry's {name} gives its channel counts ({counts}); "
+            "the registry builds every stage scaled by one width in (0, 8]"
+        )
+    mid = (lo + hi) / 2
+    for digits in range(1, 9):
+        w = round(mid, digits)
+        if lo < w < hi:
+            return w
+    return mid
+
+
+def registry_options(found: Recognized, sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The registry options (`width`, for a VGG also `avgpool_size`) that build the network
+    `recognize_state_dict` found in `sd`; a ValueError says why none can."""
+    if found.name not in list_models():
+        family = "resnet" if found.name.startswith("resnet") else "vgg"
+        known = [m for m in list_models() if m.startswith(family)]
+        raise ValueError(
+            f"the model registry does not build {found.name!r} (its {family} models: "
+            f"{', '.join(known)})"
+        )
+    if found.name in VGG_VARIANTS:
+        from torchvision.models.vgg import cfgs
+
+        bases = [int(v) for v in cfgs[VGG_VARIANTS[found.name][0]] if v != "M"]
+        convs = sorted(
+            int(m.group(1))
+            for k in sd
+            if (m := re.fullmatch(r"features\.(\d+)\.weight", k)) and sd[k].dim() == 4
+        )
+        observed = [
+            (f"features.{i}.weight", b, int(sd[f"features.{i}.weight"].shape[0]))
+            for i, b in zip(convs, bases)
+        ]
+        first = sd.get("classifier.0.weight")
+        if first is not None and first.dim() == 2:
+            observed.append(("classifier.0.weight", 4096, int(first.shape[0])))
+        width = _width_for(found.name, observed)
+        options: dict[str, Any] = {"width": width}
+        if first is not None and first.dim() == 2:
+            last = observed[len(bases) - 1][2]
+            side = math.isqrt(max(int(first.shape[1]) // last, 0))
+            if side < 1 or last * side * side != int(first.shape[1]):
+                raise ValueError(
+                    f"its classifier reads {int(first.shape[1])} features, not {last} channels "
+                    "times a square pooled map (the registry's avgpool_size)"
+                )
+            options["avgpool_size"] = side
+        return options
+    observed = [(k, b, int(sd[k].shape[0])) for k, b in _RESNET_BASES if k in sd]
+    return {"width": _width_for(found.name, observed)}
+
+
+def _spec_from_keys(
+    sd: Mapping[str, torch.Tensor],
+    input_shape: tuple[int, ...] | None,
+    num_classes: int | None,
+    p: Path,
+) -> tuple[ModelSpec, Recognized]:
+    """The registry spec of a bare state dict whose keys name a torchvision ResNet or VGG the
+    registry builds, for the given input shape (the file cannot say its height and width)."""
+    found = recognize_state_dict(sd)
+    if found is None:
+        raise ValueError(
+            f"{p.name} carries no model card and its keys are not those of a network this "
+            "project recognises (torchvision ResNets and VGGs); pass architecture=<name or "
+            "ModelSpec> together with input_shape=... and num_classes=..."
+        )
+    try:
+        options = registry_options(found, sd)
+    except ValueError as err:
+        raise ValueError(
+            f"{p.name} carries no model card; its keys are those of a {found.describe()}, but {err}"
+        ) from None
+    shown = ", ".join(f"{k}={v}" for k, v in options.items())
+    if input_shape is None:
+        raise ValueError(
+            f"{p.name} carries no model card; its keys are those of a {found.describe()}: "
+            f"pass input_shape=(C, H, W) with C = {found.in_channels} (the file does not say "
+            f"the image size) to load it as architecture={found.name!r} with {shown}"
+        )
+    shape = tuple(input_shape)
+    if len(shape) != 3 or shape[0] != found.in_channels:
+        raise ValueError(
+            f"input_shape={shape} does not fit {p.name}: its keys are those of a "
+            f"{found.describe()}, whose first convolution reads {found.in_channels} channel(s); "
+            f"pass input_shape=({found.in_channels}, H, W)"
+        )
+    if num_classes is not None and num_classes != found.num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} contradicts {p.name}: its head has "
+            f"{found.num_classes} outputs ({found.describe()})"
+        )
+    return ModelSpec.make(found.name, shape, found.num_classes, **options), found
 
 
 def load_checkpoint(
@@ -401,7 +522,9 @@ def load_checkpoint(
     The architecture comes from `architecture` (a registry name or a full ModelSpec) or else from
     the file's card. With a bare name, `input_shape` and the options come from the card when it
     names the same architecture, and `num_classes` may be read from the head's weight shape.
-    `card["model_spec"]` is the spec actually used.
+    With neither, a torchvision ResNet or VGG is recognised by its keys and built from the
+    registry for `input_shape` (required then); `card["recognized"]` and `card["assumed"]` say
+    so. `card["model_spec"]` is the spec actually used.
     """
     sd, card = read_state_dict(path, max_bytes=max_bytes)
     return model_from_state_dict(
@@ -421,10 +544,22 @@ def model_from_state_dict(
     already read: callers that look at the card before choosing the architecture (the CLI)
     then read a large file once, not twice."""
     p = Path(card.get("path") or "checkpoint")
-    spec = _resolve_spec(architecture, input_shape, num_classes, card["model_spec"], sd, p)
+    found = None
+    if architecture is None and card["model_spec"] is None:
+        spec, found = _spec_from_keys(sd, input_shape, num_classes, p)
+    else:
+        spec = _resolve_spec(architecture, input_shape, num_classes, card["model_spec"], sd, p)
     model = build_model(spec)
     _compare(model, sd, spec, p)
     model.load_state_dict(sd, strict=False)  # strictness checked above, with better messages
     model.eval()
+    if found is not None:
+        spec = get_model_spec(model)  # with the options the builder filled in (assumed too)
     card = dict(card, model_spec=spec)
+    if found is not None:
+        card["recognized"] = found.describe()
+        card["assumed"] = (
+            f"no model card: the keys are those of a {found.describe()}, loaded as the "
+            f"registry's {spec.describe()}; the input shape {spec.input_shape} was given"
+        )
     return model, card

@@ -11,11 +11,14 @@ data, found with `importlib.resources` in a wheel as in a checkout.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
@@ -56,6 +59,12 @@ class DemoSpec:
     seed_a: int = 1
     seed_b: int = 2
     data_seed: int = 0
+    #: "float64" builds (initial weights included), trains and evaluates in double precision,
+    #: then stores float32. For a net whose training amplifies round-off (a ResNet: hundreds of
+    #: steps through batch norm), float32 ends up elsewhere on another CPU (its kernels, even the
+    #: normal draws of the initial weights, differ in the last bit); in float64 they differ by
+    #: about 1e-13 after training, far below float32's last bit, so a rebuild is the same
+    train_dtype: str = "float32"
 
 
 DEMOS: dict[str, DemoSpec] = {
@@ -77,6 +86,18 @@ DEMOS: dict[str, DemoSpec] = {
             "digits",
             "digits:parity",
             options={"channels": (8, 16), "hidden": 64, "conv_relu": True},
+        ),
+        DemoSpec(
+            "digits-resnet",
+            "Small ResNet-20 on 8×8 digits: 0–4 vs 5–9",
+            "Two ResNet-20s (option A shortcuts, width 0.25: 4, 8 and 16 channels), one per half "
+            "of the digits: residual streams zip as groups of layers.",
+            "resnet20",
+            "digits:0-4",
+            "digits:5-9",
+            options={"option": "A", "width": 0.25},
+            iterations=300,
+            train_dtype="float64",
         ),
         DemoSpec(
             "moons-circles",
@@ -140,9 +161,37 @@ def _card(demo: DemoSpec, which: str, model: nn.Module, task: Task, seed: int) -
             "optimizer": "sgd",
             "momentum": 0.9,
             "batch_size": demo.batch_size,
+            **({"dtype": demo.train_dtype} if demo.train_dtype != "float32" else {}),
         },
         "seed": seed,
     }
+
+
+@contextmanager
+def _default_dtype(demo: DemoSpec) -> Iterator[None]:
+    """Build the demo's models in its `train_dtype` (their initial weights drawn in it)."""
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    if demo.train_dtype not in dtypes:
+        raise ValueError(
+            f"demo {demo.name}: train_dtype must be one of {list(dtypes)}, got {demo.train_dtype!r}"
+        )
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtypes[demo.train_dtype])
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+class _AsDouble:
+    """Re-iterable (inputs, labels) batches with the inputs in float64."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        for x, y in self.batches:
+            yield x.double(), y
 
 
 def build_demo(name: str, out_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
@@ -156,12 +205,15 @@ def build_demo(name: str, out_dir: str | Path | None = None) -> dict[str, dict[s
         ("b", demo.task_b, demo.seed_b),
     ):
         task = load_task(task_text, seed=demo.data_seed)
-        model = create_model(
-            demo.model, task.input_shape, task.num_classes, seed=seed, **demo.options
-        )
         data = task.batches("calib", demo.batch_size, shuffle=True, seed=seed)
+        with _default_dtype(demo):
+            model = create_model(
+                demo.model, task.input_shape, task.num_classes, seed=seed, **demo.options
+            )
+        if demo.train_dtype == "float64":
+            data = _AsDouble(data)
         train(model, data, iterations=demo.iterations, lr=demo.lr, seed=seed, device="cpu")
-        model.eval()
+        model.float().eval()
         card = _card(demo, which, model, task, seed)
         save_checkpoint(model, None, out / f"{which}.safetensors", task=task.name)
         (out / f"{which}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")

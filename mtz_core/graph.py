@@ -116,8 +116,10 @@ def _shapes(gm: torch.fx.GraphModule, input_shape: tuple[int, ...], label: str) 
     from torch.fx.passes.shape_prop import ShapeProp
 
     meta = copy.deepcopy(gm).to("meta").eval()
+    first = next(iter(meta.parameters()), None)
+    dtype = first.dtype if first is not None else torch.get_default_dtype()
     try:
-        ShapeProp(meta).propagate(torch.empty((1, *input_shape), device="meta"))
+        ShapeProp(meta).propagate(torch.empty((1, *input_shape), device="meta", dtype=dtype))
     except Exception as exc:  # noqa: BLE001 - any failure means the shape does not fit
         raise ArchitectureError(
             f"{label}: cannot run on an input of shape {tuple(input_shape)}: {exc}"

@@ -32,6 +32,7 @@ __all__ = [
     "resolve_counts",
     "resolve_plan",
     "validate_pairs",
+    "validate_tuples",
 ]
 
 
@@ -289,3 +290,22 @@ def validate_pairs(pairs: Any, n_a: int, n_b: int, *, name: str = "layer") -> to
                 f"{counts[counts > 1][0]} times; each neuron may be paired at most once"
             )
     return torch.from_numpy(arr.astype(np.int64))
+
+
+def validate_tuples(pairs: Any, widths: Sequence[int], name: str) -> torch.Tensor:
+    """Explicit pairs: (k, 2) for two models (`validate_pairs`), (k, T) tuples for more."""
+    if len(widths) == 2:
+        return validate_pairs(pairs, widths[0], widths[1], name=name)
+    t = torch.as_tensor(np.asarray(pairs), dtype=torch.long)
+    if t.dim() != 2 or t.shape[1] != len(widths):
+        raise ValueError(
+            f"{name}: pairs must be (k, {len(widths)}): one column per model, got shape "
+            f"{tuple(t.shape)}"
+        )
+    for col, width in enumerate(widths):
+        c = t[:, col]
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= width):
+            raise ValueError(f"{name}: column {col} must index units in [0, {width - 1}]")
+        if c.unique().numel() != c.numel():
+            raise ValueError(f"{name}: column {col} repeats a unit; each unit pairs at most once")
+    return t

@@ -9,7 +9,7 @@ import numpy as np
 from torch import nn
 
 from .config import ZipConfig
-from .matching import resolve_plan, validate_pairs
+from .matching import resolve_plan, validate_tuples
 from .progress import CancelToken, ProgressCallback, ZipCancelled
 from .records import LayerRecord, ZipResult
 from .session import ZipSession
@@ -89,6 +89,76 @@ def zip_models(
     then weighs each task's error by its norm's scale, `mtz_core.scaled`), and `recalibrate`
     re-estimates each zipped layer's norm statistics on the calibration data.
     """
+    if (heldout_a is None) != (heldout_b is None):
+        raise ValueError("give both heldout_a and heldout_b, or neither")
+    if any(iterations_given(retrain_iterations)) and (train_a is None or train_b is None):
+        raise ValueError(
+            "retrain_iterations > 0 needs train_a and train_b ((inputs, labels) batches)"
+        )
+    return zip_many(
+        [model_a, model_b],
+        [data_a, data_b],
+        share=share,
+        k=k,
+        pairs=pairs,
+        method=method,
+        matching=matching,
+        hessian=hessian,
+        flatten_hessian=flatten_hessian,
+        damping=damping,
+        seed=seed,
+        batch_norm=batch_norm,
+        recalibrate=recalibrate,
+        device=device,
+        progress=progress,
+        retrain_iterations=retrain_iterations,
+        trains=None if train_a is None else [train_a, train_b],
+        lr=lr,
+        optimizer=optimizer,
+        heldout=None if heldout_a is None else [heldout_a, heldout_b],
+        after_step=after_step,
+        cancel=cancel,
+    )
+
+
+def iterations_given(retrain_iterations: Any) -> list[bool]:
+    """Whether any retraining was asked for (before the layer names are known)."""
+    if isinstance(retrain_iterations, Mapping):
+        return [bool(v) for v in retrain_iterations.values()]
+    if isinstance(retrain_iterations, (list, tuple)):
+        return [bool(v) for v in retrain_iterations]
+    return [bool(retrain_iterations)]
+
+
+def zip_many(
+    models: Sequence[nn.Module],
+    data: Sequence[Any],
+    *,
+    share: Any = None,
+    k: Any = None,
+    pairs: Mapping[str, Any] | None = None,
+    method: str = "mtz",
+    matching: str = "greedy",
+    hessian: str = "exact",
+    flatten_hessian: str = "auto",
+    damping: float | str | None = None,
+    seed: int = 0,
+    batch_norm: str = "fold",
+    recalibrate: bool = False,
+    device: Any = None,
+    progress: ProgressCallback | None = None,
+    retrain_iterations: Any = 0,
+    trains: Sequence[Any] | None = None,
+    lr: float = RETRAIN_LR,
+    optimizer: str = "sgd",
+    heldout: Sequence[Any] | None = None,
+    after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> ZipResult:
+    """Zip T ≥ 2 models of one architecture, each trained for its own task, into one network
+    (`ZipSession.many`): a shared unit is shared by all T tasks. The arguments mean what they
+    mean for `zip_models` (its two-model case), with one entry per model in `data`, `trains`
+    and `heldout`; a share is a fraction of the narrowest model's units; `pairs` are k × T."""
     config = ZipConfig(
         method=method,
         matching=matching,
@@ -104,8 +174,7 @@ def zip_models(
         its = iterations[record.name]
         if its:
             rep = session.retrain(
-                train_a,
-                train_b,
+                *trains,
                 iterations=its,
                 lr=lr,
                 optimizer=optimizer,
@@ -119,27 +188,25 @@ def zip_models(
         if after_step is not None:
             after_step(session, record)
 
-    session = ZipSession(
-        model_a,
-        model_b,
-        data_a,
-        data_b,
+    session = ZipSession.many(
+        models,
+        data,
         config=config,
         device=device,
         progress=progress,
-        heldout_a=heldout_a,
-        heldout_b=heldout_b,
+        heldout=heldout,
         cancel=cancel,
     )
     layers = session.hidden_layers
-    names = [name for name, _, _ in layers]
+    names = [name for name, *_ in layers]
     iterations = resolve_iterations(retrain_iterations, names)
     if any(iterations.values()) or after_step is not None:
         # only then: a callback makes every step keep a full weight snapshot for undo
         session.after_step = between_layers
-    if any(iterations.values()) and (train_a is None or train_b is None):
+    if any(iterations.values()) and (trains is None or len(trains) != len(models)):
         raise ValueError(
-            "retrain_iterations > 0 needs train_a and train_b ((inputs, labels) batches)"
+            f"retrain_iterations > 0 needs trains: one (inputs, labels) source per model "
+            f"({len(models)})"
         )
     if pairs is not None:
         if share is not None or k is not None:
@@ -151,11 +218,14 @@ def zip_models(
         unknown = sorted(set(pairs) - set(names))
         if unknown:
             raise ValueError(f"pairs names unknown layers {unknown}; the layers are {names}")
+        t = len(models)
         checked = {
-            name: validate_pairs(pairs.get(name, np.zeros((0, 2), np.int64)), n_a, n_b, name=name)
-            for name, n_a, n_b in layers
+            name: validate_tuples(pairs.get(name, np.zeros((0, t), np.int64)), widths, name)
+            for name, *widths in layers
         }
         for name in names:
             session.step(pairs=checked[name])
         return session.result()
-    return session.run(resolve_plan(share, k, layers))
+    # a share is a fraction of the narrowest model's units
+    plan = layers if len(models) == 2 else [(n, min(w), min(w)) for n, *w in layers]
+    return session.run(resolve_plan(share, k, plan))

@@ -62,6 +62,9 @@ class LayerRecord:
     members: tuple[str, ...] = ()
     remerged: dict[str, float] = field(default_factory=dict)
     saved: int | None = None  # parameters the step saved, counted on the network
+    # more than two models: every model's width; pairs then has one column per model, `cost`
+    # is the first two models' matrix and pair_costs the damped cost of each whole tuple
+    widths: tuple[int, ...] = ()
 
     @property
     def k(self) -> int:
@@ -106,14 +109,19 @@ class ZipResult:
     config: ZipConfig
 
     @property
+    def originals(self) -> int:
+        """Parameters of all the original models together (a + b, + c … for more tasks)."""
+        return sum(v for k, v in self.params.items() if k != "zipped")
+
+    @property
     def saved(self) -> int:
-        """Parameters saved against keeping both models: a + b − zipped."""
-        return self.params["a"] + self.params["b"] - self.params["zipped"]
+        """Parameters saved against keeping every model: a + b (+ …) − zipped."""
+        return self.originals - self.params["zipped"]
 
     @property
     def saved_fraction(self) -> float:
-        """saved / (a + b): the one name for parameters saved everywhere."""
-        return self.saved / (self.params["a"] + self.params["b"])
+        """saved / (a + b + …): the one name for parameters saved everywhere."""
+        return self.saved / self.originals
 
     @property
     def retrain_iterations(self) -> int:
@@ -127,7 +135,11 @@ class ZipResult:
 @dataclass
 class SharePreview:
     """What zipping the next layer would do at every share k = 0 … m (m = min(n_a, n_b)):
-    `predicted[k]` is the predicted error `step(k=k)` would record, `pairs(k)` its pairs.
+    `predicted[k]` is the predicted error of the layer itself that `step(k=k)` would record,
+    `pairs(k)` its pairs. In a residual network, layers reading the zipped units may already
+    share rows (`remerges`, their names): the step then also re-merges those rows and adds
+    that error to its record's `predicted_error`; the preview leaves it out (it depends on the
+    network after the zip), so it equals the record only when `remerges` is empty.
 
     `cost` is the damped MTZ cost matrix at the damping used for a full share; `damping[k]`
     the factor used at k (they differ only with damping="auto"); `orders` the full pick order
@@ -143,6 +155,7 @@ class SharePreview:
     predicted: np.ndarray  # float64 (m + 1,)
     damping: np.ndarray  # float64 (m + 1,)
     orders: dict[float, np.ndarray]  # factor -> int64 (m, 2)
+    remerges: tuple[str, ...] = ()  # readers whose shared rows the step re-merges too
 
     @property
     def max_k(self) -> int:

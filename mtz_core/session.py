@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,18 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import GroupAnalysis, LayerAnalysis, best_damping, hessian_kind
+from .analysis import GroupAnalysis, LayerAnalysis, ManyAnalysis, best_damping, hessian_kind
 from .architecture import check_compatible, trace_model, trace_norms
 from .batches import CalibrationData
 from .config import AUTO_DAMPING_GRID, ZipConfig
 from .devices import device_of, resolve_device
 from .layout import incoming_vectors, vectors_to_weights
-from .matching import resolve_plan, validate_pairs
+from .matching import resolve_plan, validate_tuples
 from .norms import recalibrate
 from .progress import CancelToken, ProgressCallback, ProgressEvent, ZipCancelled
 from .records import LayerRecord, SharePreview, ZipResult
 from .streams import centred_pair_errors, layer_hessian, pair_errors
-from .training import TrainReport, retrain
+from .training import TrainReport, retrain_tasks
 from .zipped import GroupUndo, LayerSizes, ZippedLayer, ZippedNet
 
 __all__ = ["ZipSession"]
@@ -44,8 +44,11 @@ class _Undo:
     state: dict[str, torch.Tensor] | None = None  # weights right after the step, before retraining
 
 
+TASK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
 class ZipSession:
-    """Zip two models layer by layer; see the module docstring.
+    """Zip two models layer by layer (`ZipSession.many` for more); see the module docstring.
 
     `heldout_a`/`heldout_b` (optional, like the calibration data) give each record a
     `heldout_error`: the measured increase of E_A + E_B on data the Hessians never saw.
@@ -74,55 +77,109 @@ class ZipSession:
         cancel: CancelToken | None = None,
         **options: Any,
     ) -> None:
+        if (heldout_a is None) != (heldout_b is None):
+            raise ValueError("give both heldout_a and heldout_b, or neither")
+        heldout = None if heldout_a is None else [heldout_a, heldout_b]
+        self._setup([model_a, model_b], [data_a, data_b], heldout, config, device, options)
+        self._finish_setup(progress, after_step, cancel)
+
+    @classmethod
+    def many(
+        cls,
+        models: Sequence[nn.Module],
+        data: Sequence[Any],
+        *,
+        config: ZipConfig | None = None,
+        device: Any = None,
+        progress: ProgressCallback | None = None,
+        after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
+        heldout: Sequence[Any] | None = None,
+        cancel: CancelToken | None = None,
+        **options: Any,
+    ) -> ZipSession:
+        """A session over T ≥ 2 models of one architecture, each with its own task (`data[t]`
+        its calibration data, `heldout[t]` optional). A shared unit is shared by all T tasks:
+        each step pairs the first two models' units by the MTZ cost, then matches every further
+        model's units to the merged ones (that side's Hessian is the sum of its tasks'
+        Hessians, exactly), and merges each T-tuple with the T-way Hessian-weighted average
+        (docs/method.md). T = 2 is `ZipSession(a, b, data_a, data_b)`."""
+        if isinstance(models, nn.Module) or not isinstance(models, Sequence):
+            raise TypeError(f"models must be a list of modules, got {type(models).__name__}")
+        if not 2 <= len(models) <= len(TASK_LETTERS):
+            raise ValueError(f"zip 2 to {len(TASK_LETTERS)} models, got {len(models)}")
+        if isinstance(data, (torch.Tensor, str)) or len(data) != len(models):
+            raise ValueError(f"give one calibration source per model ({len(models)}) in data=")
+        if heldout is not None and len(heldout) != len(models):
+            raise ValueError(f"give one held-out source per model ({len(models)}), or none")
+        self = cls.__new__(cls)
+        self._setup(list(models), list(data), heldout, config, device, options)
+        self._finish_setup(progress, after_step, cancel)
+        return self
+
+    def _setup(self, models, data, heldout, config, device, options) -> None:
         if config is not None and options:
             raise TypeError(f"pass either config= or options, not both (got {sorted(options)})")
         self.config = config if config is not None else ZipConfig(**options)
-        for label, m in (("model_a", model_a), ("model_b", model_b)):
+        letters = TASK_LETTERS[: len(models)]
+        for x, m in zip(letters, models):
             if not isinstance(m, nn.Module):
-                raise TypeError(f"{label} must be a torch.nn.Module, got {type(m).__name__}")
+                raise TypeError(f"model_{x} must be a torch.nn.Module, got {type(m).__name__}")
+        if len(models) > 2:
+            if self.config.batch_norm == "keep":
+                raise ValueError(
+                    "batch_norm='keep' zips two models at a time; for three or more use "
+                    "batch_norm='fold' (per-task norm scales make the merged side's Hessian "
+                    "differ per unit)"
+                )
+            if self.config.damping == "auto":
+                raise ValueError("damping='auto' zips two models; give a damping factor for more")
         if device is None:
-            da, db = device_of(model_a), device_of(model_b)
-            if da != db:
-                raise ValueError(f"models are on different devices (A {da}, B {db}); pass device=")
-            self.device = da
+            devices = [device_of(m) for m in models]
+            if len(set(devices)) != 1:
+                where = ", ".join(f"{x.upper()} {d}" for x, d in zip(letters, devices))
+                raise ValueError(f"models are on different devices ({where}); pass device=")
+            self.device = devices[0]
         else:
             self.device = resolve_device(device)
-        dtype = next(model_a.parameters()).dtype
-        self.data = (
-            CalibrationData.wrap(data_a, "data_a", self.device, dtype),
-            CalibrationData.wrap(data_b, "data_b", self.device, dtype),
+        dtype = next(models[0].parameters()).dtype
+        self.data = tuple(
+            CalibrationData.wrap(d, f"data_{x}", self.device, dtype) for x, d in zip(letters, data)
         )
-        self.heldout: tuple[CalibrationData, CalibrationData] | None = None
-        if (heldout_a is None) != (heldout_b is None):
-            raise ValueError("give both heldout_a and heldout_b, or neither")
-        if heldout_a is not None:
-            self.heldout = (
-                CalibrationData.wrap(heldout_a, "heldout_a", self.device, dtype),
-                CalibrationData.wrap(heldout_b, "heldout_b", self.device, dtype),
+        self.heldout = None
+        if heldout is not None:
+            self.heldout = tuple(
+                CalibrationData.wrap(d, f"heldout_{x}", self.device, dtype)
+                for x, d in zip(letters, heldout)
             )
-        shape_a, shape_b = (d.sample_shape() for d in self.data)
-        if shape_a != shape_b:
-            raise ValueError(f"input shapes differ: data_a has {shape_a}, data_b has {shape_b}")
+        shapes = [d.sample_shape() for d in self.data]
+        for x, shape in zip(letters[1:], shapes[1:]):
+            if shape != shapes[0]:
+                raise ValueError(
+                    f"input shapes differ: data_a has {shapes[0]}, data_{x} has {shape}"
+                )
         bn = self.config.batch_norm
-        arch_a, w_a = trace_model(model_a, shape_a, label="model A", batch_norm=bn)
-        arch_b, w_b = trace_model(model_b, shape_b, label="model B", batch_norm=bn)
-        check_compatible(arch_a, arch_b)
-        self.architecture = arch_a
+        traced = [
+            trace_model(m, shapes[0], label=f"model {x.upper()}", batch_norm=bn)
+            for x, m in zip(letters, models)
+        ]
+        archs = [a for a, _ in traced]
+        for arch in archs[1:]:
+            check_compatible(archs[0], arch)
+        self.architecture = archs[0]
         move = [
             [(w.to(self.device), None if b is None else b.to(self.device)) for w, b in ws]
-            for ws in (w_a, w_b)
+            for _, ws in traced
         ]
-        norms = [trace_norms(model_a, arch_a), trace_norms(model_b, arch_b)]
-        self.model = ZippedNet.from_models([arch_a, arch_b], move, norms).eval()
-        self._check_faithful(model_a, model_b)
+        norms = [trace_norms(m, a) for m, a in zip(models, archs)]
+        self.model = ZippedNet.from_models(archs, move, norms).eval()
+        self._check_faithful(*models)
         self._groups = self.model.groups
         self._hidden = [
-            (g.name, *self.model.layers[g.members[0]].sizes.out_own[:2]) for g in self._groups
+            (g.name, *self.model.layers[g.members[0]].sizes.out_own) for g in self._groups
         ]
-        self.params = {
-            "a": sum(p.numel() for p in model_a.parameters()),
-            "b": sum(p.numel() for p in model_b.parameters()),
-        }
+        self.params = {x: sum(p.numel() for p in m.parameters()) for x, m in zip(letters, models)}
+
+    def _finish_setup(self, progress, after_step, cancel) -> None:
         if cancel is not None and not isinstance(cancel, CancelToken):
             raise TypeError(f"cancel must be a mtz_core.CancelToken, got {type(cancel).__name__}")
         self.progress = progress
@@ -217,16 +274,19 @@ class ZipSession:
         name = group.name
         first = self.model.layers[group.members[0]]
         spec = first.spec
-        n_a, n_b = first.sizes.out_own[:2]
+        widths = first.sizes.out_own
+        n_a, n_b = widths[:2]
         if pairs is not None:
             if share is not None or k is not None:
                 raise ValueError("pass pairs= alone, without share= or k=")
-            chosen = validate_pairs(pairs, n_a, n_b, name=name)
+            chosen = validate_tuples(pairs, widths, name)
             asked: float | None = None
             count = chosen.shape[0]
         else:
             share_l, k_l = self._for_layer(share, "share", name), self._for_layer(k, "k", name)
-            count = resolve_plan(share_l, k_l, [(name, n_a, n_b)])[name]
+            # for more than two models a share is a fraction of the narrowest model's units
+            plan = (n_a, n_b) if len(widths) == 2 else (min(widths),) * 2
+            count = resolve_plan(share_l, k_l, [(name, *plan)])[name]
             asked = None if k_l is not None else float(1.0 if share_l is None else share_l)
             chosen = None
         self._check()
@@ -236,25 +296,45 @@ class ZipSession:
         t0 = time.perf_counter()
         scores = None
         damping = cfg.damping
-        if damping == "auto":
-            damping, scores = analysis.select_damping(count, cfg, index, chosen, check=self._check)
-        variant = analysis.variant(damping)
-        if chosen is None:
-            chosen = analysis.choose(variant, count, cfg, index)
-        chosen = chosen.to(self.algebra_device)
-        merged = analysis.merge(variant, chosen, cfg.method)
+        many = isinstance(analysis, ManyAnalysis)
+        if many:
+            chosen, merged, variant, tuple_costs, pinv = analysis.plan(
+                count, chosen, cfg, index, damping
+            )
+            kinds = [kind for _, kind, _, _ in analysis.members]
+            member_analyses = [None] * len(kinds)
+        else:
+            if damping == "auto":
+                damping, scores = analysis.select_damping(
+                    count, cfg, index, chosen, check=self._check
+                )
+            variant = analysis.variant(damping)
+            if chosen is None:
+                chosen = analysis.choose(variant, count, cfg, index)
+            chosen = chosen.to(self.algebra_device)
+            merged = analysis.merge(variant, chosen, cfg.method)
+            pinv = variant.pseudo_inverse
+            kinds = [la.kind for _, la in analysis.members]
+            member_analyses = [la for _, la in analysis.members]
         parts = []
-        for (i, la), m in zip(analysis.members, merged):
+        for i, la, kind, m in zip(group.members, member_analyses, kinds, merged):
             layer = self.model.layers[i]
-            w, b = vectors_to_weights(m, layer.spec, layer.sizes.in_shared, la.kind, layer.has_bias)
+            w, b = vectors_to_weights(m, layer.spec, layer.sizes.in_shared, kind, layer.has_bias)
             parts.append((i, layer, la, m, w, b))
         t1 = time.perf_counter()
         self._emit(index, "matching", 1, 1)
         errors = torch.zeros(chosen.shape[0], dtype=torch.float64, device=self.algebra_device)
         weights, shifts = {}, {}
+        if many and analysis.exact:
+            errors = analysis.errors(merged, chosen).to(errors.device)
         for i, layer, la, m, w, b in parts:
-            err, shift = self._applied_errors(i, layer, la, chosen, m, w, b, with_shifts=True)
-            errors = errors + err.to(errors.device)
+            if many:
+                shift = None
+                if not analysis.exact:
+                    errors = errors + self._streamed_errors(i, layer, chosen, w, b)
+            else:
+                err, shift = self._applied_errors(i, layer, la, chosen, m, w, b, with_shifts=True)
+                errors = errors + err.to(errors.device)
             dtype = layer.like.dtype
             weights[i] = (w.to(self.device, dtype), None if b is None else b.to(self.device, dtype))
             shifts[i] = shift
@@ -283,7 +363,16 @@ class ZipSession:
         pairs_np = chosen.cpu().numpy().astype(np.int64)
         cost_np = variant.cost.cpu().numpy()
         pair_errors_np = errors.cpu().numpy()
-        la = analysis.first
+        if many:
+            pair_costs = tuple_costs.cpu().numpy()
+            h_first = analysis.members[0][2][0]
+            n_samples = (h_first.n_samples, analysis.members[0][2][1].n_samples)
+            h_dim, h_blocks, kind = h_first.s + int(first.has_bias), h_first.k, kinds[0]
+        else:
+            pair_costs = cost_np[pairs_np[:, 0], pairs_np[:, 1]]
+            la = analysis.first
+            n_samples = (la.h_a.n_samples, la.h_b.n_samples)
+            h_dim, h_blocks, kind = la.h_a.s + int(first.has_bias), la.h_a.k, la.kind
         record = LayerRecord(
             name=name,
             index=index,
@@ -296,24 +385,25 @@ class ZipSession:
             share=asked,
             pairs=pairs_np,
             cost=cost_np,
-            pair_costs=cost_np[pairs_np[:, 0], pairs_np[:, 1]],
+            pair_costs=pair_costs,
             pair_errors=pair_errors_np,
             predicted_error=float(pair_errors_np.sum()) + sum(remerged.values()),
             method=cfg.method,
             matching=cfg.matching,
-            hessian=la.kind,
-            hessian_dim=la.h_a.s + int(first.has_bias),
-            hessian_blocks=la.h_a.k,
+            hessian=kind,
+            hessian_dim=h_dim,
+            hessian_blocks=h_blocks,
             damping=damping,
             lambdas=variant.lambdas,
-            n_samples=(la.h_a.n_samples, la.h_b.n_samples),
-            pseudo_inverse=variant.pseudo_inverse,
+            n_samples=n_samples,
+            pseudo_inverse=pinv,
             seconds=dict(analysis.seconds, matching=t1 - t0, merge=t2 - t1),
             heldout_error=heldout,
             damping_scores=scores,
             members=tuple(self.model.layers[i].spec.name for i in group.members),
             remerged=remerged,
             saved=before - self.model.num_parameters(),
+            widths=tuple(self._hidden[index][1:]) if many else (),
         )
         if heldout is not None:
             record.seconds["heldout"] = time.perf_counter() - t2
@@ -351,7 +441,7 @@ class ZipSession:
         index: int,
         layer_index: int,
         before: ZippedLayer,
-        analysis: LayerAnalysis,
+        analysis: LayerAnalysis | None,
         pairs: torch.Tensor,
         weight: torch.Tensor,
         bias: torch.Tensor | None,
@@ -361,7 +451,7 @@ class ZipSession:
         held-out data (`before`: the layer as it was, rows the original neurons)."""
         args = (self.model, layer_index, before, pairs.cpu(), weight, bias, self.heldout)
         kw = {"check": self._check, "on_batch": self._on_batch(index, "heldout")}
-        if analysis.scales is None:
+        if analysis is None or analysis.scales is None:
             held = pair_errors(*args, self.algebra_device, **kw)
         else:
             scales = analysis.pair_scales(pairs)
@@ -390,15 +480,28 @@ class ZipSession:
                 view.own_weight[t].copy_(torch.cat([rows[t], layer.shared_own_weight[t]], dim=1))
                 if layer.has_bias:
                     view.own_bias[t].copy_(layer.shared_bias)
-        analysis = self._layer_analysis(index, reader, view)
-        ident = torch.arange(k_r, device=self.algebra_device)[:, None].expand(k_r, 2)
-        merged = analysis.merge(analysis.variant(damping), ident, self.config.method)
-        weight, bias = vectors_to_weights(
-            merged, layer.spec, sz.in_shared, analysis.kind, layer.has_bias
-        )
-        errors, shifts = self._applied_errors(
-            reader, view, analysis, ident, merged, weight, bias, with_shifts=True
-        )
+        n_tasks = layer.n_tasks
+        ident = torch.arange(k_r, device=self.algebra_device)[:, None].expand(k_r, n_tasks)
+        if n_tasks > 2:
+            many = self._many_analysis(index, [reader], view)
+            _, (merged,), _, _, _ = many.plan(k_r, ident, self.config, index, damping)
+            kind = many.members[0][1]
+            analysis = None
+        else:
+            analysis = self._layer_analysis(index, reader, view)
+            merged = analysis.merge(analysis.variant(damping), ident, self.config.method)
+            kind = analysis.kind
+        weight, bias = vectors_to_weights(merged, layer.spec, sz.in_shared, kind, layer.has_bias)
+        if analysis is None:
+            shifts = None
+            if many.exact:
+                errors = many.errors([merged], ident)
+            else:
+                errors = self._streamed_errors(reader, view, ident, weight, bias)
+        else:
+            errors, shifts = self._applied_errors(
+                reader, view, analysis, ident, merged, weight, bias, with_shifts=True
+            )
         dtype = layer.like.dtype
         held = 0.0
         if self.heldout is not None:
@@ -423,6 +526,8 @@ class ZipSession:
                 f"a preview of every share needs greedy matching (the first k pairs of k + 1); "
                 f"matching={cfg.matching!r} picks each k anew: step(k=...) and read the record"
             )
+        if self.model.n_tasks > 2:
+            raise ValueError("a preview of every share covers two models; step(k=...) instead")
         group = self._analysis(index)
         if len(group.members) > 1:
             raise ValueError(
@@ -478,18 +583,22 @@ class ZipSession:
             predicted=predicted,
             damping=np.array(chosen, dtype=np.float64),
             orders={d: o.cpu().numpy().astype(np.int64) for d, o in orders.items()},
+            remerges=tuple(
+                self.model.layers[r].spec.name
+                for r in self._groups[index].readers
+                if self.model.layers[r].sizes.shared
+            ),
         )
 
     def retrain(
         self,
-        train_a: Any,
-        train_b: Any,
-        *,
+        *trains: Any,
         iterations: int,
         restore_on_cancel: bool = False,
         **options: Any,
     ) -> TrainReport:
-        """Retrain the current network jointly on both tasks (see `mtz_core.training.retrain`).
+        """Retrain the current network jointly on every task: one training source per task, in
+        the models' order (see `mtz_core.training.retrain`).
 
         Undoing the last step undoes this retraining too. When `cancel()` is called it stops
         early and keeps the weights of the last completed iteration, or, with
@@ -504,12 +613,16 @@ class ZipSession:
         def report(p):
             self._emit(index, "retrain", p.iteration, p.total, losses=p.losses)
 
+        if len(trains) != self.model.n_tasks:
+            raise TypeError(
+                f"retrain needs one training source per task ({self.model.n_tasks}), got "
+                f"{len(trains)}"
+            )
         options.setdefault("device", None)
         try:
-            rep = retrain(
+            rep = retrain_tasks(
                 self.model,
-                train_a,
-                train_b,
+                trains,
                 iterations=iterations,
                 progress=report,
                 cancel=self._cancel,
@@ -648,13 +761,80 @@ class ZipSession:
             self._cache.move_to_end(key)
             return self._cache[key]
         group = self._groups[index]
-        members = [(i, self._layer_analysis(index, i)) for i in group.members]
-        analysis = GroupAnalysis(group.name, members)
+        if self.model.n_tasks > 2:
+            analysis = self._many_analysis(index, group.members)
+        else:
+            members = [(i, self._layer_analysis(index, i)) for i in group.members]
+            analysis = GroupAnalysis(group.name, members)
         self._emit(index, "costs", 1, 1)
         self._cache[key] = analysis
         while len(self._cache) > 2:
             self._cache.popitem(last=False)
         return analysis
+
+    def _many_analysis(
+        self, index: int, layer_indices: Sequence[int], view: ZippedLayer | None = None
+    ) -> ManyAnalysis:
+        """Every task's Hessians and incoming vectors of the layers (T ≥ 3 models; `view`: the
+        rows of a re-merge, for its single layer)."""
+        t0 = time.perf_counter()
+        members = []
+        for i in layer_indices:
+            layer = self.model.layers[i]
+            rows = layer if view is None else view
+            kind = hessian_kind(layer, self.config)
+            hs, vs = [], []
+            for t in range(self.model.n_tasks):
+                h, _ = layer_hessian(
+                    self.model,
+                    i,
+                    t,
+                    self.data[t],
+                    kind,
+                    False,
+                    self.algebra_device,
+                    check=self._check,
+                    on_batch=self._on_batch(index, "hessian"),
+                )
+                hs.append(h)
+                bias = rows.own_bias[t]
+                vs.append(
+                    incoming_vectors(
+                        rows.own_weight[t].detach().to(self.algebra_device, torch.float64),
+                        None
+                        if bias is None
+                        else bias.detach().to(self.algebra_device, torch.float64),
+                        layer.spec,
+                        layer.sizes.in_shared,
+                        kind,
+                    )
+                )
+            members.append((i, kind, hs, vs))
+        name = self._groups[index].name
+        return ManyAnalysis(name, members, {"hessian": time.perf_counter() - t0})
+
+    def _streamed_errors(
+        self,
+        layer_index: int,
+        before: ZippedLayer,
+        pairs: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Per tuple, the increase of Σ_t E_t the weights cause at a layer, measured on the
+        Hessian samples (one pass; the blocked Hessians drop cross-block terms)."""
+        return pair_errors(
+            self.model,
+            layer_index,
+            before,
+            pairs.cpu(),
+            weight,
+            bias,
+            self.data,
+            self.algebra_device,
+            check=self._check,
+            on_batch=self._on_batch(self._group_of(layer_index), "errors"),
+        )
 
     def _layer_analysis(
         self, index: int, layer_index: int, view: ZippedLayer | None = None
@@ -705,19 +885,21 @@ class ZipSession:
         analysis = LayerAnalysis(
             layer.spec.name, kind, h_a, h_b, held, va, vb, times, scales=scales
         )
-        if not split:
+        analysis.with_costs = view is None  # a re-merge's pairs are given: no cost matrix
+        if not split and view is None:
             analysis.variant(self.config.damping)
         analysis.seconds["costs"] = time.perf_counter() - t1
         return analysis
 
-    def _check_faithful(self, model_a: nn.Module, model_b: nn.Module) -> None:
+    def _check_faithful(self, *models: nn.Module) -> None:
         """Our replay of each traced model must give its outputs in eval mode (what is zipped:
         batch norm with its running statistics, no dropout). A model in train mode is put in
         eval mode for the check and back afterwards, so its statistics never change."""
         x = next(iter(self.data[0]))[:8]
         with torch.no_grad():
             ours = self.model.forward_all(x)
-            for t, (label, m) in enumerate((("A", model_a), ("B", model_b))):
+            for t, m in enumerate(models):
+                label = TASK_LETTERS[t].upper()
                 modes = [(mod, mod.training) for mod in m.modules()]
                 m.eval()
                 try:

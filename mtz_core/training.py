@@ -278,16 +278,49 @@ def retrain(
     kept per task (`ZipConfig(batch_norm="keep")`) no clip is needed
     (docs/results-batchnorm.md).
     """
+    return retrain_tasks(
+        model,
+        [train_a, train_b],
+        iterations=iterations,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        clip_grad_norm=clip_grad_norm,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+    )
+
+
+def retrain_tasks(
+    model: nn.Module,
+    trains: Sequence[Any],
+    *,
+    iterations: int,
+    lr: float = RETRAIN_LR,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    clip_grad_norm: float | None = RETRAIN_CLIP,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> TrainReport:
+    """`retrain` for T tasks: the sum of the T task losses, one batch of each task per step
+    (`trains[t]` the training data of task t)."""
     dev = place(device, model)
     logits = getattr(model, "logits", model)
 
     def loss_fn(batches):
-        (xa, ya), (xb, yb) = batches
-        return [F.cross_entropy(logits(xa, 0), ya), F.cross_entropy(logits(xb, 1), yb)]
+        return [F.cross_entropy(logits(x, t), y) for t, (x, y) in enumerate(batches)]
 
+    letters = "abcdefghijklmnopqrstuvwxyz"
     return _run(
         model,
-        [(train_a, "train_a"), (train_b, "train_b")],
+        [(d, f"train_{letters[t]}") for t, d in enumerate(trains)],
         loss_fn,
         iterations=iterations,
         lr=lr,

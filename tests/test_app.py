@@ -591,3 +591,134 @@ def test_zip_settings_keep_batch_norm_per_task():
     assert any("batch norm keep" in c.value for c in at.caption)
     zip_layer(at, 10)
     assert ws(at).zip.session.config.batch_norm == "keep"
+
+
+# ------------------------------------------------------------------------ residual networks
+
+
+def _load_resnet_demo() -> AppTest:
+    at = new_app()
+    at.selectbox(key="load.demo").set_value("digits-resnet").run()
+    at.button(key="load.demo_button").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Loaded the demo pair digits-resnet" in s.value for s in at.success)
+    return at
+
+
+def test_resnet_demo_loads_as_groups_and_steps_one():
+    at = _load_resnet_demo()
+    assert any(
+        "12 zippable groups" in s.value and "conv1 (+3), layers.0.conv1" in s.value
+        for s in at.success
+    )
+    assert "What it is: resnet20(option=A, width=0.25) on 1x8x8 -> 5 classes" in texts(at)
+    groups = next(d.value for d in at.dataframe if "members" in d.value.columns)
+    assert groups["group"][0] == "conv1 (+3)" and groups["layers"][0] == 4
+    assert groups["members"][0] == "conv1, layers.0.conv2, layers.1.conv2, layers.2.conv2"
+    goto(at, "step")
+    assert not at.error, [e.value for e in at.error]
+    body = texts(at)
+    assert "Next: the group **conv1 (+3)**, 4 layers" in body
+    assert "No prediction before the zip" in body
+    assert metric(at, "Groups zipped") == "0 / 12"
+    zip_layer(at, 3)
+    assert metric(at, "Groups zipped") == "1 / 12"
+    assert any("Zipped conv1 (+3) with 3 shared neurons" in s.value for s in at.success)
+    assert any("**conv1 (+3)** 3/4 shared" in m.value for m in at.markdown)
+    assert ws(at).zip.records[0].members[1] == "layers.0.conv2"
+    zip_layer(at, 2)  # layers.0.conv1: its reader's rows are re-merged
+    assert "re-merged the already-shared rows of layers.0.conv2" in texts(at)
+
+
+def test_resnet_costs_page_shows_why_a_stream_has_no_curve():
+    at = goto(_load_resnet_demo(), "costs")
+    assert not at.error, [e.value for e in at.error]
+    assert any(
+        "No preview of every share for conv1 (+3)" in i.value
+        and "residual stream of several layers" in i.value
+        for i in at.info
+    )
+    assert figure(at, "conv1 (+3): pair costs")["layout"]["meta"]["shape"] == [4, 4]
+    assert metric(at, "Predicted layer error") == "–"
+
+
+@pytest.mark.parametrize("page", ["sharing", "tradeoff", "learn", "keep", "retrain"])
+def test_every_page_renders_on_the_resnet_demo_after_a_step(page):
+    at = goto(_load_resnet_demo(), "step")
+    zip_layer(at, 2)
+    goto(at, page)
+    assert not at.error, [e.value for e in at.error]
+    if page == "sharing":
+        table = next(d.value for d in at.dataframe if "members" in d.value.columns)
+        assert list(table["layer"][:2]) == ["conv1 (+3)", "layers.0.conv1"]
+    if page == "tradeoff":
+        assert at.slider(key="plan.tune.conv1 (+3)").value == 2
+
+
+def _npz_bytes(n: int, shape: tuple[int, ...], classes: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    np.savez(buf, x=rng.normal(size=(n, *shape)).astype(np.float32), y=np.arange(n) % classes)
+    return buf.getvalue()
+
+
+def _upload_with_npz(at, which, name, data, npz):
+    _upload(at, which, name, data)
+    at.radio(key=f"load.tasksrc_{which}").set_value("my .npz").run()
+    at.file_uploader(key=f"load.npz_{which}").set_value((f"{which}.npz", npz, "application/zip"))
+    at.run()
+
+
+def test_uploaded_bare_resnet_state_dicts_are_recognised():
+    """Two torchvision resnet18 state dicts (width 0.125, one input channel, 3 classes), no
+    card, no architecture: recognised by their keys, built for the tasks' 1×32×32 inputs."""
+    from mtz_core.models.resnet import torchvision_resnet
+
+    at = new_app()
+    for which, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        model = torchvision_resnet("resnet18", 3, in_channels=1, width=0.125).eval()
+        npz = _npz_bytes(90, (1, 32, 32), 3, seed)
+        _upload_with_npz(at, which, f"{which}.pth", _state_dict_bytes(model), npz)
+    at.button(key="load.upload_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    said = "torchvision resnet18 (1 input channels, 3 classes, width 0.125)"
+    assert any(
+        f"Model A (a.pth) has no card: recognised from its keys: {said}" in i.value for i in at.info
+    )
+    assert "the input shape (1, 32, 32) taken from task npz:a.npz" in texts(at)
+    pair = ws(at).pair
+    assert pair.zippable and pair.residual and len(pair.groups) == 12
+    assert pair.models["b"]["recognized"] == said
+    assert pair.models["a"]["architecture"]["kwargs"] == {"width": 0.125}
+    assert any("12 zippable groups" in s.value for s in at.success)
+    # the same file for an 8×8 task: the error says what it is and what it needs
+    at.radio(key="load.tasksrc_a").set_value("built-in task").run()
+    _upload(at, "a", "a.pth", _state_dict_bytes(model), "digits:0-4")
+    at.button(key="load.upload_button").click().run()
+    assert any(
+        "model A (a.pth)" in e.value and "at least 32x32, got 8x8" in e.value for e in at.error
+    )
+
+
+def test_uploaded_bare_vgg_bn_state_dicts_are_recognised_and_zip():
+    from mtz_core.models import create_model
+
+    at = new_app()
+    for which, seed in (("a", 0), ("b", 1)):
+        model = create_model("vgg11_bn", (1, 32, 32), 3, seed=seed, width=0.125, avgpool_size=1)
+        npz = _npz_bytes(90, (1, 32, 32), 3, seed)
+        _upload_with_npz(at, which, f"{which}.pt", _state_dict_bytes(model), npz)
+    at.button(key="load.upload_button").click().run()
+    assert not at.error, [e.value for e in at.error]
+    said = "torchvision vgg11_bn (1 input channels, 3 classes, width 0.125)"
+    assert any(
+        f"Model B (b.pt) has no card: recognised from its keys: {said}" in i.value for i in at.info
+    )
+    pair = ws(at).pair
+    assert pair.zippable and not pair.residual and len(pair.groups) == 10
+    assert pair.models["a"]["architecture"]["kwargs"]["avgpool_size"] == 1
+    assert any("can be zipped: 10 hidden layers" in s.value for s in at.success)
+    goto(at, "step")
+    zip_layer(at, 4)
+    assert metric(at, "Layers zipped") == "1 / 10"

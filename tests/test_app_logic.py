@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from explorer.jobs import Job, NullJob
-from explorer.pair import demo_pair
+from explorer.pair import demo_pair, summarize
 from explorer.recipe import build_recipe, parse_recipe, rebuild, recipe_json
 from explorer.tasks import load_npz_task
 from explorer.workspace import BusyError, Workspace
 from explorer.zipper import ZipSettings, ZipState, plan_savings
+from mtz_core.data import load_task
+from mtz_core.models import create_model
 
 SMALL = ZipSettings(calib_samples=256, heldout_samples=64, eval_samples=128)
 
@@ -29,16 +31,103 @@ def conv_pair():
     return demo_pair("digits-conv")
 
 
-@pytest.mark.parametrize("name", ["mlp_pair", "conv_pair"])
+def _resnet_pair(option: str):
+    """Two untrained ResNet-20s (width 0.25: 4, 8, 16 channels) on the digits halves."""
+    tasks = [load_task(t) for t in ("digits:0-4", "digits:5-9")]
+    a, b = (
+        create_model("resnet20", (1, 8, 8), 5, seed=s, option=option, width=0.25).eval()
+        for s in (0, 1)
+    )
+    models = {w: {"source": "test", "name": f"resnet20 {w}"} for w in "ab"}
+    return summarize(f"resnet20 option {option}", models, a, b, *tasks)
+
+
+@pytest.fixture(scope="module")
+def resnet_pair():
+    return _resnet_pair("A")
+
+
+@pytest.mark.parametrize("name", ["mlp_pair", "conv_pair", "resnet_pair", "resnet_b"])
 def test_plan_savings_counts_what_the_engine_saves(name, request):
-    pair = request.getfixturevalue(name)
+    """Counted from the sizes, for chains and residual groups (re-merged readers included);
+    the engine's saved_fraction also counts the batch norm folded away even at k = 0."""
+    pair = _resnet_pair("B") if name == "resnet_b" else request.getfixturevalue(name)
     state = ZipState(pair, SMALL)
-    ks = [min(r["width A"], r["width B"]) * 3 // 4 for r in pair.hidden]
+    ks = [min(g["width A"], g["width B"]) * (3 + i % 2) // 4 for i, g in enumerate(pair.groups)]
     for k in ks:
         state.step(k)
     result = state.session.result()
-    assert sum(plan_savings(pair.hidden, ks)) == result.saved
+    counted = sum(plan_savings(pair.layers, pair.groups, ks))
+    assert counted == sum(r.saved_parameters() for r in result.layers)
+    if not pair.residual:
+        assert counted == result.saved
     assert state.saved_fraction() == pytest.approx(result.saved_fraction)
+
+
+def test_a_resnet_pair_is_described_by_its_groups(resnet_pair):
+    pair = resnet_pair
+    assert pair.zippable and pair.residual and pair.unit_name == "group"
+    assert len(pair.layers) == 20 and len(pair.groups) == 12
+    first = pair.groups[0]
+    assert first["group"] == "conv1 (+3)" and (first["width A"], first["width B"]) == (4, 4)
+    assert first["members"] == ["conv1", "layers.0.conv2", "layers.1.conv2", "layers.2.conv2"]
+    rows = {r["layer"]: r for r in pair.layers}
+    assert rows["conv1"]["reads"] is None and rows["layers.0.conv2"]["group"] == "conv1 (+3)"
+    assert rows["layers.0.conv2"]["reads"] == "layers.0.conv1"
+    assert rows["fc"]["head"] and rows["fc"]["group"] is None
+    ws = Workspace()
+    ws.set_pair(pair)
+    assert list(ws.plan) == [g["group"] for g in pair.groups] and ws.plan["conv1 (+3)"] == 2
+
+
+def test_a_residual_group_shows_its_costs_and_why_there_is_no_curve(resnet_pair):
+    """The engine previews single-layer groups only: a stream's view has its cost matrix and
+    the engine's reason; the step still records its pairs and the next group has a curve."""
+    state = ZipState(resnet_pair, SMALL)
+    assert state.layers[0] == ("conv1 (+3)", 4, 4)
+    assert state.members(0) == ["conv1", "layers.0.conv2", "layers.1.conv2", "layers.2.conv2"]
+    view = state.cost_view(0)
+    assert view.cost.shape == (4, 4) and view.curve is None and view.predicted(2) is None
+    assert "residual stream of several layers" in view.no_curve
+    np.testing.assert_allclose(view.cost, state.session.cost_matrix())
+    event = state.step(2)
+    assert event["layer"] == "conv1 (+3)" and event["members"] == state.members(0)
+    zipped = state.cost_view(0)
+    assert zipped.source == "zipped" and zipped.applied_error == event["predicted_error"]
+    assert "does not cover" in zipped.no_curve
+    nxt = state.cost_view(1)
+    assert nxt.curve is not None and not nxt.no_curve
+    predicted = nxt.predicted(3)
+    assert state.remerges(1) == ["layers.0.conv2"] and state.remerges(0) == []
+    event = state.step(3)
+    # the preview covers the group's own merges; the step adds the re-merge of its reader
+    # layers.0.conv2, whose rows conv1 (+3) shared before its inputs were
+    assert list(event["remerged"]) == ["layers.0.conv2"]
+    remerge = event["remerged"]["layers.0.conv2"]
+    assert event["predicted_error"] == pytest.approx(predicted + remerge, rel=1e-9)
+    assert [r["members"] for r in state.sharing_rows()[:2]] == [
+        "conv1, layers.0.conv2, layers.1.conv2, layers.2.conv2",
+        "layers.0.conv1",
+    ]
+
+
+def test_evaluating_a_plan_and_a_recipe_work_on_a_resnet_pair(resnet_pair):
+    ws = Workspace(settings=SMALL)
+    ws.set_pair(resnet_pair)
+    job = ws.start_evaluate_plan()
+    assert job.wait(120)
+    ws.collect()
+    assert job.status == "done", job.error
+    assert ws.estimates[0].no_curve and ws.estimates[1].curve is not None
+    assert ws.estimates[1].note.startswith("estimate from an evaluated plan with earlier groups")
+    state = ZipState(resnet_pair, SMALL)
+    state.step(3)
+    state.step(2)
+    recipe = parse_recipe(recipe_json(build_recipe(resnet_pair, state)).encode())
+    assert recipe["layers"][0]["members"] == state.members(0)
+    again = rebuild(NullJob(), resnet_pair, recipe)
+    for r1, r2 in zip(state.records, again.records):
+        np.testing.assert_array_equal(r1.pairs, r2.pairs)
 
 
 @pytest.mark.parametrize("method", ["mtz", "mtz-avg", "euclidean", "random"])

@@ -19,7 +19,7 @@ def network_diagram(
     B-only below (heights ∝ neuron counts), then the two heads.
 
     `layers`: dicts with `layer`, `n_a`, `n_b`, `shared` and `status` ("zipped", "next",
-    "pending").
+    "pending"); optionally `members` (a residual group's layers, shown on hover).
     """
     fig = go.Figure()
     col_w, gap = 0.6, 1.0
@@ -80,6 +80,8 @@ def network_diagram(
         y_a0 = top - a_only * unit
         y_s0 = y_a0 - k * unit
         dash = r.get("status") != "zipped"
+        members = r.get("members")
+        where = r["layer"] if not members or members == r["layer"] else f"{r['layer']} [{members}]"
         if a_only:
             box(
                 x,
@@ -88,11 +90,11 @@ def network_diagram(
                 top,
                 COLORS["a"],
                 str(a_only),
-                f"{r['layer']}: {a_only} A only",
+                f"{where}: {a_only} A only",
                 dash,
             )
         if k:
-            box(x, y_s0, x + col_w, y_a0, COLORS["shared"], str(k), f"{r['layer']}: {k} shared")
+            box(x, y_s0, x + col_w, y_a0, COLORS["shared"], str(k), f"{where}: {k} shared")
         if b_only:
             box(
                 x,
@@ -101,7 +103,7 @@ def network_diagram(
                 y_s0,
                 COLORS["b"],
                 str(b_only),
-                f"{r['layer']}: {b_only} B only",
+                f"{where}: {b_only} B only",
                 dash,
             )
         status = {"zipped": "✓ zipped", "next": "▶ next", "pending": "· pending"}.get(

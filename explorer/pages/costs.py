@@ -59,6 +59,12 @@ pool = c4.segmented_control(
 )
 name, n_a, n_b = z.layers[index]
 status = z.status(index)
+members = z.members(index)
+if len(members) > 1:
+    st.caption(
+        f"**{name}** is a residual stream of {len(members)} layers zipped with one matching: "
+        f"{', '.join(members)}. A pair's cost is the sum of its costs in every member."
+    )
 
 
 def estimate() -> None:
@@ -100,6 +106,11 @@ if view is None:
 
 if view.source == "estimate":
     st.warning(f"Estimate: {view.note}. Zip the layers before it for the exact costs.")
+if view.no_curve and status != "zipped":
+    st.info(
+        f"No preview of every share for {name}: {view.no_curve}. The pair costs below are "
+        "the engine's; zip it on **Step through** to see its pairs and predicted error."
+    )
 
 # the share: fixed for a zipped layer, the plan otherwise (shared with Step through and tuning)
 if status == "zipped":
@@ -161,7 +172,14 @@ with c1:
         figures.cost_histogram(view.cost, scale=scale, cache=view.figure_cache), key="costs.hist"
     )
 with c2:
-    if view.curve is None:
+    if view.curve is None and view.no_curve:
+        known = (
+            f" Only the applied pairs' predicted error ({view.applied_error:.4g}) is known."
+            if view.applied_error is not None
+            else ""
+        )
+        st.caption(f"No curve of the predicted error against the share: {view.no_curve}.{known}")
+    elif view.curve is None:
         st.caption(
             f"{name} was zipped without a preview of every share on this network, so only the "
             f"applied pairs' predicted error ({view.applied_error:.4g}) is known; undo to see "

@@ -120,7 +120,9 @@ params = z.params()
 st.caption(
     f"The zipped network stores {params['zipped']:,} parameters instead of "
     f"{params['a'] + params['b']:,} (saves {z.saved_fraction():.1%}); "
-    f"{len(z.records)} of {len(z.layers)} hidden layers zipped."
+    f"{len(z.records)} of {len(z.layers)} "
+    + ("groups" if pair.residual else "hidden layers")
+    + " zipped."
 )
 meta = {"title": pair.title, "tasks": pair.tasks, "shares": z.shares()}
 c1, c2, c3 = st.columns(3)

@@ -50,8 +50,13 @@ st.markdown(
     "weights, with the same Hessian for every neuron of the layer, computed on the task's own data:"
 )
 st.latex(r"H_X = \frac{1}{n}\sum_{\text{samples}} \bar{x}\,\bar{x}^{\top}, \qquad X \in \{A, B\}")
+where = (
+    f"**{first['first_layer']}** (the first layer of the group {first['name']})"
+    if first["members"] > 1
+    else f"**{first['name']}**"
+)
 st.markdown(
-    f"For **{first['name']}** of this pair, x̄ has {first['inputs']}"
+    f"For {where} of this pair, x̄ has {first['inputs']}"
     + (f" × {first['per_unit']}" if first["per_unit"] > 1 else "")
     + f" + 1 = **{first['dim']}** entries, so H_A and H_B are {first['dim']} × {first['dim']}, "
     f"averaged over n = {nums.calib_a:,} (A) and {nums.calib_b:,} (B) calibration samples. "
@@ -87,8 +92,15 @@ k0, s0, K0, sv0 = nums.first_saving
 st.markdown(
     f"k_l shared neurons each store their weights from the s_(l−1) shared inputs (K weights per "
     f"input: kernel or flatten positions) and their bias once instead of twice. For this pair, "
-    f"sharing all {k0} neurons of **{first['name']}** (s = {s0} inputs, K = {K0}) saves "
-    f"{k0} · ({s0} · {K0} + 1) = **{sv0:,}** parameters; sharing every hidden layer fully saves "
+    f"sharing all {k0} neurons of {where} (s = {s0} inputs, K = {K0}) saves "
+    f"{k0} · ({s0} · {K0} + 1) = **{sv0:,}** parameters"
+    + (
+        f" ({nums.first_group_saving:,} with the other layers of its group: their biases, and "
+        "their weights from inputs once those are shared)"
+        if first["members"] > 1
+        else ""
+    )
+    + "; sharing every hidden layer fully saves "
     f"{sum(nums.full_saving):,} of {nums.params_a + nums.params_b:,} "
     f"(**{sum(nums.full_saving) / (nums.params_a + nums.params_b):.1%}**): always less than "
     "half, since the heads and the per-task inputs stay."

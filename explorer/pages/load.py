@@ -66,6 +66,14 @@ def load_upload() -> None:
     title = f"{entries['a']['name']} + {entries['b']['name']}"
     pair = pairs.summarize(title, entries, loaded["a"], loaded["b"], tasks["a"], tasks["b"])
     ws.set_pair(pair)
+    for which in ("a", "b"):
+        if entries[which].get("recognized"):
+            ws.flash(
+                "load",
+                "info",
+                f"Model {which.upper()} ({entries[which]['name']}) has no card: "
+                f"{pairs.describe_model(entries[which])}.",
+            )
     if pair.zippable:
         ws.flash("load", "success", "Loaded your two models; they can be zipped.")
     else:
@@ -150,7 +158,9 @@ elif source == "Upload checkpoints":
     st.caption(
         "Two checkpoints of one architecture (`.pt`/`.pth` state dicts, or `.safetensors`), "
         "each with its task: a built-in task text or your own labelled `.npz` (arrays `x`, `y`; "
-        "optional `x_test`, `y_test`; inputs already normalised as for training)."
+        "optional `x_test`, `y_test`; inputs already normalised as for training). A bare "
+        "torchvision ResNet (18/34/50) or VGG state dict needs no architecture: it is "
+        "recognised by its keys and built for the task's input shape."
     )
     cols = st.columns(2)
     arch_choices = [CARD, *pairs.list_models()]
@@ -168,7 +178,8 @@ elif source == "Upload checkpoints":
                 arch_choices,
                 key=K.ARCH_A if which == "a" else K.ARCH_B,
                 help="A registry model, or what the checkpoint's own card says (files saved "
-                "by this project carry one).",
+                "by this project carry one); without a card, a torchvision ResNet or VGG is "
+                "recognised by its keys.",
             )
             st.text_input(
                 f"Options {up} (JSON)",
@@ -241,28 +252,71 @@ for col, which, task, acc, params, entry in (
         m1, m2 = st.columns(2)
         m1.metric(f"Test accuracy {which}", ui.pct(acc))
         m2.metric(f"Parameters {which}", f"{params:,}")
-        widths = [r[f"width {which}"] for r in pair.layers]
+        st.caption(f"What it is: {pairs.describe_model(entry)}")
+        if pair.residual:
+            shape = f"{len(pair.layers)} weight layers in {len(pair.groups)} zippable groups"
+        else:
+            widths = " → ".join(str(r[f"width {which}"]) for r in pair.layers)
+            shape = f"{len(pair.layers)} weight layers, widths {widths}"
         st.caption(
-            f"{len(pair.layers)} weight layers, widths {' → '.join(str(w) for w in widths)}; "
-            f"{task.num_classes} classes; input {tuple(task.input_shape)}; "
+            f"{shape}; {task.num_classes} classes; input {tuple(task.input_shape)}; "
             f"{task.size('calib')} calibration / {task.size('test')} test samples"
         )
 
-if pair.layers:
-    table = pd.DataFrame(pair.layers).assign(
-        role=lambda d: d["head"].map({True: "head (per task)", False: "hidden (zippable)"})
+if pair.residual and pair.groups:
+    st.markdown(
+        "**Zippable groups**, in the order they are zipped. The layers whose outputs are added "
+        "into one residual stream write the same units, so they share one matching: the group "
+        "is named after its first layer and how many more it has, e.g. `conv1 (+3)`."
     )
     st.dataframe(
-        table[["layer", "kind", "role", "inputs", "width A", "width B", "params A", "params B"]],
+        pd.DataFrame(
+            [
+                {
+                    "group": g["group"],
+                    "layers": len(g["members"]),
+                    "members": ", ".join(g["members"]),
+                    "width A": g["width A"],
+                    "width B": g["width B"],
+                    "read by": ", ".join(g["readers"]),
+                }
+                for g in pair.groups
+            ]
+        ),
         hide_index=True,
+        key="load.groups",
     )
+if pair.layers:
+    table = pd.DataFrame(pair.layers)
+    table["role"] = [
+        "head (per task)"
+        if r["head"]
+        else ("hidden (zippable)" if not pair.residual else f"in group {r['group']}")
+        for r in pair.layers
+    ]
+    with st.expander("Weight layers", expanded=not pair.residual):
+        st.dataframe(
+            table[
+                ["layer", "kind", "role", "inputs", "width A", "width B", "params A", "params B"]
+            ],
+            hide_index=True,
+            key="load.layers",
+        )
 for note in pair.notes:
     st.warning(note)
 if pair.zippable:
-    n = len(pair.hidden)
-    st.success(
-        f"These two can be zipped: {n} hidden layer{'s' * (n != 1)} "
-        f"({', '.join(r['layer'] for r in pair.hidden)}); the heads stay per task."
-    )
+    n = len(pair.groups)
+    names = ", ".join(g["group"] for g in pair.groups)
+    if pair.residual:
+        st.success(
+            f"These two can be zipped: {n} zippable group{'s' * (n != 1)} ({names}); each "
+            "step zips one group, all its member layers with one matching. The heads stay per "
+            "task."
+        )
+    else:
+        st.success(
+            f"These two can be zipped: {n} hidden layer{'s' * (n != 1)} ({names}); the heads "
+            "stay per task."
+        )
 else:
     st.error(f"These models cannot be zipped: {pair.reason}")

@@ -22,10 +22,14 @@ pair = ws.pair
 
 rows = z.sharing_rows()
 ui.plot(figures.sharing_bars(rows), key="sharing.bars")
-st.dataframe(
-    pd.DataFrame(rows)[["layer", "status", "n_a", "n_b", "shared", "a_only", "b_only"]],
-    hide_index=True,
-)
+columns = ["layer", "status", "n_a", "n_b", "shared", "a_only", "b_only"]
+if pair.residual:
+    st.caption(
+        "One row per zippable group: the layers writing one residual stream share its units "
+        "(members), so they share the same neurons."
+    )
+    columns = ["layer", "members", *columns[1:]]
+st.dataframe(pd.DataFrame(rows)[columns], hide_index=True)
 
 records = z.records
 if not records:
@@ -33,14 +37,19 @@ if not records:
     st.page_link("explorer/pages/step.py", label="Step through", icon=":material/stairs:")
     st.stop()
 
-st.subheader("Matching of a layer")
+st.subheader(f"Matching of a {pair.unit_name}")
 index = st.selectbox(
-    "Zipped layer",
+    f"Zipped {pair.unit_name}",
     list(range(len(records))),
     format_func=lambda i: f"{records[i].name} ({records[i].k} pairs)",
     key=K.SHARING_LAYER,
 )
 rec = records[index]
+if len(rec.members) > 1:
+    st.caption(
+        f"{rec.name}: one matching for its {len(rec.members)} layers ({', '.join(rec.members)}); "
+        "a pair's cost and merge error are summed over them."
+    )
 c1, c2 = st.columns([3, 2])
 with c1:
     ui.plot(
@@ -61,7 +70,8 @@ with c2:
     st.dataframe(table, hide_index=True, height=420)
 
 # -- first layer of image models: the incoming weights as pictures ---------------------------
-if index == 0 and pair.is_image and rec.k:
+first_layer = z.session.groups[0].members[0] == 0  # group 0 writes layer 0's units
+if index == 0 and pair.is_image and rec.k and first_layer:
     st.subheader("Incoming weights of a pair")
     st.caption(
         "What the first layer's neurons look at: A's neuron, B's neuron (from the original "

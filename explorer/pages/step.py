@@ -24,6 +24,13 @@ ui.show_flashes("step", ws)
 z = ui.require_zip(ws, "step")
 pair = ws.pair
 busy = ui.busy_note(ws)
+unit = pair.unit_name  # "layer" for a chain, "group" for a residual network
+if pair.residual:
+    st.caption(
+        "A residual network is zipped group by group: the layers whose outputs are added into "
+        "one residual stream write the same units, so one matching pairs them all; a layer "
+        "reading units shared later gets its already-shared rows re-merged then."
+    )
 
 
 # ------------------------------------------------------------------------------ callbacks
@@ -101,7 +108,7 @@ ui.plot(
 # ---------------------------------------------------------------------------------- status
 m = st.columns(5)
 last = z.events[-1] if z.events else None
-m[0].metric("Layers zipped", f"{len(z.records)} / {len(z.layers)}")
+m[0].metric(f"{unit.capitalize()}s zipped", f"{len(z.records)} / {len(z.layers)}")
 m[1].metric(
     "Parameters saved", f"{z.saved_fraction():.1%}", help="saved_fraction = saved / (A + B)"
 )
@@ -126,6 +133,12 @@ if last is not None and last.get("predicted_error") is not None:
         help="The increase of E_A + E_B that the applied weights cause on the Hessian samples "
         "(undamped, whatever the damping); below it, the same measured on validation inputs.",
     )
+    if last.get("remerged"):
+        st.caption(
+            f"Zipping {last['layer']} re-merged the already-shared rows of "
+            + ", ".join(f"{n} (error {e:.4g})" for n, e in last["remerged"].items())
+            + " over the inputs it shared; the layer error includes them."
+        )
     if last.get("pseudo_inverse"):
         st.info(
             f"Zipping {last['layer']}: H_A + H_B was singular (dead units or constant inputs at "
@@ -138,11 +151,18 @@ else:
 # ------------------------------------------------------------------------------- next step
 with st.container(border=True):
     if z.done:
-        st.markdown("**Every hidden layer is zipped.** Undo to change one, or reset.")
+        every = "group" if pair.residual else "hidden layer"
+        st.markdown(f"**Every {every} is zipped.** Undo to change one, or reset.")
     else:
         name, n_a, n_b = z.layers[z.next_index]
         k_max = min(n_a, n_b)
         key = state.plan_key("step", name)
+        members = z.members(z.next_index)
+        if len(members) > 1:
+            st.markdown(
+                f"Next: the group **{name}**, {len(members)} layers writing one residual "
+                f"stream, zipped with one matching: {', '.join(members)}."
+            )
         c1, c2 = st.columns([3, 2])
         with c1:
             k = st.slider(
@@ -161,10 +181,23 @@ with st.container(border=True):
             except Exception as exc:  # noqa: BLE001
                 view = None
                 st.error(f"The costs of {name} could not be computed: {ui.message(exc)}")
-            if view is not None:
+            predicted = None if view is None else view.predicted(k)
+            remerges = z.remerges(z.next_index)
+            if predicted is not None:
                 st.caption(
-                    f"Predicted layer error at {k}: **{view.predicted(k):.4g}** "
+                    f"Predicted layer error at {k}: **{predicted:.4g}** "
                     f"({k / k_max:.0%} of the narrower side)."
+                    + (
+                        f" Zipping it also re-merges the already-shared rows of "
+                        f"{', '.join(remerges)}; their error is added when it is zipped."
+                        if remerges and k
+                        else ""
+                    )
+                )
+            elif view is not None:
+                st.caption(
+                    f"{k / k_max:.0%} of the narrower side. No prediction before the zip: "
+                    f"{view.no_curve}"
                 )
             else:
                 st.caption(f"{k / k_max:.0%} of the narrower side.")
@@ -186,7 +219,7 @@ with st.container(border=True):
                 width="stretch",
             )
             st.button(
-                "Zip all remaining layers (planned shares)",
+                f"Zip all remaining {unit}s (planned shares)",
                 on_click=ui.callback("step", do_run_remaining),
                 disabled=busy,
                 key="step.run_all",
@@ -194,7 +227,7 @@ with st.container(border=True):
             )
     c1, c2, c3 = st.columns(3)
     c1.button(
-        "Undo last layer",
+        f"Undo last {unit}",
         on_click=ui.callback("step", do_undo),
         disabled=busy or not z.records,
         key="step.undo",

@@ -83,17 +83,18 @@ else:
 # ------------------------------------------------------------------------------ ratio tuning
 st.subheader("Ratio tuning")
 st.caption(
-    "One slider per layer. The parameters saved are counted from the sizes alone — "
-    "k·(s·K + 1) per layer, s the previous layer's shared neurons (every input for the first), "
-    "K the weights per input unit — and the predicted error from the cached cost matrices."
+    f"One slider per {pair.unit_name}. The parameters saved are counted from the sizes alone — "
+    "k·(s·K + 1) per weight layer, k the shared units it writes, s the shared units it reads "
+    "(every input for the first), K the weights per input unit — and the predicted error from "
+    "the cached cost matrices."
 )
 z = ws.zip
-hidden = pair.hidden
+groups = pair.groups
 ks = []
-cols = st.columns(min(len(hidden), 4))
-for i, row in enumerate(hidden):
-    name = row["layer"]
-    k_max = min(row["width A"], row["width B"])
+cols = st.columns(min(len(groups), 4))
+for i, g in enumerate(groups):
+    name = g["group"]
+    k_max = min(g["width A"], g["width B"])
     key = state.tune_key(name)
     with cols[i % len(cols)]:
         k = st.slider(
@@ -103,13 +104,14 @@ for i, row in enumerate(hidden):
             int(min(ws.plan.get(name, k_max // 2), k_max)),
             key=key,
             on_change=lambda name=name, key=key: ws.set_plan(name, st.session_state[key]),
+            help=None if len(g["members"]) == 1 else "members: " + ", ".join(g["members"]),
         )
     ks.append(k)
-saved = plan_savings(hidden, ks)
+saved = plan_savings(pair.layers, groups, ks)
 total = pair.params[0] + pair.params[1]
 rows = []
 missing = False
-for i, (row, k, sv) in enumerate(zip(hidden, ks, saved)):
+for i, (g, k, sv) in enumerate(zip(groups, ks, saved)):
     if z is not None:
         view = z.cost_view(i, ws.estimates, compute=False)
     else:
@@ -118,24 +120,30 @@ for i, (row, k, sv) in enumerate(zip(hidden, ks, saved)):
         missing = True
     rows.append(
         {
-            "layer": row["layer"],
+            pair.unit_name: g["group"],
             "shared": k,
-            "of": min(row["width A"], row["width B"]),
+            "of": min(g["width A"], g["width B"]),
             "parameters saved": sv,
             "predicted error": None if view is None else view.predicted(k),
             "costs from": "–" if view is None else view.source,
         }
     )
 m1, m2, m3 = st.columns(3)
-m1.metric("Parameters saved", f"{sum(saved):,}", help="Σ k·(s·K + 1) over the layers")
+m1.metric("Parameters saved", f"{sum(saved):,}", help="Σ k·(s·K + 1) over the weight layers")
 m2.metric("saved_fraction", f"{sum(saved) / total:.2%}", help="saved / (params A + params B)")
 known = [r["predicted error"] for r in rows if r["predicted error"] is not None]
-m3.metric("Predicted error (Σ layers)", f"{sum(known):.4g}" if known else "–")
+m3.metric(f"Predicted error (Σ {pair.unit_name}s)", f"{sum(known):.4g}" if known else "–")
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 if missing:
     st.caption(
-        "Layers without costs yet: evaluate the plan once (or zip on Step through); later layers' "
-        "costs are estimates from the last evaluated plan."
+        f"{pair.unit_name.capitalize()}s without costs yet: evaluate the plan once (or zip on "
+        f"Step through); later {pair.unit_name}s' costs are estimates from the last evaluated "
+        "plan."
+    )
+if any(r["predicted error"] is None and r["costs from"] != "–" for r in rows):
+    st.caption(
+        "A residual stream of several layers has a cost matrix but no predicted error per "
+        "share before it is zipped (the engine previews single-layer groups only)."
     )
 
 
