@@ -186,6 +186,7 @@ def test_load_costs_zip_retrain_tradeoff(server, browser, shots):
             f"{first} (300 × 300) — next to zip"
         )
         heat = plot_titled(page, f"{first}: pair costs")
+        expect(heat).to_have_count(1, timeout=STEP_TIMEOUT_MS)
         image = heat.locator(".heatmaplayer image")
         expect(image).to_have_count(1, timeout=STEP_TIMEOUT_MS)
         box = image.bounding_box()
@@ -225,6 +226,8 @@ def test_load_costs_zip_retrain_tradeoff(server, browser, shots):
         page.get_by_text("pairs on diagonal", exact=True).click()
         settle(page)
         heat = plot_titled(page, f"{first}: pair costs")
+        # a rerun may briefly show the stale chart beside the new one: wait for one
+        expect(heat).to_have_count(1, timeout=STEP_TIMEOUT_MS)
         expect(heat.locator(".heatmaplayer image")).to_have_count(1, timeout=STEP_TIMEOUT_MS)
         expect(heat.locator(".legendtext", has_text=f"chosen pairs ({shared})")).to_have_count(1)
         assert heat.evaluate(PAIRS_ON_DIAGONAL), "the chosen pairs are not on the diagonal"
