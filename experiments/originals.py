@@ -39,9 +39,10 @@ RECIPES = {
     "lenet300": Recipe("lenet300", (), epochs=12, lr=0.05),
     "lenet5": Recipe("lenet5", (), epochs=6, lr=0.02),
     "vgg11_bn": Recipe("vgg11_bn", (("width", 0.125),), epochs=3, lr=0.05, pad_to=32),
-    # width 0.5 (8/16/32 channels): at width 1 one iteration of batch 128 took 1.2 s on the
-    # shared 2 cores (0.56 s at 0.5), so 2 epochs would take 8.5 min per model, and every zip
-    # and retraining step of experiments.resnet would cost twice as much
+    # width 0.5 (8/16/32 channels), not 1: a width-1 step costs about twice as much on the
+    # shared 2 cores (docs/results-resnet.md measures both), and so would every zip and
+    # retraining step of experiments.resnet; when this was chosen, under load, a width-1
+    # original took 8.5 minutes (1.2 s per iteration)
     "resnet20": Recipe(
         "resnet20", (("option", "A"), ("width", 0.5)), epochs=2, lr=0.05, quick_iterations=30
     ),
