@@ -56,6 +56,7 @@ import mtz_core
 from mtz_core.models.resnet import torchvision_resnet
 
 from ._common import fmt, gemm_probe, machine_line, markdown_table
+from .vgg import make_data
 
 SMOKE_ARGV = [
     *("--width", "0.125", "--images", "8", "--batch-size", "8"),
@@ -82,14 +83,6 @@ def build_resnet(name: str, width: float, seed: int) -> nn.Module:
         model.train()
         model(torch.randn(STATS_IMAGES, 3, 32, 32, generator=gen))
     return model.eval()
-
-
-def make_data(images: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    sizes = [batch_size] * (images // batch_size)
-    if images % batch_size:
-        sizes.append(images % batch_size)
-    return [torch.randn(b, 3, 32, 32, generator=gen) for b in sizes]
 
 
 def conv_inputs(model: nn.Module) -> list[tuple[nn.Conv2d, tuple[int, ...]]]:

@@ -107,6 +107,17 @@ class Outcome:
         return (self.val[0] + self.val[1]) / 2
 
 
+#: the ResNet experiment writes its own page; this one links to it
+RESNET_POINTER = (
+    "### Residual networks: ResNet-20 pairs ([results-resnet.md](results-resnet.md))\n\n"
+    "`python -m experiments.resnet` zips ResNet-20 pairs trained on MNIST 0–4 and 5–9 "
+    "one channel group at a time (a residual stream's layers share one matching), "
+    "batch norm kept per task or folded as chosen on the validation split, against "
+    "every baseline; it writes its own page, [results-resnet.md](results-resnet.md), "
+    "with the numbers."
+)
+
+
 def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     vals = [v * scale for v in values]
     if len(vals) == 1:
@@ -678,6 +689,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     damping_table(report, diff, setup)
     layer_error_table(report, diff, setup)
     digits_table(report, setup)
+    report.note(RESNET_POINTER)
     report.targets(same_res, diff_res, base_res, setup.retrain)
     report.choices_summary()
     report.finish(time.perf_counter() - t0, args, setup)

@@ -171,27 +171,6 @@ class LayerAnalysis:
             raise ValueError("damping selection needs held-out Hessians")
         return self._errors(merged, pairs, *self.held)
 
-    def select_damping(
-        self,
-        k: int,
-        config: ZipConfig,
-        index: int,
-        pairs: torch.Tensor | None = None,
-        check: Callable[[], None] | None = None,
-    ) -> tuple[float, dict[float, float]]:
-        """damping="auto": per factor of the grid, match, merge, and score the merge by its
-        error on the held-out samples; the best factor (ties: the stronger) and all scores."""
-        scores: dict[float, float] = {}
-        for damping in AUTO_DAMPING_GRID:
-            if check is not None:
-                check()
-            variant = self.variant(damping)
-            chosen = pairs if pairs is not None else self.choose(variant, k, config, index)
-            chosen = chosen.to(self.va.device)
-            merged = self.merge(variant, chosen, config.method)
-            scores[damping] = float(self.held_errors(merged, chosen).sum())
-        return best_damping(scores), scores
-
 
 def choose_pairs(
     cost: torch.Tensor,

@@ -91,7 +91,7 @@ def zip_models(
     """
     if (heldout_a is None) != (heldout_b is None):
         raise ValueError("give both heldout_a and heldout_b, or neither")
-    if any(iterations_given(retrain_iterations)) and (train_a is None or train_b is None):
+    if any(_iterations_given(retrain_iterations)) and (train_a is None or train_b is None):
         raise ValueError(
             "retrain_iterations > 0 needs train_a and train_b ((inputs, labels) batches)"
         )
@@ -121,7 +121,7 @@ def zip_models(
     )
 
 
-def iterations_given(retrain_iterations: Any) -> list[bool]:
+def _iterations_given(retrain_iterations: Any) -> list[bool]:
     """Whether any retraining was asked for (before the layer names are known)."""
     if isinstance(retrain_iterations, Mapping):
         return [bool(v) for v in retrain_iterations.values()]

@@ -30,7 +30,7 @@ from .norms import recalibrate
 from .progress import CancelToken, ProgressCallback, ProgressEvent, ZipCancelled
 from .records import LayerRecord, SharePreview, ZipResult
 from .streams import centred_pair_errors, layer_hessian, pair_errors
-from .training import TrainReport, retrain_tasks
+from .training import TASK_LETTERS, TrainReport, retrain_tasks
 from .zipped import GroupUndo, LayerSizes, ZippedLayer, ZippedNet
 
 __all__ = ["ZipSession"]
@@ -42,9 +42,6 @@ class _Undo:
     undo: GroupUndo
     version: int
     state: dict[str, torch.Tensor] | None = None  # weights right after the step, before retraining
-
-
-TASK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 class ZipSession:
@@ -723,7 +720,7 @@ class ZipSession:
         """
         samples_only = self.config.damping == "auto"
         args = (self.model, index, layer, pairs.cpu(), weight, bias, self.data)
-        kw = {"check": self._check, "on_batch": self._on_batch(self._group_of(index), "errors")}
+        kw = {"check": self._check, "on_batch": self._on_batch(self._running_group(), "errors")}
         if analysis.scales is None:
             if analysis.exact:
                 errors = analysis.model_errors(merged, pairs)
@@ -748,9 +745,9 @@ class ZipSession:
     def _on_batch(self, index: int, stage: str) -> Callable[[int, int | None, int], None]:
         return lambda done, total, task: self._emit(index, stage, done, total, task)
 
-    def _group_of(self, layer_index: int) -> int:
-        """The group whose step is running when layer `layer_index` is analysed (a member, or
-        a reader being re-merged): the next group."""
+    def _running_group(self) -> int:
+        """The group whose step is running (its members' and re-merged readers' progress
+        events carry it): the next group."""
         nxt = self.next_index
         return nxt if nxt is not None else len(self._groups) - 1
 
@@ -833,7 +830,7 @@ class ZipSession:
             self.data,
             self.algebra_device,
             check=self._check,
-            on_batch=self._on_batch(self._group_of(layer_index), "errors"),
+            on_batch=self._on_batch(self._running_group(), "errors"),
         )
 
     def _layer_analysis(

@@ -238,6 +238,10 @@ def train(
     )
 
 
+#: how tasks are named in messages and parameter counts: a, b, c, …
+TASK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
 def retrain(
     model: nn.Module,
     train_a: Any,
@@ -317,10 +321,9 @@ def retrain_tasks(
     def loss_fn(batches):
         return [F.cross_entropy(logits(x, t), y) for t, (x, y) in enumerate(batches)]
 
-    letters = "abcdefghijklmnopqrstuvwxyz"
     return _run(
         model,
-        [(d, f"train_{letters[t]}") for t, d in enumerate(trains)],
+        [(d, f"train_{TASK_LETTERS[t]}") for t, d in enumerate(trains)],
         loss_fn,
         iterations=iterations,
         lr=lr,

@@ -84,7 +84,9 @@ def test_every_resnet_builds_runs_and_traces_as_a_graph(name, shape, kwargs):
     spec = get_model_spec(model)
     assert spec.kwargs["width"] == kwargs["width"]
     rebuilt = build_model(ModelSpec.from_json(spec.to_json()))
-    assert rebuilt.load_state_dict(model.state_dict()) is not None
+    rebuilt.load_state_dict(model.state_dict())  # strict: raises on any key or shape mismatch
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), model(x))
 
 
 def test_all_registry_names_are_covered():
