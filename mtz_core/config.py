@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 __all__ = [
+    "TASK_LETTERS",
     "ZipConfig",
     "METHODS",
     "MATCHINGS",
@@ -16,6 +17,9 @@ __all__ = [
     "AUTO_HOLDOUT_EVERY",
     "BATCH_NORMS",
 ]
+
+#: how tasks are named in messages and parameter counts: a, b, c, …
+TASK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 #: mtz: Hessian cost pairs + Hessian-weighted merge (the method). The rest are baselines at equal
 #: shares: mtz-avg (MTZ pairs, plain average), euclidean (closest incoming vectors, plain

@@ -116,40 +116,103 @@ class _BlockInverse:
 
 
 @dataclass(frozen=True)
+class _HatForm:
+    """Ĥ = blockdiag(blocks, beta) + L M Lᵀ, formed (module docstring)."""
+
+    blocks: torch.Tensor  # (Bh, s, s)
+    beta: torch.Tensor | None
+    vecs: torch.Tensor  # (D, q)
+    core: torch.Tensor  # (q, q)
+
+
+@dataclass
 class _LowRankSharing(SharingOperator):
-    """Ĥ = blockdiag(hat_blocks, hat_beta) + L M Lᵀ; S⁻¹ by Woodbury (module docstring)."""
+    """S⁻¹ by Woodbury (module docstring); all pair costs from Ĥ formed, or by solves.
+
+    Forming Ĥ's blocks takes a solve with s right-hand sides and an s × s × s product per
+    block; the costs of n_a + n_b < s vectors are cheaper by solves with those vectors alone
+    (`_cost_matrix_solved`: a convolution at a small map has D = 9·C_in far above its C_out
+    units). A merge never needs Ĥ, so it is formed only when a cost matrix asks for it.
+    """
 
     h_a: LayerHessian
     h_b: LayerHessian
+    x: LayerHessian  # the Hessian of smaller trace: Ĥ = H_X − H_X S⁻¹ H_X without cancellation
     inv: _BlockInverse
     p: torch.Tensor  # (D, r'): D⁻¹ V'
     small_inv: torch.Tensor  # (r', r')
-    hat_blocks: torch.Tensor  # (Bh, s, s)
-    hat_beta: torch.Tensor | None
-    hat_vecs: torch.Tensor  # (D, q)
-    hat_core: torch.Tensor  # (q, q)
     pseudo_inverse: bool
+    _hat: _HatForm | None = None
+
+    def hat(self) -> _HatForm:
+        """Ĥ in its structured form (formed once)."""
+        if self._hat is None:
+            x, inv, p = self.x, self.inv, self.p
+            gw = inv.half(x.blocks)
+            hat_blocks = x.blocks - gw.transpose(-1, -2) @ gw
+            hat_blocks = 0.5 * (hat_blocks + hat_blocks.transpose(-1, -2))
+            hat_beta = None if not x.has_bias else x.beta - x.beta * x.beta * inv.bias_inv
+            gv = inv.apply(x.vecs.T).T  # D⁻¹ V_X
+            y = x.block_matvec(gv.T).T  # D_X D⁻¹ V_X
+            z = x.matvec(p.T).T  # H_X P
+            c = x.core
+            r_x, r_p = c.shape[0], p.shape[1]
+            core = torch.zeros(2 * r_x + r_p, 2 * r_x + r_p, dtype=c.dtype, device=c.device)
+            core[:r_x, :r_x] = c - c @ (x.vecs.T @ gv) @ c
+            core[:r_x, r_x : 2 * r_x] = -c
+            core[r_x : 2 * r_x, :r_x] = -c
+            core[2 * r_x :, 2 * r_x :] = self.small_inv
+            core = 0.5 * (core + core.T)
+            vecs = torch.cat([x.vecs, y, z], dim=1)
+            self._hat = _HatForm(hat_blocks, hat_beta, vecs, core)
+        return self._hat
 
     def _terms(self, v: torch.Tensor):
+        hat = self.hat()
         ws, t = self.h_a.split(v)
-        wm = ws @ self.hat_blocks
-        proj = v @ self.hat_vecs
-        q = (wm * ws).sum(dim=(0, 2)) + ((proj @ self.hat_core) * proj).sum(dim=1)
+        wm = ws @ hat.blocks
+        proj = v @ hat.vecs
+        q = (wm * ws).sum(dim=(0, 2)) + ((proj @ hat.core) * proj).sum(dim=1)
         if t is not None:
-            q = q + self.hat_beta * t * t
+            q = q + hat.beta * t * t
         return ws, wm, t, proj, q
 
     def cost_matrix(self, va: torch.Tensor, vb: torch.Tensor) -> torch.Tensor:
+        if self._hat is None and va.shape[0] + vb.shape[0] < self.h_a.s:
+            return self._cost_matrix_solved(va, vb)
+        return self._cost_matrix_formed(va, vb)
+
+    def _cost_matrix_formed(self, va: torch.Tensor, vb: torch.Tensor) -> torch.Tensor:
+        hat = self.hat()
         n_a, n_b, width = va.shape[0], vb.shape[0], self.h_a.k * self.h_a.s
         _, wm_a, t_a, proj_a, q_a = self._terms(va)
         ws_b, _, t_b, proj_b, q_b = self._terms(vb)
         cross = (
             wm_a.transpose(0, 1).reshape(n_a, width) @ ws_b.transpose(0, 1).reshape(n_b, width).T
         )
-        cross += (proj_a @ self.hat_core) @ proj_b.T
+        cross += (proj_a @ hat.core) @ proj_b.T
         if t_a is not None:
-            cross += self.hat_beta * t_a[:, None] * t_b[None, :]
+            cross += hat.beta * t_a[:, None] * t_b[None, :]
         d = 0.5 * (q_a[:, None] + q_b[None, :]) - cross
+        return d.clamp_min_(0)
+
+    def _cost_matrix_solved(self, va: torch.Tensor, vb: torch.Tensor) -> torch.Tensor:
+        """The same costs without Ĥ: with Y = V H_X, S⁻¹ = GᵀG − P small⁻¹ Pᵀ (G = D^-½ per
+        block), V Ĥ V'ᵀ = V Y'ᵀ − (G Yᵀ)ᵀ (G Y'ᵀ) + (Y P) small⁻¹ (Y' P)ᵀ."""
+        n_a = va.shape[0]
+        v = torch.cat([va, vb])
+        y = self.x.matvec(v)
+        ys, t = self.x.split(y)
+        g = self.inv.half(ys.transpose(1, 2))  # (K, s, m)
+        g = g.transpose(0, 1).reshape(-1, g.shape[-1])  # (K·s, m)
+        yp = y @ self.p
+        yps = yp @ self.small_inv
+        q = (v * y).sum(dim=1) - g.square().sum(dim=0) + (yps * yp).sum(dim=1)
+        cross = va @ y[n_a:].T - g[:, :n_a].T @ g[:, n_a:] + yps[:n_a] @ yp[n_a:].T
+        if t is not None:
+            q = q - self.inv.bias_inv * t * t
+            cross -= self.inv.bias_inv * t[:n_a, None] * t[None, n_a:]
+        d = 0.5 * (q[:n_a, None] + q[None, n_a:]) - cross
         return d.clamp_min_(0)
 
     def solve(self, r: torch.Tensor) -> torch.Tensor:
@@ -190,7 +253,7 @@ def _block_inverse(s: LayerHessian, bias_entry: torch.Tensor | None) -> _BlockIn
     if s.s == 0:
         return _BlockInverse(s, s.blocks, None, bias_inv)
     chol, info = torch.linalg.cholesky_ex(s.blocks)
-    if not bool((info != 0).any()) and _well_conditioned(chol):
+    if not bool((info != 0).any()) and well_conditioned(chol):
         return _BlockInverse(s, chol, None, bias_inv)
     lam, vecs = torch.linalg.eigh(s.blocks)
     tol = lam.amax().clamp_min(0) * s.s * torch.finfo(lam.dtype).eps
@@ -225,27 +288,8 @@ def _low_rank(h_a: LayerHessian, h_b: LayerHessian) -> _LowRankSharing | None:
     if sv.numel() and not float(sv.min()) > float(sv.max()) / _MAX_SMALL_CONDITION:
         return None
     small_inv = torch.linalg.inv(small)
-    # Ĥ = H_X − H_X D⁻¹ H_X + Z small⁻¹ Zᵀ with the X of smaller trace (no cancellation)
     x = h_a if float(h_a.trace()) <= float(h_b.trace()) else h_b
-    gw = inv.half(x.blocks)
-    hat_blocks = x.blocks - gw.transpose(-1, -2) @ gw
-    hat_blocks = 0.5 * (hat_blocks + hat_blocks.transpose(-1, -2))
-    hat_beta = None if not x.has_bias else x.beta - x.beta * x.beta * inv.bias_inv
-    gv = inv.apply(x.vecs.T).T  # D⁻¹ V_X
-    y = x.block_matvec(gv.T).T  # D_X D⁻¹ V_X
-    z = x.matvec(p.T).T  # H_X P
-    c = x.core
-    r_x, r_p = c.shape[0], p.shape[1]
-    hat_core = torch.zeros(2 * r_x + r_p, 2 * r_x + r_p, dtype=c.dtype, device=c.device)
-    hat_core[:r_x, :r_x] = c - c @ (x.vecs.T @ gv) @ c
-    hat_core[:r_x, r_x : 2 * r_x] = -c
-    hat_core[r_x : 2 * r_x, :r_x] = -c
-    hat_core[2 * r_x :, 2 * r_x :] = small_inv
-    hat_core = 0.5 * (hat_core + hat_core.T)
-    hat_vecs = torch.cat([x.vecs, y, z], dim=1)
-    return _LowRankSharing(
-        h_a, h_b, inv, p, small_inv, hat_blocks, hat_beta, hat_vecs, hat_core, pinv
-    )
+    return _LowRankSharing(h_a, h_b, x, inv, p, small_inv, pinv)
 
 
 def _dense(h_a: LayerHessian, h_b: LayerHessian) -> _DenseSharing:
@@ -288,7 +332,7 @@ def sharing_operator(
     )
 
 
-def _well_conditioned(chol: torch.Tensor) -> bool:
+def well_conditioned(chol: torch.Tensor) -> bool:
     """A Cholesky factor whose diagonal spans < 1e7 (condition number < 1e14) is trusted."""
     d = torch.diagonal(chol, dim1=-2, dim2=-1).abs()
     if d.numel() == 0:

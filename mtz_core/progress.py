@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .config import TASK_LETTERS
+
 __all__ = ["ProgressEvent", "ProgressCallback", "ZipCancelled", "CancelToken", "tqdm_progress"]
 
 
@@ -79,11 +81,7 @@ def tqdm_progress(**tqdm_kwargs) -> ProgressCallback:
             losses = "/".join(f"{v:.3f}" for v in event.losses or ())
             bar.set_postfix_str(f"retrain {event.done}/{event.total} loss {losses}", refresh=False)  # type: ignore[attr-defined]
         else:
-            task = (
-                ""
-                if event.task is None
-                else f" task {'AB'[event.task] if event.task < 2 else event.task}"
-            )
+            task = "" if event.task is None else f" task {TASK_LETTERS[event.task].upper()}"
             bar.set_postfix_str(f"{event.stage}{task}", refresh=False)  # type: ignore[attr-defined]
 
     return report

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .batches import CalibrationData
-from .config import AUTO_HOLDOUT_EVERY
+from .config import AUTO_HOLDOUT_EVERY, TASK_LETTERS
 from .hessian import (
     LayerHessian,
     SecondMoment,
@@ -107,13 +107,13 @@ def layer_hessian(
     if hold is not None and (hold.n == 0 or acc.n == 0):
         raise ValueError(
             f"damping='auto' holds out every {AUTO_HOLDOUT_EVERY}th calibration sample; "
-            f"data_{'ab'[task]} has {samples} samples, give at least {AUTO_HOLDOUT_EVERY}"
+            f"data_{TASK_LETTERS[task]} has {samples} samples, give at least {AUTO_HOLDOUT_EVERY}"
         )
     used = samples - samples // AUTO_HOLDOUT_EVERY if split else samples
-    h = LayerHessian.from_moment(acc.finalize(), k, layer.has_bias, kind, acc.n, used)
+    h = acc.layer_hessian(k, layer.has_bias, kind, used)
     held = None
     if hold is not None:
-        held = LayerHessian.from_moment(hold.finalize(), k, layer.has_bias, kind, hold.n)
+        held = hold.layer_hessian(k, layer.has_bias, kind)
     return h, held
 
 

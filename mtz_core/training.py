@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import TASK_LETTERS
 from .devices import place, resolve_device
 from .progress import CancelToken
 
@@ -236,10 +237,6 @@ def train(
         cancel=cancel,
         schedule=schedule,
     )
-
-
-#: how tasks are named in messages and parameter counts: a, b, c, …
-TASK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def retrain(

@@ -118,6 +118,7 @@ def _layer_hessian(rng, k, s, shared_blocks, *, n=40, bias=True, dead=None, cons
 
 CASES = {
     "dense": dict(k=1, s=5, shared_blocks=False),
+    "dense, wide": dict(k=1, s=12, shared_blocks=False),
     "blocked": dict(k=3, s=4, shared_blocks=False),
     "channel": dict(k=4, s=3, shared_blocks=True),
     "no bias": dict(k=3, s=4, shared_blocks=False, bias=False),
@@ -154,10 +155,17 @@ def test_costs_and_merges_match_per_pair_brute_force(case, damping):
     dense_form = singular and "constant" in case
     assert (type(op).__name__ == "_DenseSharing") == dense_form
     cost = op.cost_matrix(va, vb)
-    for i in range(5):
-        for j in range(4):
-            val, _ = _brute_pair(va[i].numpy(), vb[j].numpy(), dense_a, dense_b)
-            assert cost[i, j].item() == pytest.approx(val, rel=1e-7, abs=1e-10)
+    ways = [cost]
+    if not dense_form:  # both ways to the costs: solves with the vectors, and Ĥ formed
+        solved = 5 + 4 < ha.s  # the choice: Ĥ is formed only when it is the cheaper way
+        assert (op._hat is None) == solved
+        ways = [op._cost_matrix_solved(va, vb), op._cost_matrix_formed(va, vb)]
+        assert cost.equal(ways[0 if solved else 1])
+    for way in ways:
+        for i in range(5):
+            for j in range(4):
+                val, _ = _brute_pair(va[i].numpy(), vb[j].numpy(), dense_a, dense_b)
+                assert way[i, j].item() == pytest.approx(val, rel=1e-7, abs=1e-10)
     pairs = torch.tensor([[0, 1], [3, 0], [4, 2]])
     a, b = va[pairs[:, 0]], vb[pairs[:, 1]]
     merged = op.merge(a, b)
@@ -173,6 +181,10 @@ def test_costs_and_merges_match_per_pair_brute_force(case, damping):
     assert bool((avg_err >= errors - 1e-10).all())
     # a = b merges to exactly a (a permuted copy is recovered bit for bit)
     assert torch.equal(op.merge(va[:2], va[:2]), va[:2])
+    if not dense_form:  # a merge alone (a re-merge) never forms Ĥ
+        fresh = sharing_operator(ha, hb)
+        assert_close(fresh.merge(a, b), merged, rtol=0, atol=0)
+        assert fresh._hat is None
 
 
 def test_structured_products_equal_the_dense_matrix():

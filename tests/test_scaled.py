@@ -148,3 +148,60 @@ def test_a_bias_costs_nothing_and_merges_to_the_average():
     merged = with_bias.merge(va, vb, sa, sb)
     assert torch.allclose(merged[:, 6], 0.5 * (va[:, 6] + vb[:, 6]))
     assert torch.allclose(merged[:, :6], without.merge(va[:, :6], vb[:, :6], sa, sb))
+
+
+def _dense_cost(va, vb, sa, sb, dense_a, dense_b):
+    """½ δᵀ Ĥ δ with Ĥ = H_A (H_A + H_B)⁻¹ H_B for H = s² Σ: the two-Hessian form per pair."""
+    out = torch.empty(len(va), len(vb), dtype=F64)
+    for i in range(len(va)):
+        for j in range(len(vb)):
+            ha, hb = sa[i] ** 2 * dense_a, sb[j] ** 2 * dense_b
+            delta = va[i] - vb[j]
+            out[i, j] = 0.5 * delta @ ha @ torch.linalg.solve(ha + hb, hb @ delta)
+    return out
+
+
+def test_clustered_coordinates_cost_what_the_dense_form_costs():
+    """Fewer samples than inputs, damped: every direction the data never reach has one μ, and
+    those coordinates cost through one matrix product (a cluster); a channel layout repeats
+    each μ once per kernel position. Both against the dense per-pair form."""
+    g = torch.Generator().manual_seed(7)
+    for k, s, n in ((1, 12, 4), (3, 5, 40)):
+        xa = torch.randn(n, k if k > 1 else 1, s, generator=g, dtype=F64)
+        xb = torch.randn(n + 1, k if k > 1 else 1, s, generator=g, dtype=F64) * 2 + 1
+        if k > 1:  # one channel block for every position (the channel kind's sharing)
+            xa, xb = xa[:, :1], xb[:, :1]
+        ha, _ = _hessian(xa, k, bias=True).damped(0.3)
+        hb, _ = _hessian(xb, k, bias=True).damped(0.3)
+        op = scaled_sharing(ha, hb)
+        single, clusters = op._columns
+        assert clusters, "no cluster: the test would not reach the matrix-product path"
+        assert single.numel() + sum(len(c) for c, _, _ in clusters) == k * s
+        d = ha.dim
+        va = torch.randn(4, d, generator=g, dtype=F64)
+        vb = torch.randn(3, d, generator=g, dtype=F64)
+        sa = torch.rand(4, generator=g, dtype=F64) * 2 + 0.2
+        sb = torch.rand(3, generator=g, dtype=F64) * 2 + 0.2
+        dense_a = centred(ha).dense()[:-1, :-1]  # the bias costs nothing
+        dense_b = centred(hb).dense()[:-1, :-1]
+        want = _dense_cost(va[:, :-1], vb[:, :-1], sa, sb, dense_a, dense_b)
+        assert torch.allclose(op.cost_matrix(va, vb, sa, sb), want, rtol=1e-9, atol=1e-12)
+
+
+def test_cholesky_and_pseudo_inverse_paths_agree(monkeypatch):
+    """A positive definite S takes the Cholesky path; the two-eigh path (for singular S) gives
+    the same costs and merges on it."""
+    import mtz_core.scaled as scaled
+
+    xa, xb, g = _data(5)
+    ha, hb = _hessian(xa), _hessian(xb)
+    va, vb = torch.randn(4, 6, generator=g, dtype=F64), torch.randn(3, 6, generator=g, dtype=F64)
+    sa, sb = torch.rand(4, generator=g, dtype=F64) + 0.3, torch.rand(3, generator=g, dtype=F64)
+    fast = scaled_sharing(ha, hb)
+    assert fast.range_proj is None
+    monkeypatch.setattr(scaled, "_well_conditioned", lambda chol: False)
+    slow = scaled_sharing(ha, hb)
+    assert slow.range_proj is not None
+    assert torch.allclose(fast.cost_matrix(va, vb, sa, sb), slow.cost_matrix(va, vb, sa, sb))
+    merged = [op.merge(va[:3], vb, sa[:3], sb) for op in (fast, slow)]
+    assert torch.allclose(*merged, rtol=1e-9, atol=1e-12)
