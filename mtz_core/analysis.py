@@ -12,7 +12,7 @@ Damping steers the choice of pairs and the merged weights; it never enters a rep
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from .config import AUTO_DAMPING_GRID, ZipConfig
 from .costs import SharingOperator, average_merge, merge_error, sharing_operator, squared_distance
 from .hessian import AUTO_EXACT_MAX_DIM, LayerHessian
 from .matching import greedy_pairs, optimal_pairs
-from .scaled import ScaledSharing, scaled_error, scaled_sharing
+from .scaled import ScaledSharing, centred, scaled_error, scaled_sharing
 from .zipped import ZippedLayer
 
 __all__ = ["DampingVariant", "LayerAnalysis", "GroupAnalysis", "GroupVariant", "hessian_kind"]
@@ -292,29 +292,67 @@ class GroupAnalysis:
         return best_damping(scores), scores
 
 
+#: the most work (k · D³ floating-point operations per member and stage) a kept-norm stage for a
+#: third or later model may take: every merged tuple has its own Hessian there (one generalised
+#: eigendecomposition each), a few minutes on 2 cores
+KEEP_MANY_MAX_FLOPS = 2e12
+
+
 @dataclass
 class ManyAnalysis:
     """A group's analyses for T ≥ 3 models: each member's Hessians and incoming vectors per
-    task. `plan` pairs the first two models' units by the summed MTZ cost, then matches every
-    further model's units to the merged ones, whose Hessian is the sum of the merged tasks'
-    Hessians (exact: Σ_t ½(w − v_t)ᵀH_t(w − v_t) = ½(w − w̄)ᵀ(ΣH_t)(w − w̄) + const, with w̄
-    the merged vector), and merges step by step, which gives the T-way Hessian-weighted
-    average (ΣH_t)⁻¹ ΣH_t v_t (damping adds λ_t I to each H_t alike)."""
+    task, and with a kept norm each task's unit scales. `plan` pairs the first two models'
+    units by the summed MTZ cost, then matches every further model's units to the merged ones,
+    whose Hessian is the sum of the merged tasks' Hessians (exact: Σ_t ½(w − v_t)ᵀH_t(w − v_t)
+    = ½(w − w̄)ᵀ(ΣH_t)(w − w̄) + const, with w̄ the merged vector), and merges step by step,
+    which gives the T-way Hessian-weighted average (ΣH_t)⁻¹ ΣH_t v_t (damping adds λ_t I to
+    each H_t alike). With a kept norm H_t = s_t² Σ_t depends on the unit's scale s_t, so the
+    merged side's Hessian differs per tuple (`_scaled_stage`)."""
 
     name: str
     members: list[tuple[int, str, list[LayerHessian], list[torch.Tensor]]]
     seconds: dict[str, float]
+    scales: list[list[torch.Tensor] | None] = field(default_factory=list)  # per member, per task
+    held: list[list[LayerHessian]] | None = None  # per member, per task: damping="auto"'s
+
+    def __post_init__(self) -> None:
+        if not self.scales:
+            self.scales = [None] * len(self.members)
+
+    def select_damping(
+        self,
+        count: int,
+        pairs: torch.Tensor | None,
+        config: ZipConfig,
+        index: int,
+        check: Callable[[], None] | None = None,
+    ) -> tuple[float, dict[float, float]]:
+        """damping="auto" for T models: per factor, the whole stage-wise plan (matching and
+        merge), scored by Σ_t of the error its merged weights cause on the samples held out
+        of the Hessians; the least wins, ties to the stronger damping."""
+        if self.held is None:
+            raise ValueError("damping selection needs held-out Hessians")
+        scores: dict[float, float] = {}
+        for damping in AUTO_DAMPING_GRID:
+            if check is not None:
+                check()
+            chosen, merged, _, _, _ = self.plan(count, pairs, config, index, damping)
+            scores[damping] = float(self.errors(merged, chosen, self.held).sum())
+        return best_damping(scores), scores
 
     @property
     def exact(self) -> bool:
         return all(hs[0].k == 1 or vs[0].shape[1] == 0 for _, _, hs, vs in self.members)
 
-    def _stage(self, hs_a, hs_b, vs_a, vs_b) -> GroupAnalysis:
+    def _stage(self, hs_a, hs_b, vs_a, vs_b, scales=None) -> GroupAnalysis:
+        scales = scales or [None] * len(self.members)
         return GroupAnalysis(
             self.name,
             [
-                (i, LayerAnalysis(self.name, kind, ha, hb, None, va, vb, {}))
-                for (i, kind, _, _), ha, hb, va, vb in zip(self.members, hs_a, hs_b, vs_a, vs_b)
+                (i, LayerAnalysis(self.name, kind, ha, hb, None, va, vb, {}, scales=sc))
+                for (i, kind, _, _), ha, hb, va, vb, sc in zip(
+                    self.members, hs_a, hs_b, vs_a, vs_b, scales
+                )
             ],
         )
 
@@ -332,7 +370,11 @@ class ManyAnalysis:
         vs = [m[3] for m in self.members]
         n_tasks = len(hs[0])
         first = self._stage(
-            [h[0] for h in hs], [h[1] for h in hs], [v[0] for v in vs], [v[1] for v in vs]
+            [h[0] for h in hs],
+            [h[1] for h in hs],
+            [v[0] for v in vs],
+            [v[1] for v in vs],
+            [None if sc is None else (sc[0], sc[1]) for sc in self.scales],
         )
         variant = first.variant(damping)
         if pairs is None:
@@ -348,7 +390,10 @@ class ManyAnalysis:
         sums = [h[0].plus(h[1]) for h in hs]
         rows = torch.arange(k, device=chosen.device)
         for t in range(2, n_tasks):
-            stage = self._stage(sums, [h[t] for h in hs], merged, [v[t] for v in vs])
+            if any(sc is not None for sc in self.scales):
+                stage = _ScaledStage(self, t, columns, merged, damping)
+            else:
+                stage = self._stage(sums, [h[t] for h in hs], merged, [v[t] for v in vs])
             v_t = stage.variant(damping)
             if pairs is None:
                 q = stage.choose(v_t, k, config, index * 1000 + t)
@@ -368,15 +413,144 @@ class ManyAnalysis:
             ]
         return chosen, merged, variant, cost, pinv
 
-    def errors(self, merged: list[torch.Tensor], pairs: torch.Tensor) -> torch.Tensor:
+    def errors(
+        self,
+        merged: list[torch.Tensor],
+        pairs: torch.Tensor,
+        hessians: list[list[LayerHessian]] | None = None,
+    ) -> torch.Tensor:
         """Per tuple, Σ_members Σ_t ½(w − v_t)ᵀH_t(w − v_t) with the undamped Hessians (the
-        exact increase of Σ_t E_t on the Hessian samples for the exact kinds)."""
+        exact increase of Σ_t E_t on the Hessian samples for the exact kinds; `hessians`:
+        others per member and task, e.g. the held-out ones); with a kept norm,
+        ½ s_t²(w − v_t)ᵀΣ_t(w − v_t), what is left once each running mean absorbs its task's
+        mean change (`mean_shifts`)."""
         out = None
-        for (_, _, hs, vs), w in zip(self.members, merged):
+        every = hessians or [m[2] for m in self.members]
+        for (_, _, _, vs), hs, w, sc in zip(self.members, every, merged, self.scales):
             for t, (h, v) in enumerate(zip(hs, vs)):
                 if v.shape[1] == 0:
                     e = w.new_zeros(w.shape[0])
-                else:
+                elif sc is None:
                     e = 0.5 * h.quad(w - v[pairs[:, t]])
+                else:
+                    s2 = sc[t][pairs[:, t]].square()
+                    e = 0.5 * s2 * centred(h).quad(w - v[pairs[:, t]])
                 out = e if out is None else out + e
+        return out
+
+    def mean_shifts(self, member: int, merged: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """(k × T) the change of each task's mean pre-norm output at member `member`,
+        (w − v_t)·[μ_t; 1] on the Hessian samples: what the kept norms' running means absorb."""
+        _, _, hs, vs = self.members[member]
+        cols = [(merged - v[pairs[:, t]]) @ h.vecs[:, 0] for t, (h, v) in enumerate(zip(hs, vs))]
+        return torch.stack(cols, dim=1)
+
+    def pair_scales(self, member: int, pairs: torch.Tensor) -> list[torch.Tensor]:
+        """The kept norm's scale s_t of each tuple's unit, per task."""
+        sc = self.scales[member]
+        if sc is None:
+            raise ValueError(f"{self.name} member {member} keeps no batch norm")
+        return [s[pairs[:, t]] for t, s in enumerate(sc)]
+
+
+@dataclass
+class _StageVariant:
+    cost: torch.Tensor
+    pseudo_inverse: bool
+
+
+class _ScaledStage:
+    """Adding task t's model to the merged tuples when some member keeps its norm per task.
+
+    For such a member, tuple u's side has Hessian H_u = Σ_{t'<t} s_t',u² Σ_t' (centred,
+    damped), its own per tuple: each tuple gets the two-model scaled form of (H_u, Σ_t) with
+    scales (1, s_t,j), one generalised eigendecomposition per tuple (k · D³; refused above
+    `KEEP_MANY_MAX_FLOPS`). A member without a kept norm uses the summed Hessians as usual.
+    """
+
+    def __init__(self, many: ManyAnalysis, t, columns, merged, damping: float) -> None:
+        self.many, self.t, self.columns, self.merged = many, t, columns, merged
+        self.damped = [[h.damped(damping)[0] for h in m[2][: t + 1]] for m in many.members]
+        k = columns[0].shape[0]
+        for (_, _, hs, _), sc in zip(many.members, many.scales):
+            d = hs[0].dim
+            if sc is not None and k * float(d) ** 3 > KEEP_MANY_MAX_FLOPS:
+                raise ValueError(
+                    f"{many.name}: batch_norm='keep' for a third or later model costs one "
+                    f"generalised eigendecomposition per shared unit, here {k} of side {d} "
+                    f"(about {k * float(d) ** 3:.1e} operations, more than the "
+                    f"{KEEP_MANY_MAX_FLOPS:.0e} allowed); zip with batch_norm='fold', or fewer "
+                    "shared units"
+                )
+
+    def _side(self, m: int, u: int) -> LayerHessian:
+        """H_u for member m: Σ_{t'<t} s² × task t's damped centred blocks."""
+        sc, damped = self.many.scales[m], self.damped[m]
+        blocks = sum(
+            sc[tt][self.columns[tt][u]].square() * damped[tt].blocks for tt in range(self.t)
+        )
+        return replace(centred(damped[0]), blocks=blocks)
+
+    def _plain(self, m: int) -> LayerAnalysis:
+        _, kind, hs, vs = self.many.members[m]
+        total = self.damped[m][0]
+        for h in self.damped[m][1 : self.t]:
+            total = total.plus(h)
+        return LayerAnalysis(
+            self.many.name,
+            kind,
+            total,
+            self.damped[m][self.t],
+            None,
+            self.merged[m],
+            vs[self.t],
+            {},
+        )
+
+    def variant(self, damping: float) -> _StageVariant:
+        cost, pinv = None, False
+        for m, ((_, _, _, vs), sc) in enumerate(zip(self.many.members, self.many.scales)):
+            w, v_t = self.merged[m], vs[self.t]
+            if v_t.shape[1] == 0 or w.shape[0] == 0:
+                part = w.new_zeros((w.shape[0], v_t.shape[0]))
+            elif sc is None:
+                # already damped: the plain member's variant at damping 0 adds nothing
+                pv = self._plain(m).variant(0.0)
+                part, pinv = pv.cost, pinv or getattr(pv.op, "pseudo_inverse", False)
+            else:
+                ones = w.new_ones(1)
+                rows = []
+                for u in range(w.shape[0]):
+                    op = scaled_sharing(self._side(m, u), self.damped[m][self.t])
+                    rows.append(op.cost_matrix(w[u : u + 1], v_t, ones, sc[self.t]))
+                    pinv = pinv or op.pseudo_inverse
+                part = torch.cat(rows)
+            cost = part if cost is None else cost + part
+        return _StageVariant(cost, pinv)
+
+    def choose(self, variant: _StageVariant, k: int, config: ZipConfig, index: int):
+        def distance() -> torch.Tensor:
+            return sum(
+                squared_distance(w, m[3][self.t]) for w, m in zip(self.merged, self.many.members)
+            )
+
+        return choose_pairs(variant.cost, distance, k, config, index)
+
+    def merge(self, variant: _StageVariant, pairs: torch.Tensor, method: str):
+        out = []
+        for m, ((_, _, _, vs), sc) in enumerate(zip(self.many.members, self.many.scales)):
+            w, v_t = self.merged[m][pairs[:, 0]], vs[self.t][pairs[:, 1]]
+            if method != "mtz" or v_t.shape[1] == 0 or w.shape[0] == 0:
+                out.append(average_merge(w, v_t))
+            elif sc is None:
+                la = self._plain(m)
+                out.append(la.merge(la.variant(0.0), pairs, method))
+            else:
+                ones = w.new_ones(1)
+                rows = []
+                for r in range(pairs.shape[0]):
+                    u, j = int(pairs[r, 0]), int(pairs[r, 1])
+                    op = scaled_sharing(self._side(m, u), self.damped[m][self.t])
+                    rows.append(op.merge(w[r : r + 1], v_t[r : r + 1], ones, sc[self.t][j : j + 1]))
+                out.append(torch.cat(rows))
         return out

@@ -121,15 +121,6 @@ class ZipSession:
         for x, m in zip(letters, models):
             if not isinstance(m, nn.Module):
                 raise TypeError(f"model_{x} must be a torch.nn.Module, got {type(m).__name__}")
-        if len(models) > 2:
-            if self.config.batch_norm == "keep":
-                raise ValueError(
-                    "batch_norm='keep' zips two models at a time; for three or more use "
-                    "batch_norm='fold' (per-task norm scales make the merged side's Hessian "
-                    "differ per unit)"
-                )
-            if self.config.damping == "auto":
-                raise ValueError("damping='auto' zips two models; give a damping factor for more")
         if device is None:
             devices = [device_of(m) for m in models]
             if len(set(devices)) != 1:
@@ -295,6 +286,10 @@ class ZipSession:
         damping = cfg.damping
         many = isinstance(analysis, ManyAnalysis)
         if many:
+            if damping == "auto":
+                damping, scores = analysis.select_damping(
+                    count, chosen, cfg, index, check=self._check
+                )
             chosen, merged, variant, tuple_costs, pinv = analysis.plan(
                 count, chosen, cfg, index, damping
             )
@@ -324,11 +319,11 @@ class ZipSession:
         weights, shifts = {}, {}
         if many and analysis.exact:
             errors = analysis.errors(merged, chosen).to(errors.device)
-        for i, layer, la, m, w, b in parts:
+        for member, (i, layer, la, m, w, b) in enumerate(parts):
             if many:
-                shift = None
-                if not analysis.exact:
-                    errors = errors + self._streamed_errors(i, layer, chosen, w, b)
+                err, shift = self._many_errors(analysis, member, i, layer, chosen, m, w, b)
+                if err is not None:
+                    errors = errors + err
             else:
                 err, shift = self._applied_errors(i, layer, la, chosen, m, w, b, with_shifts=True)
                 errors = errors + err.to(errors.device)
@@ -350,9 +345,12 @@ class ZipSession:
             self._emit(index, "merge", 1, 1)
             if self.heldout is not None:
                 heldout = remerge_held
-                for i, _layer, la, _m, w, b in parts:
+                for member, (i, _layer, la, _m, w, b) in enumerate(parts):
+                    scales = None
+                    if many and analysis.scales[member] is not None:
+                        scales = analysis.pair_scales(member, chosen)
                     heldout += self._heldout_error(
-                        index, i, undo.layers[i], la, chosen, w, b, shifts[i]
+                        index, i, undo.layers[i], la, chosen, w, b, shifts[i], scales
                     )
         except BaseException:
             self.model.restore_group(undo)
@@ -443,15 +441,18 @@ class ZipSession:
         weight: torch.Tensor,
         bias: torch.Tensor | None,
         shifts: torch.Tensor | None,
+        scales: Sequence[torch.Tensor] | None = None,
     ) -> float:
-        """The increase of E_A + E_B the applied weights cause at layer `layer_index` on the
-        held-out data (`before`: the layer as it was, rows the original neurons)."""
+        """The increase of Σ_t E_t the applied weights cause at layer `layer_index` on the
+        held-out data (`before`: the layer as it was, rows the original neurons). `scales`:
+        each tuple's kept-norm scales per task (for T ≥ 3; two models: from `analysis`)."""
         args = (self.model, layer_index, before, pairs.cpu(), weight, bias, self.heldout)
         kw = {"check": self._check, "on_batch": self._on_batch(index, "heldout")}
-        if analysis is None or analysis.scales is None:
+        if scales is None and analysis is not None and analysis.scales is not None:
+            scales = analysis.pair_scales(pairs)
+        if scales is None:
             held = pair_errors(*args, self.algebra_device, **kw)
         else:
-            scales = analysis.pair_scales(pairs)
             held = centred_pair_errors(*args, self.algebra_device, scales, shifts, **kw)[0]
         return float(held.sum())
 
@@ -490,11 +491,9 @@ class ZipSession:
             kind = analysis.kind
         weight, bias = vectors_to_weights(merged, layer.spec, sz.in_shared, kind, layer.has_bias)
         if analysis is None:
-            shifts = None
-            if many.exact:
+            errors, shifts = self._many_errors(many, 0, reader, view, ident, merged, weight, bias)
+            if errors is None:
                 errors = many.errors([merged], ident)
-            else:
-                errors = self._streamed_errors(reader, view, ident, weight, bias)
         else:
             errors, shifts = self._applied_errors(
                 reader, view, analysis, ident, merged, weight, bias, with_shifts=True
@@ -502,7 +501,12 @@ class ZipSession:
         dtype = layer.like.dtype
         held = 0.0
         if self.heldout is not None:
-            held = self._heldout_error(index, reader, view, analysis, ident, weight, bias, shifts)
+            scales = None
+            if analysis is None and many.scales[0] is not None:
+                scales = many.pair_scales(0, ident)
+            held = self._heldout_error(
+                index, reader, view, analysis, ident, weight, bias, shifts, scales
+            )
         self.model.set_shared_rows(
             reader,
             weight.to(self.device, dtype),
@@ -775,25 +779,27 @@ class ZipSession:
         """Every task's Hessians and incoming vectors of the layers (T ≥ 3 models; `view`: the
         rows of a re-merge, for its single layer)."""
         t0 = time.perf_counter()
-        members = []
+        members, scales, helds = [], [], []
+        split = self.config.damping == "auto"
         for i in layer_indices:
             layer = self.model.layers[i]
             rows = layer if view is None else view
             kind = hessian_kind(layer, self.config)
-            hs, vs = [], []
+            hs, vs, held = [], [], []
             for t in range(self.model.n_tasks):
-                h, _ = layer_hessian(
+                h, h_held = layer_hessian(
                     self.model,
                     i,
                     t,
                     self.data[t],
                     kind,
-                    False,
+                    split,
                     self.algebra_device,
                     check=self._check,
                     on_batch=self._on_batch(index, "hessian"),
                 )
                 hs.append(h)
+                held.append(h_held)
                 bias = rows.own_bias[t]
                 vs.append(
                     incoming_vectors(
@@ -807,8 +813,54 @@ class ZipSession:
                     )
                 )
             members.append((i, kind, hs, vs))
+            helds.append(held)
+            sc = None
+            if layer.norm is not None:  # a view's rows are the layer's first (shared) units
+                n = rows.own_weight[0].shape[0]
+                sc = [
+                    layer.norm.scale(t)[:n].detach().to(self.algebra_device, torch.float64)
+                    for t in range(self.model.n_tasks)
+                ]
+            scales.append(sc)
         name = self._groups[index].name
-        return ManyAnalysis(name, members, {"hessian": time.perf_counter() - t0})
+        seconds = {"hessian": time.perf_counter() - t0}
+        return ManyAnalysis(name, members, seconds, scales, helds if split else None)
+
+    def _many_errors(
+        self,
+        many: ManyAnalysis,
+        member: int,
+        layer_index: int,
+        before: ZippedLayer,
+        pairs: torch.Tensor,
+        merged: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """A member's errors per tuple when they are measured (None when `many.errors` gives
+        them in closed form for the whole group), and its kept norm's mean shifts (k × T;
+        None without a kept norm)."""
+        if many.scales[member] is None:
+            if many.exact:
+                return None, None
+            return self._streamed_errors(layer_index, before, pairs, weight, bias), None
+        if many.exact:
+            return None, many.mean_shifts(member, merged, pairs)
+        errors, shifts = centred_pair_errors(
+            self.model,
+            layer_index,
+            before,
+            pairs.cpu(),
+            weight,
+            bias,
+            self.data,
+            self.algebra_device,
+            many.pair_scales(member, pairs),
+            hessian_samples_only=self.config.damping == "auto",
+            check=self._check,
+            on_batch=self._on_batch(self._running_group(), "errors"),
+        )
+        return errors, shifts
 
     def _streamed_errors(
         self,
@@ -829,6 +881,7 @@ class ZipSession:
             bias,
             self.data,
             self.algebra_device,
+            hessian_samples_only=self.config.damping == "auto",
             check=self._check,
             on_batch=self._on_batch(self._running_group(), "errors"),
         )

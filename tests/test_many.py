@@ -134,10 +134,6 @@ def test_retraining_and_heldout_errors_cover_every_task():
 def test_bad_inputs_are_refused_clearly():
     models = _mlps()
     xs = [_x()] * 3
-    with pytest.raises(ValueError, match="batch_norm='fold'"):
-        ZipSession.many(models, xs, batch_norm="keep")
-    with pytest.raises(ValueError, match="damping='auto'"):
-        ZipSession.many(models, xs, damping="auto")
     with pytest.raises(ValueError, match="one calibration source per model"):
         ZipSession.many(models, xs[:2])
     with pytest.raises(ValueError, match="zip 2 to"):
@@ -149,3 +145,125 @@ def test_bad_inputs_are_refused_clearly():
         s.step(pairs=[[0, 1, 2], [1, 2, 2]])
     with pytest.raises(TypeError, match="one training source per task"):
         s.retrain([(xs[0], torch.zeros(64, dtype=torch.long))], iterations=1)
+
+
+def _bn_mlps(n=3, widths=(12, 10)):
+    """MLPs whose hidden layers keep a batch norm (no bias of their own) with random
+    statistics and affines, as trained ones would have."""
+    out = []
+    for seed in range(n):
+        torch.manual_seed(10 + seed)
+        m = nn.Sequential(
+            nn.Linear(6, widths[0], bias=False),
+            nn.BatchNorm1d(widths[0]),
+            nn.ReLU(),
+            nn.Linear(widths[0], widths[1], bias=False),
+            nn.BatchNorm1d(widths[1]),
+            nn.ReLU(),
+            nn.Linear(widths[1], 3 + seed),
+        ).double()
+        with torch.no_grad():
+            for bn in (m[1], m[4]):
+                bn.running_mean.normal_()
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.3, 2.5)
+                bn.bias.normal_()
+        out.append(m.eval())
+    return out
+
+
+def test_kept_norms_share_zero_reproduces_every_model_and_saves_nothing():
+    models = _bn_mlps()
+    xs = [_x(seed=t) for t in range(3)]
+    res = zip_many(models, xs, share=0.0, batch_norm="keep")
+    with torch.no_grad():
+        for t, m in enumerate(models):
+            assert torch.equal(res.model(xs[0], t), m(xs[0]))
+    assert res.saved == 0
+
+
+@pytest.mark.slow
+def test_kept_norms_three_permuted_resnets_are_recovered():
+    """Kept norms, three permuted copies of a ResNet-20 with random norm statistics: the
+    pairs are the permutations, nothing is lost, and the one network computes all three."""
+    torch.manual_seed(0)  # width 0.25: the third model's stage takes a D³ solve per tuple
+    a = randomize_norms(resnet20(5, in_channels=1, option="A", width=0.25).double())
+    shape = (1, 12, 12)
+    b, pb = permuted_copy(a, shape, seed=1)
+    c, pc = permuted_copy(a, shape, seed=2)
+    x = torch.randn(48, *shape, dtype=torch.float64)
+    s = ZipSession.many([a, b, c], [x, x, x], damping=1e-3, batch_norm="keep")
+    for _ in s.groups:
+        rec = s.step(1.0)
+        for col, perms in ((1, pb), (2, pc)):
+            inverse = torch.argsort(perms[rec.name])
+            assert torch.equal(torch.as_tensor(rec.pairs[:, col]), inverse[rec.pairs[:, 0]])
+        assert rec.predicted_error < 1e-12
+    with torch.no_grad():
+        ref = a(x)
+        for y in s.model.forward_all(x):
+            assert torch.allclose(y, ref, atol=1e-10 * (1 + float(ref.abs().max())))
+
+
+def test_kept_norms_three_way_merge_is_least_squares_with_each_tasks_scale():
+    """With kept norms task t's error is ½ mean(s_t((w − v_t)·x + c_t))², its running mean
+    absorbing c_t: the merge is least squares over the three tasks with one free intercept
+    per task, and the recorded error its minimum; the third model's stage has a Hessian per
+    merged pair (s_A² Σ_A + s_B² Σ_B differs per pair)."""
+    models = _bn_mlps()
+    xs = [_x(seed=t) for t in range(3)]
+    s = ZipSession.many(models, xs, damping=0.0, batch_norm="keep", heldout=xs)
+    s.step(1.0)
+    rec = s.step(0.5)
+    layer = s.model.layers[1]
+    before = s._undo[-1].undo.layers[1]
+    rows = [_rows(s.model, 1, t, xs[t])[:, :-1] for t in range(3)]  # no bias: the norm's mean
+    total = 0.0
+    for p, tup in enumerate(rec.pairs):
+        vs = [before.own_weight[t][tup[t]].detach() for t in range(3)]
+        scales = [float(before.norm.scale(t)[tup[t]].detach()) for t in range(3)]
+        blocks, rhs = [], []
+        for t, (r, v, sc) in enumerate(zip(rows, vs, scales)):
+            f = sc / r.shape[0] ** 0.5
+            intercepts = torch.zeros(r.shape[0], 3, dtype=r.dtype)
+            intercepts[:, t] = 1.0
+            blocks.append(f * torch.cat([r, intercepts], dim=1))
+            rhs.append(f * (r @ v))
+        lhs, rhs = torch.cat(blocks), torch.cat(rhs)
+        sol = torch.linalg.lstsq(lhs, rhs[:, None], driver="gelsd").solution.flatten()
+        w = sol[: layer.sizes.in_shared]
+        seen = torch.cat(rows).abs().amax(dim=0) > 0  # an input no task's data excite: any w
+        got = layer.shared_weight[p].detach()
+        assert torch.allclose(got[seen], w[seen], rtol=1e-6, atol=1e-9)
+        total += 0.5 * float(((lhs @ sol - rhs) ** 2).sum())
+    assert rec.predicted_error == pytest.approx(total, rel=1e-6)
+    assert rec.heldout_error == pytest.approx(rec.predicted_error, rel=1e-9)
+    # the kept norms' running means absorbed the mean changes: each task's output is what
+    # the least-squares merge with its intercept gives, so the measured error matches
+    with torch.no_grad():
+        assert all(torch.isfinite(y).all() for y in s.model.forward_all(xs[0]))
+
+
+def test_auto_damping_scores_each_factor_by_the_held_out_error_of_its_plan():
+    """damping="auto" for three models: every factor's stage-wise plan is scored by the error
+    its weights cause on the samples held out of the Hessians. Oracle: a session at each
+    fixed factor, given the remaining samples as its data and the held-out ones as held-out
+    data, records exactly that score as its held-out error, and the least wins."""
+    from mtz_core.config import AUTO_DAMPING_GRID, AUTO_HOLDOUT_EVERY
+
+    models = _mlps()
+    xs = [_x(n=80, seed=t) for t in range(3)]
+    auto = ZipSession.many(models, xs, damping="auto")
+    rec = auto.step(0.5)
+    assert set(rec.damping_scores) == set(AUTO_DAMPING_GRID)
+    assert rec.damping == min(rec.damping_scores, key=lambda d: (rec.damping_scores[d], -d))
+    held = torch.arange(80) % AUTO_HOLDOUT_EVERY == AUTO_HOLDOUT_EVERY - 1
+    for d in AUTO_DAMPING_GRID:
+        fixed = ZipSession.many(
+            models, [x[~held] for x in xs], damping=d, heldout=[x[held] for x in xs]
+        )
+        r = fixed.step(0.5)
+        assert r.heldout_error == pytest.approx(rec.damping_scores[d], rel=1e-9)
+        if d == rec.damping:
+            assert (r.pairs == rec.pairs).all()
+            assert r.predicted_error == pytest.approx(rec.predicted_error, rel=1e-9)
