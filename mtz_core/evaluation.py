@@ -71,12 +71,9 @@ def evaluate_zipped(model: nn.Module, test_a: Any, test_b: Any) -> tuple[TaskSco
 
 
 def param_summary(params: dict[str, int]) -> dict[str, Any]:
-    """a, b, zipped, saved and saved_fraction from a `ZipResult.params` dict."""
-    a, b, z = params["a"], params["b"], params["zipped"]
-    return {
-        "a": a,
-        "b": b,
-        "zipped": z,
-        "saved": a + b - z,
-        "saved_fraction": (a + b - z) / (a + b),
-    }
+    """Every model's count (a, b, c, …), zipped, saved and saved_fraction from a
+    `ZipResult.params` dict: saved and its fraction over all the original models, as
+    `ZipResult.saved` / `saved_fraction` count them."""
+    originals = {k: v for k, v in params.items() if k != "zipped"}
+    total, z = sum(originals.values()), params["zipped"]
+    return {**originals, "zipped": z, "saved": total - z, "saved_fraction": (total - z) / total}

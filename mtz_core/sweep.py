@@ -1,10 +1,11 @@
-"""Sweeps: zip one pair at many shares, methods and retraining budgets, as one table.
+"""Sweeps: zip T >= 2 models at many shares, methods and retraining budgets, as one table.
 
 One zip answers "what does sharing half the neurons cost?"; the question people ask is the
 trade-off curve (how much accuracy each extra percent of saved parameters costs, and whether
-MTZ beats the baselines at equal shares). `sweep` runs the grid, one row per configuration plus
-the original pair as the reference; `pareto_front` marks the rows nothing beats on both axes;
-`sweep_figure` draws the curves; `save_sweep` writes CSV, HTML and, if it can, PNG.
+MTZ beats the baselines at equal shares). `sweep_many` runs the grid over T models (`sweep` is
+its two-model case), one row per configuration plus the original models as the reference;
+`pareto_front` marks the rows nothing beats on both axes; `sweep_figure` draws the curves;
+`save_sweep` writes CSV, HTML and, if it can, PNG.
 
 Data roles follow `mtz_core.data`: Hessians and retraining use each task's `calib` split, every
 accuracy the `test` split; the per-layer held-out error reads validation inputs (`val`), which
@@ -26,29 +27,57 @@ from torch import nn
 from .config import ZipConfig
 from .data import Task
 from .data.task import SplitData
-from .evaluation import evaluate, evaluate_zipped, param_summary
+from .evaluation import evaluate
 from .extras import require
-from .pipeline import zip_models
+from .pipeline import zip_many
 from .progress import CancelToken, ProgressCallback, ZipCancelled
-from .training import RETRAIN_LR
+from .training import RETRAIN_LR, TASK_LETTERS
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
     import plotly.graph_objects as go
 
-__all__ = ["COLUMNS", "sweep", "pareto_front", "sweep_figure", "save_sweep", "image_engine_problem"]
+__all__ = [
+    "COLUMNS",
+    "sweep_columns",
+    "sweep_tasks",
+    "sweep",
+    "sweep_many",
+    "pareto_front",
+    "sweep_figure",
+    "save_sweep",
+    "image_engine_problem",
+]
 
 log = logging.getLogger(__name__)
 
-#: One row per configuration. retrain_iterations: per layer; retrain_samples: all layers and
-#: both tasks; predicted_error / heldout_error: Σ over layers of the E_A + E_B increase the
-#: applied weights cause on the Hessian samples / on validation inputs (undamped, whatever the
-#: damping); saved_fraction = saved / (params_a + params_b).
-COLUMNS = (
-    *("method", "share", "retrain_iterations", "retrain_samples", "acc_a", "acc_b", "mean_acc"),
-    *("params_a", "params_b", "params_zipped", "saved", "saved_fraction"),
-    *("predicted_error", "heldout_error", "seconds"),
-)
+
+def sweep_columns(n_tasks: int) -> tuple[str, ...]:
+    """The columns of a sweep over `n_tasks` models, in order: one row per configuration.
+
+    acc_<x> / params_<x> for every task letter x (a, b, c, ...); mean_acc: the mean over all
+    tasks; retrain_iterations: per layer; retrain_samples: all layers and tasks;
+    predicted_error / heldout_error: Σ over layers of the increase of every task's layer error
+    (E_A + E_B + ...) the applied weights cause on the Hessian samples / on validation inputs
+    (undamped, whatever the damping); saved_fraction = saved / (params_a + params_b + ...).
+    """
+    if isinstance(n_tasks, bool) or not isinstance(n_tasks, int):
+        raise TypeError(f"n_tasks must be an int, got {type(n_tasks).__name__}")
+    if not 2 <= n_tasks <= len(TASK_LETTERS):
+        raise ValueError(f"a sweep has 2 to {len(TASK_LETTERS)} tasks, got {n_tasks}")
+    letters = TASK_LETTERS[:n_tasks]
+    return (
+        *("method", "share", "retrain_iterations", "retrain_samples"),
+        *(f"acc_{x}" for x in letters),
+        "mean_acc",
+        *(f"params_{x}" for x in letters),
+        *("params_zipped", "saved", "saved_fraction"),
+        *("predicted_error", "heldout_error", "seconds"),
+    )
+
+
+#: The columns of a two-model sweep (`sweep`); `sweep_columns(T)` for T models.
+COLUMNS = sweep_columns(2)
 #: Evaluation only reads the data, so it can use larger batches than training.
 EVAL_BATCH_SIZE = 256
 
@@ -92,19 +121,36 @@ def _series_label(method: str, its: int) -> str:
     return f"{method}, retrain {its}/layer" if its else f"{method}, no retraining"
 
 
-def _row(method, share, its, samples, accs, params, errors, t0) -> dict[str, Any]:
-    """One table row; saved and saved_fraction come from `param_summary`, their one definition."""
-    p = param_summary(params)
-    values = (method, share, its, samples, *accs, sum(accs) / 2, p["a"], p["b"], p["zipped"])
-    values += (p["saved"], p["saved_fraction"], *errors, time.perf_counter() - t0)
-    return dict(zip(COLUMNS, values))
+def sweep_tasks(df: pd.DataFrame) -> str:
+    """The task letters of a sweep table ("ab", "abc", ...): those with an acc_<x> column."""
+    n = 0
+    while n < len(TASK_LETTERS) and f"acc_{TASK_LETTERS[n]}" in df.columns:
+        n += 1
+    return TASK_LETTERS[:n]
+
+
+def _row(columns, method, share, its, samples, accs, params, errors, t0) -> dict[str, Any]:
+    """One table row from a `ZipResult.params`-like dict ({letter: count, zipped: count}):
+    saved = every original's parameters − zipped, as `ZipResult.saved` counts them."""
+    letters = TASK_LETTERS[: len(accs)]
+    originals = sum(params[x] for x in letters)
+    saved = originals - params["zipped"]
+    values = (method, share, its, samples, *accs, sum(accs) / len(accs))
+    values += (*(params[x] for x in letters), params["zipped"], saved, saved / originals)
+    values += (*errors, time.perf_counter() - t0)
+    return dict(zip(columns, values))
 
 
 def sweep(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    task_a: Task,
-    task_b: Task,
+    model_a: nn.Module, model_b: nn.Module, task_a: Task, task_b: Task, **options: Any
+) -> pd.DataFrame:
+    """`sweep_many` of two models: the same keyword arguments, rows and `COLUMNS`."""
+    return sweep_many([model_a, model_b], [task_a, task_b], **options)
+
+
+def sweep_many(
+    models: Sequence[nn.Module],
+    tasks: Sequence[Task],
     *,
     shares: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
     methods: Sequence[str] = ("mtz",),
@@ -125,19 +171,32 @@ def sweep(
     zip_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> pd.DataFrame:
-    """Zip the pair for every method × retraining budget × share; one row each (see `COLUMNS`).
+    """Zip T >= 2 models (`models[t]` trained for `tasks[t]`) for every method × retraining
+    budget × share with `zip_many`; one row each (columns: `sweep_columns(T)`, `COLUMNS` for
+    T = 2).
 
-    The first row is the original pair (method "original", share 0, nothing saved). Shares are
-    fractions in [0, 1] of each layer's smaller width; `retrain_iterations` values are per
-    layer (0: no retraining). `heldout_samples=None` skips the held-out layer error (NaN).
+    The first row is the original models (method "original", share 0, nothing saved). Shares
+    are fractions in [0, 1] of each layer's narrowest width; `retrain_iterations` values are
+    per layer (0: no retraining), retraining draws from every task. `heldout_samples=None`
+    skips the held-out layer error (NaN).
 
     `progress(done, total, description)` is called as each configuration starts (done = the
     configurations finished so far, the originals counting as one) and once at the end with
     done == total. `cancel` is checked between configurations and, through the zip's progress
     events, inside them; on cancel the rows finished so far are returned with
-    `df.attrs["cancelled"] = True`. `df.attrs` also holds the tasks and the settings.
+    `df.attrs["cancelled"] = True`. `df.attrs` also holds the settings and the task names:
+    `tasks` (all T) and `task_a`, `task_b` (the first two).
     """
-    pd = require("pandas", "sweep", "mtz_core.sweep.sweep")
+    pd = require("pandas", "sweep", "mtz_core.sweep.sweep_many")
+    for label, seq in (("models", models), ("tasks", tasks)):
+        if isinstance(seq, (nn.Module, SplitData, str)) or not isinstance(seq, Sequence):
+            raise TypeError(f"{label} must be a list (one per task), got {type(seq).__name__}")
+    if len(models) != len(tasks):
+        raise ValueError(
+            f"sweep_many got {len(models)} models and {len(tasks)} tasks; give one task per model"
+        )
+    columns = sweep_columns(len(models))
+    letters = TASK_LETTERS[: len(models)]
     share_list, method_list, its_list = _check_grid(shares, methods, retrain_iterations)
     _positive_int(calib_samples, "calib_samples")
     _positive_int(batch_size, "batch_size")
@@ -157,19 +216,17 @@ def sweep(
             batch_norm=batch_norm,
             recalibrate=recalibrate,
         )
-    for label, t in (("task_a", task_a), ("task_b", task_b)):
+    for x, t in zip(letters, tasks):
         if not isinstance(t, SplitData):
             raise TypeError(
-                f"{label} must be a mtz_core.data.Task (or another SplitData with a name), got "
+                f"task_{x} must be a mtz_core.data.Task (or another SplitData with a name), got "
                 f"{type(t).__name__}"
             )
 
-    calib_a = _inputs(task_a, "calib", batch_size, calib_samples)
-    calib_b = _inputs(task_b, "calib", batch_size, calib_samples)
-    held_a = held_b = None
+    calibs = [_inputs(t, "calib", batch_size, calib_samples) for t in tasks]
+    helds = None
     if heldout_samples is not None:
-        held_a = _inputs(task_a, "val", batch_size, heldout_samples)
-        held_b = _inputs(task_b, "val", batch_size, heldout_samples)
+        helds = [_inputs(t, "val", batch_size, heldout_samples) for t in tasks]
 
     def test_batches(task: Task) -> Any:
         return task.batches("test", EVAL_BATCH_SIZE)
@@ -192,8 +249,7 @@ def sweep(
         device=device,
         progress=zip_events,
         lr=lr,
-        heldout_a=held_a,
-        heldout_b=held_b,
+        heldout=helds,
     )
     configs = [(m, its, s) for m in method_list for its in its_list for s in share_list]
     total = len(configs) + 1
@@ -206,12 +262,10 @@ def sweep(
 
     report(0, "original models")
     t0 = time.perf_counter()
-    acc_a = evaluate(model_a, test_batches(task_a)).accuracy
-    acc_b = evaluate(model_b, test_batches(task_b)).accuracy
-    params = {"a": sum(p.numel() for p in model_a.parameters())}
-    params.update(b=sum(p.numel() for p in model_b.parameters()))
-    params.update(zipped=params["a"] + params["b"])
-    rows.append(_row("original", 0.0, 0, 0, (acc_a, acc_b), params, (0.0, 0.0), t0))
+    accs = tuple(evaluate(m, test_batches(t)).accuracy for m, t in zip(models, tasks))
+    params = {x: sum(p.numel() for p in m.parameters()) for x, m in zip(letters, models)}
+    params.update(zipped=sum(params.values()))
+    rows.append(_row(columns, "original", 0.0, 0, 0, accs, params, (0.0, 0.0), t0))
     for i, (method, its, share) in enumerate(configs, start=1):
         if cancel is not None and cancel.cancelled:
             cancelled = True
@@ -219,16 +273,13 @@ def sweep(
         report(i, f"{_series_label(method, its)}, share {share:g}")
         t0 = time.perf_counter()
         try:
-            result = zip_models(
-                model_a,
-                model_b,
-                calib_a,
-                calib_b,
+            result = zip_many(
+                models,
+                calibs,
                 share=share,
                 method=method,
                 retrain_iterations=its,
-                train_a=task_a.batches("calib", batch_size, shuffle=True, seed=seed),
-                train_b=task_b.batches("calib", batch_size, shuffle=True, seed=seed),
+                trains=[t.batches("calib", batch_size, shuffle=True, seed=seed) for t in tasks],
                 **options,
             )
         except ZipCancelled:
@@ -236,22 +287,24 @@ def sweep(
                 cancelled = True
                 break
             raise
-        score_a, score_b = evaluate_zipped(result.model, test_batches(task_a), test_batches(task_b))
+        accs = tuple(
+            evaluate(result.model, test_batches(t), task=i).accuracy for i, t in enumerate(tasks)
+        )
         held = [r.heldout_error for r in result.layers]
         errors = (
             float(sum(r.predicted_error for r in result.layers)),
             math.nan if None in held else float(sum(held)),
         )
-        accs = (score_a.accuracy, score_b.accuracy)
         samples = result.retrain_samples
-        rows.append(_row(method, share, its, samples, accs, result.params, errors, t0))
+        rows.append(_row(columns, method, share, its, samples, accs, result.params, errors, t0))
     if not cancelled:
         report(total, "done")
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = pd.DataFrame(rows, columns=list(columns))
     settings = dict(calib_samples=calib_samples, heldout_samples=heldout_samples, lr=lr)
     settings.update(batch_size=batch_size, damping=damping, matching=matching, seed=seed)
     settings.update(batch_norm=batch_norm, recalibrate=recalibrate)
-    df.attrs.update(settings, cancelled=cancelled, task_a=task_a.name, task_b=task_b.name)
+    names = [t.name for t in tasks]
+    df.attrs.update(settings, cancelled=cancelled, task_a=names[0], task_b=names[1], tasks=names)
     return df
 
 
@@ -280,11 +333,16 @@ def pareto_front(df: pd.DataFrame) -> pd.Series:
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 _RETRAIN_DASHES = ("solid", "dot", "dashdot", "longdash")
-_PANELS = (("a", "acc_a"), ("b", "acc_b"), ("mean", "mean_acc"))
+
+
+def _and(words: Sequence[str]) -> str:
+    """Join task labels: "A and B", "A, B and C"."""
+    return ", ".join(words[:-1]) + f" and {words[-1]}"
 
 
 def sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Test accuracy against parameters saved: one panel per task and one for the mean.
+    """Test accuracy against parameters saved: one panel per task (of the T in the table) and
+    one for the mean.
 
     One line per method and retraining budget (colour: method; solid: with retraining, dashed:
     without), the Pareto front ringed on the mean panel, and the original models as a dotted
@@ -295,21 +353,31 @@ def sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    missing = [c for c in COLUMNS[:7] + ("saved_fraction",) if c not in df]
+    letters = sweep_tasks(df)
+    needed = (*COLUMNS[:4], "acc_a", "acc_b", "mean_acc", "saved_fraction")
+    missing = [c for c in needed if c not in df]
     if missing:
         raise ValueError(f"sweep_figure needs the columns of `sweep`; missing {missing}")
-    a_name, b_name = df.attrs.get("task_a", "A"), df.attrs.get("task_b", "B")
-    titles = (f"task A ({a_name})", f"task B ({b_name})", "mean of A and B")
-    fig = make_subplots(1, 3, shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=titles)
+    upper = [x.upper() for x in letters]
+    names = df.attrs.get("tasks") or [df.attrs.get("task_a", "A"), df.attrs.get("task_b", "B")]
+    names = [*names, *upper[len(names) :]][: len(upper)]  # no name given: the letter
+    accs = [f"acc_{x}" for x in letters]
+    panels = [*zip(letters, accs), ("mean", "mean_acc")]
+    mean_col, total = len(panels), " + ".join(upper)
+    titles = [f"task {u} ({n})" for u, n in zip(upper, names)] + [f"mean of {_and(upper)}"]
+    fig = make_subplots(
+        1, len(panels), shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=titles
+    )
+    scores = ", ".join(f"acc {u} %{{customdata[{3 + i}]:.1%}}" for i, u in enumerate(upper))
     hover = (
         "%{customdata[0]}<br>share %{customdata[1]:.0%} of each layer, retrain "
-        "%{customdata[2]}/layer<br>saved %{x:.1%} of A + B parameters<br>acc A %{customdata[3]:.1%}"
-        ", acc B %{customdata[4]:.1%}, mean %{customdata[5]:.1%}<extra></extra>"
+        f"%{{customdata[2]}}/layer<br>saved %{{x:.1%}} of {total} parameters<br>{scores}"
+        f", mean %{{customdata[{3 + len(upper)}]:.1%}}<extra></extra>"
     )
 
     def add(part: pd.DataFrame, column: str, col: int, **style: Any) -> None:
         """One trace: x = saved_fraction, y = `column`, hover from the row's settings."""
-        custom = part[["method", "share", "retrain_iterations", "acc_a", "acc_b", "mean_acc"]]
+        custom = part[["method", "share", "retrain_iterations", *accs, "mean_acc"]]
         prefix = "Pareto front<br>" if style["meta"]["kind"] == "pareto" else ""
         fig.add_trace(
             go.Scatter(
@@ -328,7 +396,7 @@ def sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     methods = list(dict.fromkeys(zipped["method"]))
     budgets = sorted(set(int(v) for v in zipped["retrain_iterations"]))
     nonzero = [b for b in budgets if b]
-    for col, (panel, column) in enumerate(_PANELS, start=1):
+    for col, (panel, column) in enumerate(panels, start=1):
         for mi, method in enumerate(methods):
             for its in budgets:
                 part = zipped[(zipped["method"] == method) & (zipped["retrain_iterations"] == its)]
@@ -365,20 +433,20 @@ def sweep_figure(df: pd.DataFrame, title: str | None = None) -> go.Figure:
         add(
             df[pareto_front(df)].sort_values("saved_fraction"),
             "mean_acc",
-            3,
+            mean_col,
             mode="lines+markers",
             name="Pareto front (mean)",
             line=dict(color="rgba(0,0,0,0.35)", width=6, shape="hv"),
             marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(color="black", width=2)),
             meta=dict(kind="pareto", panel="mean"),
         )
-    for col in (1, 2, 3):
+    for col in range(1, len(panels) + 1):
         fig.update_xaxes(
-            title_text="parameters saved (% of A + B)", tickformat=".0%", row=1, col=col
+            title_text=f"parameters saved (% of {total})", tickformat=".0%", row=1, col=col
         )
     fig.update_yaxes(title_text="test accuracy (%)", tickformat=".0%", row=1, col=1)
     if title is None:
-        title = f"Accuracy vs parameters saved: {a_name} + {b_name}"
+        title = f"Accuracy vs parameters saved: {' + '.join(names)}"
         if df.attrs.get("cancelled"):
             title += " (cancelled: partial results)"
     fig.update_layout(
@@ -417,7 +485,8 @@ def save_sweep(df: pd.DataFrame, prefix: str | Path) -> list[Path]:
     reason = image_engine_problem()
     if reason is None:
         try:
-            fig.write_image(png, width=1400, height=520, scale=2)
+            panels = len(sweep_tasks(df)) + 1  # 1400 px for the three panels of two tasks
+            fig.write_image(png, width=max(1400, 460 * panels), height=520, scale=2)
             written.append(png)
         except Exception as exc:  # kaleido may be present without a working browser engine
             reason = f"kaleido could not render it ({type(exc).__name__}: {exc})"

@@ -185,6 +185,21 @@ BAD = [
     ("unknown demo", "demo nope", 1, "unknown demo"),
     ("zipped net as a model", f"zip {{zipped}} {MLP_B}", 1, "zipped network"),
     ("zipped net with --task", "eval {zipped} --task digits:0-4", 2, "--task-a"),
+    ("one checkpoint", f"zip {MLP_A}", 2, "zip needs 2 or more checkpoints"),
+    ("too few tasks", f"zip {PAIR} {MLP_A} --tasks digits:0-4,digits:5-9", 2, "2 tasks for 3"),
+    (
+        "too many tasks",
+        f"sweep {PAIR} --tasks digits,digits,digits",
+        2,
+        "3 tasks for 2 checkpoints",
+    ),
+    ("--task-a with three", f"zip {PAIR} {MLP_A} --task-a digits:0-4", 2, "--task-a/--task-b"),
+    ("--task-b with three", f"sweep {PAIR} {MLP_A} --task-b digits:0-4", 2, "use --tasks"),
+    ("--tasks and --task-a", f"zip {PAIR} --tasks digits,digits --task-a digits", 2, "combined"),
+    ("--tasks, one task", f"eval {MLP_A} --tasks digits:0-4", 2, "use --task, not --tasks"),
+    ("bad task in --tasks", f"zip {PAIR} --tasks digits:0-4,nosuch", 2, "unknown dataset"),
+    ("empty task in --tasks", f"zip {PAIR} --tasks digits:0-4,", 2, "separated by commas"),
+    ("zipped net, task count", "eval {zipped} --tasks digits:0-4", 2, "1 task for 2 tasks"),
     ("dataset files missing", TRAIN.replace("moons", "mnist") + " --data-root {empty}", 1, "mnist"),
 ]
 
@@ -291,3 +306,105 @@ def test_zip_keeps_batch_norm_per_task_when_asked(capsys):
     assert (settings["batch_norm"], settings["recalibrate"]) == ("keep", True)
     code, _, err = run(capsys, f"zip {MLP_A} {MLP_B} --recalibrate" + QUICK)
     assert code == 1 and "needs batch_norm='keep'" in err
+
+
+THREE = ("digits:0-3", "digits:4-6", "digits:7-9")
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """Three small MLP checkpoints, one per digit subset, trained by `mtz train`."""
+    folder = tmp_path_factory.mktemp("three")
+    paths = []
+    for seed, task in enumerate(THREE):
+        out = folder / f"{task.replace(':', '_')}.safetensors"
+        command = f"train --model mlp --widths 24,16 --task {task} --iterations 60 --lr 0.1"
+        command += f" --seed {seed} --out {out} --no-progress --json"
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(command.split()) == 0
+        paths.append(out)
+    return paths
+
+
+def _metadata(path) -> dict:
+    """The `mtz zip` metadata of a zipped network file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["mtz_metadata"])
+
+
+def test_a_two_task_file_keeps_the_old_keys_and_old_files_still_evaluate(zipped, tmp_path, capsys):
+    _, out, _ = zipped
+    meta = _metadata(out)
+    assert meta["tasks"] == [meta["task_a"], meta["task_b"]] == ["digits:0-4", "digits:5-9"]
+    assert meta["data"] == [meta["data_a"], meta["data_b"]]
+    # a file from before T-task zips records only task_a/task_b and data_a/data_b
+    old = tmp_path / "old.safetensors"
+    keys = ("task_a", "task_b", "data_a", "data_b", "params", "accuracy", "settings")
+    ZippedNet.load(out).save(old, metadata={k: meta[k] for k in keys})
+    assert "tasks" not in _metadata(old)
+    assert _eval_json(capsys, old)["tasks"] == _eval_json(capsys, out)["tasks"]
+
+
+def _eval_json(capsys, path) -> dict:
+    code, stdout, err = run(capsys, f"eval {path} --json --no-progress")
+    assert code == 0, err
+    return json.loads(stdout)
+
+
+def test_three_checkpoints_at_share_0_keep_every_accuracy(three, tmp_path, capsys):
+    out = tmp_path / "z0.safetensors"
+    command = f"zip {' '.join(map(str, three))} --share 0 --out {out} --json" + QUICK
+    code, stdout, err = run(capsys, command)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["params"]["saved"] == 0 and list(report["models"]) == ["a", "b", "c"]
+    result = _eval_json(capsys, out)
+    assert result["kind"] == "zipped" and list(result["tasks"]) == ["a", "b", "c"]
+    for w, path, task in zip("abc", three, THREE):
+        original = _eval_json(capsys, path)
+        assert result["tasks"][w]["task"] == task
+        assert result["tasks"][w]["accuracy"] == original["accuracy"]
+        assert result["tasks"][w]["loss"] == pytest.approx(original["loss"], rel=1e-5)
+        assert report["accuracy"]["original"][w]["accuracy"] == original["accuracy"]
+
+
+def test_three_checkpoints_zip_retrain_and_eval(three, tmp_path, capsys):
+    """Share 1 with retraining on all three tasks: the report, the file's metadata, `mtz eval`
+    of the file and the sweep's row for the same zip agree."""
+    files, out = " ".join(map(str, three)), tmp_path / "z1.safetensors"
+    tasks = " --tasks " + ",".join(THREE)
+    command = f"zip {files}{tasks} --share 1 --retrain-iterations 2 --out {out} --json" + QUICK
+    code, stdout, err = run(capsys, command)
+    assert code == 0, err
+    report = json.loads(stdout)
+    p = report["params"]
+    assert list(p) == ["a", "b", "c", "zipped", "saved", "saved_fraction"]
+    assert p["saved"] == p["a"] + p["b"] + p["c"] - p["zipped"] > 0
+    assert p["saved_fraction"] == pytest.approx(p["saved"] / (p["a"] + p["b"] + p["c"]))
+    assert ZippedNet.load(out).num_parameters() == p["zipped"]
+    assert [m["task"] for m in report["models"].values()] == list(THREE)
+    # 2 iterations after each of the 2 layers, one batch of 64 from every one of the 3 tasks
+    assert report["retrain_samples"] == 2 * 2 * 3 * 64
+    for layer, n in zip(report["layers"], (24, 16)):
+        assert layer["widths"] == [n, n, n] and layer["shared"] == n
+        assert len(layer["pairs"]) == n and all(len(pr) == 3 for pr in layer["pairs"])
+        for when in ("after_zip", "after_retraining"):
+            assert list(layer["accuracy"][when]) == ["a", "b", "c"]
+    acc = report["accuracy"]
+    for key in ("original", "zipped_no_retraining", "zipped_retrained"):
+        assert [acc[key][w]["task"] for w in "abc"] == list(THREE)
+    result = _eval_json(capsys, out)
+    assert result["tasks"] == acc["zipped_retrained"]
+    meta = _metadata(out)
+    assert meta["tasks"] == list(THREE) and "task_a" not in meta and len(meta["data"]) == 3
+    assert meta["accuracy"] == acc and meta["params"] == p
+    code, stdout, err = run(
+        capsys, f"sweep {files} --shares 1 --retrain-iterations 0,2 --json" + QUICK
+    )
+    assert code == 0, err
+    rows = {r["retrain_iterations"]: r for r in json.loads(stdout)["rows"] if r["share"] == 1}
+    for key, its in (("zipped_retrained", 2), ("zipped_no_retraining", 0)):
+        assert [acc[key][w]["accuracy"] for w in "abc"] == [rows[its][f"acc_{w}"] for w in "abc"]
+    assert p["saved_fraction"] == pytest.approx(rows[2]["saved_fraction"])

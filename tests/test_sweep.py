@@ -2,6 +2,7 @@
 
 The sweep runs once per module on the tiny moons/circles demo pair (2 hidden layers of 16) with
 two shares, two methods and two retraining budgets, so every test reads a real table quickly.
+`sweep_many` runs on three small MLPs trained here on digit subsets (0-3, 4-6, 7-9).
 """
 
 from __future__ import annotations
@@ -15,9 +16,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtz_core import CancelToken, evaluate, evaluate_zipped, zip_models
+from mtz_core import CancelToken, evaluate, evaluate_zipped, zip_many, zip_models
+from mtz_core.data import load_task
 from mtz_core.demo import load_demo
-from mtz_core.sweep import COLUMNS, pareto_front, save_sweep, sweep, sweep_figure
+from mtz_core.models import create_model
+from mtz_core.sweep import (
+    COLUMNS,
+    pareto_front,
+    save_sweep,
+    sweep,
+    sweep_columns,
+    sweep_figure,
+    sweep_many,
+)
+from mtz_core.training import train
 
 SHARES = (0.5, 1.0)
 METHODS = ("mtz", "random")
@@ -251,3 +263,114 @@ def test_sweep_passes_batch_norm_and_refuses_recalibration_without_it():
     assert df.attrs["batch_norm"] == "keep" and len(df) == 2
     with pytest.raises(ValueError, match="needs batch_norm='keep'"):
         sweep(*args, shares=(1.0,), recalibrate=True)
+
+
+THREE = ("digits:0-3", "digits:4-6", "digits:7-9")
+
+
+@pytest.fixture(scope="module")
+def three():
+    """Three small MLPs (24, 16 hidden units), one per digit subset, briefly trained."""
+    tasks = [load_task(text) for text in THREE]
+    models = []
+    for seed, task in enumerate(tasks):
+        model = create_model("mlp", task.input_shape, task.num_classes, widths=(24, 16), seed=seed)
+        data = task.batches("calib", 64, shuffle=True, seed=seed)
+        train(model, data, iterations=60, lr=0.1, seed=seed, device="cpu")
+        models.append(model.eval())
+    return models, tasks
+
+
+@pytest.fixture(scope="module")
+def table3(three):
+    models, tasks = three
+    options = dict(calib_samples=CALIB, batch_size=BATCH)
+    return sweep_many(models, tasks, shares=(0.0, 1.0), retrain_iterations=(0, 2), **options)
+
+
+def test_sweep_many_of_two_is_sweep_row_for_row(table, pair):
+    many = sweep_many(
+        [pair.model_a, pair.model_b],
+        [pair.task_a, pair.task_b],
+        shares=SHARES,
+        methods=METHODS,
+        retrain_iterations=BUDGETS,
+        calib_samples=CALIB,
+        batch_size=BATCH,
+    )
+    assert tuple(many.columns) == COLUMNS == sweep_columns(2)
+    pd.testing.assert_frame_equal(many.drop(columns="seconds"), table.drop(columns="seconds"))
+    assert many.attrs["tasks"] == ["moons", "circles"] and many.attrs["task_a"] == "moons"
+
+
+def test_sweep_many_of_three_has_every_task(table3, three):
+    models, tasks = three
+    columns = sweep_columns(3)
+    assert tuple(table3.columns) == columns
+    assert columns[4:8] == ("acc_a", "acc_b", "acc_c", "mean_acc")
+    assert columns[8:11] == ("params_a", "params_b", "params_c")
+    assert table3.attrs["tasks"] == list(THREE) and table3.attrs["task_b"] == "digits:4-6"
+    assert len(table3) == 1 + 2 * 2 and not table3.attrs["cancelled"]
+    originals = [evaluate(m, t.batches("test", 256)).accuracy for m, t in zip(models, tasks)]
+    params = [sum(p.numel() for p in m.parameters()) for m in models]
+    accs = table3[["acc_a", "acc_b", "acc_c"]].to_numpy()
+    assert list(table3["params_c"]) == [params[2]] * len(table3)
+    # the originals' row and both share-0 zips (with or without retraining) are the originals
+    share0 = table3["share"] == 0.0
+    assert share0.sum() == 3 and (table3.loc[share0, "saved"] == 0).all()
+    assert (accs[share0.to_numpy()] == originals).all()
+    assert np.allclose(table3["mean_acc"], accs.mean(axis=1))
+    total = sum(params)
+    assert (table3["saved"] == total - table3["params_zipped"]).all()
+    assert np.allclose(table3["saved_fraction"], table3["saved"] / total)
+    full = table3[table3["share"] == 1.0]
+    assert (full["saved"] > 0).all() and full["saved"].nunique() == 1
+    # 2 iterations after each of the 2 hidden layers, one full batch of every task each time
+    retrained = table3[table3["retrain_iterations"] == 2]
+    assert (retrained["retrain_samples"] == 2 * 2 * 3 * BATCH).all()
+
+
+def test_a_three_task_row_is_the_zip_many_result(table3, three):
+    """The oracle: the share-1, no-retraining row is what zip_many gives directly."""
+    models, tasks = three
+    calibs = [[x for x, _ in t.batches("calib", BATCH, limit=CALIB)] for t in tasks]
+    result = zip_many(models, calibs, share=1.0)
+    accs = [
+        evaluate(result.model, t.batches("test", 256), task=i).accuracy for i, t in enumerate(tasks)
+    ]
+    row = table3[(table3["share"] == 1.0) & (table3["retrain_iterations"] == 0)].iloc[0]
+    assert row["saved"] == result.saved and row["saved_fraction"] == result.saved_fraction
+    assert [row["acc_a"], row["acc_b"], row["acc_c"]] == accs
+    assert row["predicted_error"] == pytest.approx(sum(r.predicted_error for r in result.layers))
+
+
+def test_three_task_figure_and_files(table3, tmp_path, monkeypatch):
+    import mtz_core.sweep as sweep_module
+
+    fig = sweep_figure(table3)
+    series = [t for t in fig.data if t.meta["kind"] == "series"]
+    assert {t.meta["panel"] for t in series} == {"a", "b", "c", "mean"}
+    assert len(series) == 4 * 2  # panels A, B, C, mean × one method × two budgets
+    for t in (t for t in series if t.meta["panel"] == "c"):
+        rows = table3[
+            (table3["method"] == "mtz") & (table3["retrain_iterations"] == t.meta["retrain"])
+        ]
+        assert np.allclose(t.y, rows.sort_values("saved_fraction")["acc_c"])
+        assert "acc C" in t.hovertemplate and "A + B + C" in t.hovertemplate
+    assert len(fig.layout.shapes) == 4  # one reference line per panel
+    (front,) = [t for t in fig.data if t.meta["kind"] == "pareto"]
+    assert front.xaxis == "x4"  # on the mean panel
+    assert "digits:7-9" in fig.layout.title.text
+    monkeypatch.setattr(sweep_module, "image_engine_problem", lambda: "no engine (test)")
+    csv, _ = save_sweep(table3, tmp_path / "three")
+    assert list(pd.read_csv(csv).columns) == list(sweep_columns(3))
+
+
+def test_sweep_many_refuses_mismatched_models_and_tasks(three):
+    models, tasks = three
+    with pytest.raises(ValueError, match="3 models and 2 tasks"):
+        sweep_many(models, tasks[:2])
+    with pytest.raises(TypeError, match="models must be a list"):
+        sweep_many(models[0], tasks)
+    with pytest.raises(ValueError, match="2 to 26 tasks, got 1"):
+        sweep_many(models[:1], tasks[:1])

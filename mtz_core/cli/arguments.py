@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,23 @@ def _task(text: str) -> str:
     return str(parse_task(text))
 
 
+def _tasks(text: str) -> list[str]:
+    """Comma-separated tasks, one per model. A class list's own commas stay with its task:
+    `digits:0,2,4,digits:1,3` is two tasks (a piece that is only a class or a range goes on
+    the class list before it)."""
+    items: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        goes_on = items and ":" in items[-1] and "?" not in items[-1]
+        if goes_on and re.fullmatch(r"\d+(-\d+)?", piece):
+            items[-1] += f",{piece}"
+        else:
+            items.append(piece)
+    if "" in items:
+        example = "digits:0-4,digits:5-9"
+        raise ValueError(f"expected tasks separated by commas, e.g. {example}: {text!r}")
+    return [_task(t) for t in items]
+
+
 def _safetensors(text: str) -> Path:
     if not text.lower().endswith(".safetensors"):
         raise ValueError(f"the output must end in .safetensors, got {text!r}")
@@ -151,11 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=text, description=text)
 
-    def pair(p: argparse.ArgumentParser) -> None:
-        p.add_argument("a", help="checkpoint of model A (.safetensors, .pt, .pth)")
-        p.add_argument("b", help="checkpoint of model B")
-        p.add_argument("--task-a", type=_arg(_task), help="task of A (default: its card's)")
-        p.add_argument("--task-b", type=_arg(_task), help="task of B (default: its card's)")
+    def tasks(p: argparse.ArgumentParser, which: str) -> None:
+        """--tasks for any number of models, --task-a/--task-b for exactly two."""
+        tasks_help = f"the tasks of {which}, one each, comma-separated (default: the cards')"
+        p.add_argument("--tasks", type=_arg(_tasks), help=tasks_help)
+        for w in "ab":
+            text = f"with two models: task of {w.upper()} (default: as recorded)"
+            p.add_argument(f"--task-{w}", type=_arg(_task), help=text)
+
+    def models(p: argparse.ArgumentParser) -> None:
+        models_help = "checkpoints of the models, one per task: 2 or more (.safetensors, .pt, .pth)"
+        p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help=models_help)
+        tasks(p, "the checkpoints")
         p.add_argument("--calib-samples", type=int1, default=512, help="per task, for Hessians")
         p.add_argument(
             "--heldout-samples", type=int1, default=512, help="validation inputs, layer error"
@@ -177,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="with --batch-norm keep: re-estimate each zipped layer's norm statistics",
         )
-        architecture(p, "both checkpoints, where a file has no card")
+        architecture(p, "every checkpoint, where a file has no card")
 
     def architecture(p: argparse.ArgumentParser, which: str) -> None:
         """For a .pt/.pth state dict with no card: the registry model to load it into."""
@@ -218,13 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("eval", "accuracy and loss of a checkpoint or a zipped network")
     p.add_argument("checkpoint")
     p.add_argument("--task", type=_arg(_task), help="a checkpoint's task (default: its card's)")
-    for w in "ab":
-        p.add_argument(f"--task-{w}", type=_arg(_task), help=f"a zipped network's task {w.upper()}")
+    tasks(p, "a zipped network")
     p.add_argument("--split", choices=("test", "val", "calib"), default="test")
     architecture(p, "a checkpoint without a card")
 
-    p = command("zip", "zip two checkpoints into one multi-task network, with a JSON report")
-    pair(p)
+    p = command("zip", "zip 2 or more checkpoints into one multi-task network, with a JSON report")
+    models(p)
     how_much = p.add_mutually_exclusive_group()
     share_help = "a fraction of each layer: 0.5 half, 1 (or 1.0) all; per layer fc1=0.5,fc2=1"
     share_help += " (default 0.5)"
@@ -242,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         "zip at many shares and methods: table, CSV, HTML (and PNG) plot (needs the sweep extra: "
         "pip install 'mtz-explorer[sweep]')",
     )
-    pair(p)
+    models(p)
     shares = _arg(_listed, lambda text: _share_fraction(text, counts=False))
     p.add_argument("--shares", type=shares, default=[0.25, 0.5, 0.75, 1])
     p.add_argument("--methods", type=_arg(_listed, str, METHODS), default=["mtz"])

@@ -1,4 +1,9 @@
-"""The `mtz` commands: train, eval, zip, sweep, demo (each takes the parsed arguments)."""
+"""The `mtz` commands: train, eval, zip, sweep, demo (each takes the parsed arguments).
+
+zip and sweep take 2 or more checkpoints, one per task; their tasks come from `--tasks` (any
+number), `--task-a`/`--task-b` (exactly two) or the checkpoints' cards. Reports and zipped files
+name the tasks by letter (a, b, c, ...: `mtz_core.training.TASK_LETTERS`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..training import TASK_LETTERS
 from .arguments import UsageError
 
 __all__ = ["COMMANDS"]
@@ -73,10 +79,13 @@ class _Run:
         if a.model is None and card["model_spec"] is None:
             raise ValueError(
                 f"{path} has no model card; name its architecture with --model (and its "
-                "options with --option KEY=VALUE) and its task with --task / --task-a / --task-b"
+                "options with --option KEY=VALUE) and its task with --task / --tasks / --task-a "
+                "/ --task-b"
             )
         if not text:
-            raise ValueError(f"{path} records no task; name it with --task / --task-a / --task-b")
+            raise ValueError(
+                f"{path} records no task; name it with --task / --tasks / --task-a / --task-b"
+            )
         if a.model is None:
             model, card = model_from_state_dict(sd, card)
             spec = card["model_spec"]
@@ -86,6 +95,39 @@ class _Run:
             spec = ModelSpec.make(a.model, task.input_shape, task.num_classes, **dict(a.option))
             model, card = model_from_state_dict(sd, card, architecture=spec)
         return model.to(self.device).eval(), card, task
+
+    def task_texts(self, count: int, what: str) -> list[str | None]:
+        """The task named for each of `count` models (None: take the recorded one) from
+        --tasks, or --task-a/--task-b (two models only, never with --tasks)."""
+        a = self.args
+        pair = [a.task_a, a.task_b]
+        if a.tasks is not None:
+            if any(pair):
+                raise UsageError(
+                    "--tasks cannot be combined with --task-a/--task-b; name every task in --tasks"
+                )
+            if len(a.tasks) != count:
+                n = len(a.tasks)
+                raise UsageError(
+                    f"--tasks names {n} task{'s' * (n != 1)} for {count} {what}; give one each"
+                )
+            return list(a.tasks)
+        if count != 2 and any(pair):
+            raise UsageError(
+                f"--task-a/--task-b name the tasks of exactly two models, but there are {count} "
+                f"{what}; use --tasks TASK,TASK,... (one each)"
+            )
+        return pair if count == 2 else [None] * count
+
+    def checkpoints(self) -> list[tuple[Any, dict[str, Any], Any]]:
+        """(model, card, task) for every positional checkpoint of zip and sweep."""
+        paths = self.args.checkpoints
+        if len(paths) < 2:
+            raise UsageError(
+                f"{self.args.command} needs 2 or more checkpoints (one per task), got {len(paths)}"
+            )
+        texts = self.task_texts(len(paths), "checkpoints")
+        return [self.checkpoint(path, text) for path, text in zip(paths, texts)]
 
     def _pad_to(self, task_text: str) -> int | None:
         """`--pad-to`, or for a VGG on images smaller than its five pools allow, that minimum
@@ -188,84 +230,102 @@ def cmd_eval(run: _Run) -> int:
     a = run.args
     meta = _zipped_metadata(a.checkpoint)
     if meta is None:
-        if a.task_a or a.task_b:
-            raise UsageError(f"{a.checkpoint} is a single model: use --task, not --task-a/-b")
+        if a.task_a or a.task_b or a.tasks:
+            raise UsageError(
+                f"{a.checkpoint} is a single model: use --task, not --tasks or --task-a/-b"
+            )
         model, _, task = run.checkpoint(a.checkpoint, a.task)
         score = _score(model, task, a.split)
         run.say(f"{task.name}: {_describe(score, a.split)}")
         run.emit(dict(path=a.checkpoint, kind="checkpoint", split=a.split, **score))
         return 0
     if a.task:
-        raise UsageError(f"{a.checkpoint} is a zipped network: use --task-a and --task-b")
+        raise UsageError(
+            f"{a.checkpoint} is a zipped network: name its tasks with --tasks (or, for two, "
+            "--task-a and --task-b)"
+        )
     net, scores = ZippedNet.load(a.checkpoint, device=run.device), {}
-    for t, w in enumerate("ab"):
-        text = getattr(a, f"task_{w}") or meta.get(f"task_{w}")
+    n = net.n_tasks
+    given = run.task_texts(n, f"tasks in {a.checkpoint}")
+    # files written before T-task zips record only task_a/task_b and data_a/data_b
+    recorded = list(meta.get("tasks") or [meta.get(f"task_{w}") for w in "ab"])
+    data = list(meta.get("data") or [meta.get(f"data_{w}") for w in "ab"])
+    recorded, data = recorded + [None] * (n - len(recorded)), data + [None] * (n - len(data))
+    for t, w in enumerate(TASK_LETTERS[:n]):
+        text = given[t] or recorded[t]
         if not text:
-            raise ValueError(f"{a.checkpoint} records no task {w.upper()}; pass --task-{w}")
+            option = f"--task-{w}" if n == 2 else "--tasks"
+            raise ValueError(f"{a.checkpoint} records no task {w.upper()}; pass {option}")
         shape, classes = net.architecture.input_shape, net.layers[-1].out_width(t)
         where = f"task {w.upper()} of {a.checkpoint}"
-        task = run.task(text, meta.get(f"data_{w}") or {}, shape, classes, where)
+        task = run.task(text, data[t] or {}, shape, classes, where)
         scores[w] = _score(net, task, a.split, t)
         run.say(f"task {w.upper()} {task.name}: {_describe(scores[w], a.split)}")
     run.emit(dict(path=a.checkpoint, kind="zipped", split=a.split, tasks=scores))
     return 0
 
 
-def _zip(run: _Run, models, data, iterations, score_layers: bool):
-    """Zip as `zip_models` does (same order, seeds and retraining) but step by step with a
-    `ZipSession`, so both tasks can be scored after each layer's zip and its retraining."""
-    from ..config import ZipConfig
-    from ..matching import resolve_plan
-    from ..pipeline import resolve_iterations
+def _zip(run: _Run, models, tasks, data, iterations, score_layers: bool):
+    """Zip with `zip_many`. With `score_layers`, every task is scored after each layer's zip
+    and again after its retraining, which then runs here, from `after_step`, exactly as
+    `zip_many` runs it (same data, seed and order)."""
+    from ..pipeline import resolve_iterations, zip_many
     from ..progress import tqdm_progress
-    from ..session import ZipSession
 
-    a, ((calib_a, held_a, train_a), (calib_b, held_b, train_b), tasks) = run.args, data
-    damping = ZipConfig.default_damping() if a.damping is None else a.damping
-    config = ZipConfig(
-        a.method,
-        a.matching,
-        a.hessian,
-        a.flatten_hessian,
-        damping,
-        a.seed,
-        batch_norm=a.batch_norm,
-        recalibrate=a.recalibrate,
-    )
-    progress = None if a.no_progress else tqdm_progress()
-    session = ZipSession(
-        *models,
-        calib_a,
-        calib_b,
-        config=config,
-        device=run.device,
-        progress=progress,
-        heldout_a=held_a,
-        heldout_b=held_b,
-    )
-    counts = resolve_plan(a.share, a.k, session.hidden_layers)
-    its = resolve_iterations(iterations, [name for name, _, _ in session.hidden_layers])
+    a, letters = run.args, TASK_LETTERS[: len(models)]
+    calibs, helds, trains = (list(part) for part in zip(*data))
     scores: dict[str, dict[str, Any]] = {}
 
-    def both() -> dict[str, Any] | None:
-        if not score_layers:
-            return None
-        return {w: _score(session.model, tasks[t], index=t) for t, w in enumerate("ab")}
+    def every(model) -> dict[str, Any]:
+        return {w: _score(model, tasks[t], index=t) for t, w in enumerate(letters)}
 
-    for name, _, _ in session.hidden_layers:
-        record = session.step(k=counts[name])
-        scores[name] = {"after_zip": both()}
-        if its[name]:
+    def after_step(session, record) -> None:
+        names = [name for name, *_ in session.hidden_layers]
+        its = resolve_iterations(iterations, names)[record.name]
+        scores[record.name] = {"after_zip": every(session.model)}
+        if its:
             seed = a.seed + record.index
-            session.retrain(train_a, train_b, iterations=its[name], lr=a.lr, seed=seed)
-            scores[name]["after_retraining"] = both()
-    return session.result(), scores
+            session.retrain(*trains, iterations=its, lr=a.lr, seed=seed)
+            scores[record.name]["after_retraining"] = every(session.model)
+
+    # zip_many checks these zeros, shaped as given, against the layers before any work; the
+    # retraining itself runs in after_step, once the layer is scored
+    if isinstance(iterations, dict):
+        unretrained: Any = dict.fromkeys(iterations, 0)
+    elif isinstance(iterations, list):
+        unretrained = [0] * len(iterations)
+    else:
+        unretrained = 0
+    result = zip_many(
+        models,
+        calibs,
+        share=a.share,
+        k=a.k,
+        method=a.method,
+        matching=a.matching,
+        hessian=a.hessian,
+        flatten_hessian=a.flatten_hessian,
+        damping=a.damping,
+        seed=a.seed,
+        batch_norm=a.batch_norm,
+        recalibrate=a.recalibrate,
+        device=run.device,
+        progress=None if a.no_progress else tqdm_progress(),
+        retrain_iterations=unretrained,
+        heldout=helds,
+        after_step=after_step if score_layers else None,
+    )
+    for r in result.layers:
+        scores.setdefault(r.name, {"after_zip": None})
+    return result, scores
 
 
 def _layer_report(record, scores: dict[str, Any]) -> dict[str, Any]:
     c = record.pair_costs
     costs = dict(min=c.min(), mean=c.mean(), max=c.max()) if c.size else None
     summary = dict(record.summary(), method=record.method, matching=record.matching)
+    if record.widths:  # more than two models: every model's width (pairs: one column each)
+        summary.update(widths=record.widths)
     summary.update(pairs=record.pairs, pair_costs=costs, lambdas=record.lambdas)
     summary.update(calib_samples=record.n_samples, damping_scores=record.damping_scores)
     summary.update(retrain_samples=record.retraining.samples if record.retraining else 0)
@@ -273,34 +333,32 @@ def _layer_report(record, scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_zip(run: _Run) -> int:
-    from ..evaluation import param_summary
-
     a, t0 = run.args, time.perf_counter()
     if a.share is None and a.k is None:
         a.share = 0.5  # the command's default
-    (model_a, card_a, task_a), (model_b, card_b, task_b) = (
-        run.checkpoint(a.a, a.task_a),
-        run.checkpoint(a.b, a.task_b),
-    )
-    models, tasks = (model_a, model_b), (task_a, task_b)
-    data = (run.zip_data(task_a), run.zip_data(task_b), tasks)
+    loaded = run.checkpoints()
+    models, tasks = [m for m, _, _ in loaded], [t for _, _, t in loaded]
+    letters = TASK_LETTERS[: len(models)]
+    data = [run.zip_data(task) for task in tasks]
     its = a.retrain_iterations
     retraining = any(its.values()) if isinstance(its, dict) else any(np.atleast_1d(its))
-    result, scores = _zip(run, models, data, its, score_layers=retraining)
+    result, scores = _zip(run, models, tasks, data, its, score_layers=retraining)
 
     def final(model) -> dict[str, Any]:
-        return {w: _score(model, tasks[t], index=t) for t, w in enumerate("ab")}
+        return {w: _score(model, tasks[t], index=t) for t, w in enumerate(letters)}
 
-    accuracy = {"original": {"a": _score(model_a, task_a), "b": _score(model_b, task_b)}}
+    accuracy = {"original": {w: _score(m, t) for w, m, t in zip(letters, models, tasks)}}
     accuracy["zipped_no_retraining"] = final(result.model)
     accuracy["zipped_retrained"] = None
     if retraining:
         # "Zipped, not retrained" is its own zip: with retraining on, each later layer's
         # Hessians are computed through the retrained earlier layers.
         accuracy["zipped_retrained"] = accuracy["zipped_no_retraining"]
-        accuracy["zipped_no_retraining"] = final(_zip(run, models, data, 0, False)[0].model)
+        accuracy["zipped_no_retraining"] = final(_zip(run, models, tasks, data, 0, False)[0].model)
         accuracy["note"] = "zipped_no_retraining: a separate zip with retrain_iterations=0"
-    params = param_summary(result.params)
+    from ..evaluation import param_summary
+
+    params = param_summary(result.params)  # saved: over every original model
     sources = {
         w: dict(
             path=path,
@@ -308,7 +366,7 @@ def cmd_zip(run: _Run) -> int:
             model=card["model_spec"].to_dict(),
             data=dict(data_seed=task.seed, pad_to=task.pad_to),
         )
-        for w, path, card, task in (("a", a.a, card_a, task_a), ("b", a.b, card_b, task_b))
+        for w, path, (_, card, task) in zip(letters, a.checkpoints, loaded)
     }
     keys = ("share", "k", "method", "matching", "hessian", "flatten_hessian", "calib_samples")
     settings = {k: getattr(a, k) for k in (*keys, "heldout_samples", "batch_size", "lr", "seed")}
@@ -318,8 +376,12 @@ def cmd_zip(run: _Run) -> int:
     report = dict(models=sources, settings=settings, params=params, accuracy=accuracy)
     report.update(layers=layers, retrain_samples=result.retrain_samples, out=a.out)
     if a.out is not None:
-        meta = dict(task_a=task_a.name, task_b=task_b.name, params=params, accuracy=accuracy)
-        meta.update(data_a=sources["a"]["data"], data_b=sources["b"]["data"], settings=settings)
+        meta: dict[str, Any] = {}
+        if len(tasks) == 2:  # the keys of two-task files, which older readers know
+            meta.update(task_a=tasks[0].name, task_b=tasks[1].name)
+            meta.update(data_a=sources["a"]["data"], data_b=sources["b"]["data"])
+        meta.update(tasks=[t.name for t in tasks], data=[sources[w]["data"] for w in letters])
+        meta.update(params=params, accuracy=accuracy, settings=settings)
         a.out.parent.mkdir(parents=True, exist_ok=True)
         result.model.save(a.out, metadata=_clean(meta))
     report.update(report=a.report, seconds=time.perf_counter() - t0)
@@ -333,27 +395,32 @@ def cmd_zip(run: _Run) -> int:
 
 def _print_zip(run: _Run, result, accuracy: dict[str, Any], params: dict[str, Any]) -> None:
     a = run.args
+    letters = TASK_LETTERS[: result.model.n_tasks]
+    upper = [w.upper() for w in letters]
     how = f"k {a.k}" if a.k is not None else f"share {a.share}"
-    run.say(f"zipped {a.a} + {a.b} ({a.method}, {how}):")
+    run.say(f"zipped {' + '.join(a.checkpoints)} ({a.method}, {how}):")
     header = f"  {'layer':<12}{'shared':>12}{'predicted':>12}{'held-out':>12}{'retrained':>10}"
     run.say(header + "  solve")
     for r in result.layers:
         held = "-" if r.heldout_error is None else f"{r.heldout_error:.4g}"
-        its, shared = r.retraining.iterations if r.retraining else 0, f"{r.k}/{min(r.n_a, r.n_b)}"
+        narrowest = min(r.widths or (r.n_a, r.n_b))
+        its, shared = r.retraining.iterations if r.retraining else 0, f"{r.k}/{narrowest}"
         solve = "pseudo-inverse" if r.pseudo_inverse else "cholesky"
         row = f"  {r.name:<12}{shared:>12}{r.predicted_error:>12.4g}{held:>12}{its:>10}"
         run.say(f"{row}  {solve}")
+    errors = " + ".join(f"E_{u}" for u in upper)
     run.say(
-        "  predicted: E_A + E_B increase on the Hessian samples; held-out: the same on "
+        f"  predicted: {errors} increase on the Hessian samples; held-out: the same on "
         "validation inputs"
     )
     labels = dict(original="original", zipped_no_retraining="zipped", zipped_retrained="retrained")
     for key, label in labels.items():
         if accuracy[key] is not None:
-            acc_a, acc_b = (_pct(accuracy[key][w]["accuracy"]) for w in "ab")
-            run.say(f"  {label:<10} accuracy A {acc_a}, B {acc_b}")
+            accs = (f"{u} {_pct(accuracy[key][w]['accuracy'])}" for w, u in zip(letters, upper))
+            run.say(f"  {label:<10} accuracy {', '.join(accs)}")
+    originals = " + ".join(f"{u} {params[w]:,}" for w, u in zip(letters, upper))
     run.say(
-        f"  parameters: A {params['a']:,} + B {params['b']:,} -> zipped {params['zipped']:,}, "
+        f"  parameters: {originals} -> zipped {params['zipped']:,}, "
         f"saved {params['saved']:,} ({_pct(params['saved_fraction'])})"
     )
     for label, path in (("zipped network", a.out), ("report", a.report)):
@@ -368,12 +435,10 @@ def cmd_sweep(run: _Run) -> int:
     require("pandas", "sweep", "mtz sweep")
     if a.out:
         require("plotly", "sweep", "mtz sweep --out")
-    from ..sweep import image_engine_problem, pareto_front, save_sweep, sweep
+    from ..sweep import image_engine_problem, pareto_front, save_sweep, sweep_many, sweep_tasks
 
-    (model_a, _, task_a), (model_b, _, task_b) = (
-        run.checkpoint(a.a, a.task_a),
-        run.checkpoint(a.b, a.task_b),
-    )
+    loaded = run.checkpoints()
+    models, tasks = [m for m, _, _ in loaded], [t for _, _, t in loaded]
     bar = run.bar(1 + len(a.shares) * len(a.methods) * len(a.retrain_iterations), "sweep")
 
     def progress(done: int, _total: int, text: str) -> None:
@@ -384,25 +449,30 @@ def cmd_sweep(run: _Run) -> int:
     options = {k: getattr(a, k) for k in (*keys, "hessian", "flatten_hessian", "seed")}
     options.update(batch_norm=a.batch_norm, recalibrate=a.recalibrate)
     grid = dict(shares=a.shares, methods=a.methods, retrain_iterations=a.retrain_iterations)
-    df = sweep(
-        model_a, model_b, task_a, task_b, **grid, **options, device=run.device, progress=progress
-    )
+    df = sweep_many(models, tasks, **grid, **options, device=run.device, progress=progress)
     bar.close()
     files = save_sweep(df, a.out) if a.out else []
     png = None
     if a.out and not any(f.suffix == ".png" for f in files):
         png = image_engine_problem() or "the image engine failed (see the log)"
     df["pareto"] = pareto_front(df)
-    cols = ["method", "share", "retrain_iterations", "saved_fraction", "acc_a", "acc_b"]
+    accs = [f"acc_{w}" for w in sweep_tasks(df)]
+    cols = ["method", "share", "retrain_iterations", "saved_fraction", *accs]
     table = df[[*cols, "mean_acc"]].assign(pareto=df["pareto"].map({True: "*", False: ""}))
     table = table.rename(columns={"retrain_iterations": "retrain"})
-    pct = dict.fromkeys(("saved_fraction", "acc_a", "acc_b", "mean_acc"), _pct)
-    run.say(f"sweep of {task_a.name} + {task_b.name} ({len(df) - 1} zips; * = Pareto front):")
+    pct = dict.fromkeys(("saved_fraction", *accs, "mean_acc"), _pct)
+    names = " + ".join(t.name for t in tasks)
+    run.say(f"sweep of {names} ({len(df) - 1} zips; * = Pareto front):")
     run.say(table.to_string(index=False, formatters=pct))
     for line in [f"wrote {f}" for f in files] + ([f"no PNG: {png}"] if png else []):
         run.say(line)
     run.emit(dict(rows=df.to_dict("records"), files=files, png_skipped=png))
     return 0
+
+
+def _demo_tasks(demo) -> tuple[str, ...]:
+    """Every model's task of a demo: a pair's two, or a set's (A, B, then the further ones)."""
+    return tuple(getattr(demo, "tasks", (demo.task_a, demo.task_b)))
 
 
 def cmd_demo(run: _Run) -> int:
@@ -412,15 +482,17 @@ def cmd_demo(run: _Run) -> int:
     if a.name is None:
         if a.out is not None:
             raise UsageError("--out needs a demo NAME; `mtz demo` lists them")
-        run.say("demo pairs (`mtz demo NAME --out DIR` writes one's checkpoints to DIR):")
+        run.say("demos (`mtz demo NAME --out DIR` writes one's checkpoints to DIR):")
         for d in DEMOS.values():
-            run.say(f"  {d.name:<15} {d.title}\n  {'':<15} {d.model}: A {d.task_a}, B {d.task_b}")
+            tasks = ", ".join(f"{w.upper()} {t}" for w, t in zip(TASK_LETTERS, _demo_tasks(d)))
+            run.say(f"  {d.name:<15} {d.title}\n  {'':<15} {d.model}: {tasks}")
         run.emit({"demos": [dict(vars(d), folder=ASSETS_DIR / d.name) for d in DEMOS.values()]})
         return 0
     if a.name not in DEMOS:
         raise ValueError(f"unknown demo {a.name!r}; the demos are {', '.join(DEMOS)}")
     folder, out, built = ASSETS_DIR / a.name, a.out or ASSETS_DIR / a.name, False
-    names = ("a.safetensors", "b.safetensors", "a.json", "b.json")
+    letters = TASK_LETTERS[: len(_demo_tasks(DEMOS[a.name]))]
+    names = [f"{w}.{ext}" for ext in ("safetensors", "json") for w in letters]
     shipped = all((folder / n).is_file() for n in names)
     if a.out is None and not shipped:
         raise ValueError(f"demo {a.name!r} is not shipped at {folder}; pass --out DIR to train it")
@@ -431,10 +503,10 @@ def cmd_demo(run: _Run) -> int:
         if not shipped:  # train it with its fixed seeds: the same files as shipped ones
             build_demo(a.name, out)
             built = True
-    files = [out / "a.safetensors", out / "b.safetensors"]
+    files = [out / f"{w}.safetensors" for w in letters]
     run.say(f"{a.name}: {DEMOS[a.name].title}")
     run.say("\n".join(f"  {'trained' if built else 'checkpoint'} {f}" for f in files))
-    run.say(f"try: mtz zip {files[0]} {files[1]} --share 0.5 --out zipped.safetensors")
+    run.say(f"try: mtz zip {' '.join(map(str, files))} --share 0.5 --out zipped.safetensors")
     run.emit(dict(name=a.name, files=files, built=built, demo=vars(DEMOS[a.name])))
     return 0
 
