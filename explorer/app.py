@@ -39,15 +39,17 @@ def main() -> None:
 
     with st.sidebar:
         st.markdown("### MTZ Explorer")
-        if ws.pair is None:
+        loaded = ws.loaded
+        if loaded is None:
             st.caption("No models loaded.")
         else:
-            st.caption(ws.pair.title)
+            st.caption(loaded.title)
             if ws.zip is not None:
                 z = ws.zip
+                accs = " · ".join(f"{x} {a:.1%}" for x, a in zip(loaded.labels, z.accuracy))
                 st.caption(
-                    f"Zipped {len(z.records)}/{len(z.layers)} {ws.pair.unit_name}s · saves "
-                    f"{z.saved_fraction():.1%} · A {z.accuracy[0]:.1%} · B {z.accuracy[1]:.1%}"
+                    f"Zipped {len(z.records)}/{len(z.layers)} {loaded.unit_name}s · saves "
+                    f"{z.saved_fraction():.1%} · {accs}"
                 )
         if ws.busy:
             st.caption(f":material/hourglass_top: {ws.job.title} is running")

@@ -1,4 +1,4 @@
-"""The Learn page's numbers: the method on the loaded pair, and the 2-D worked example.
+"""The Learn page's numbers: the method on the loaded models, and the 2-D worked example.
 
 Everything here is read from the engine (records, cost matrices, the zipped network); the page
 only renders it.
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .jobs import NullJob
-from .pair import LoadedPair
+from .loaded import LoadedModels
 from .zipper import CostView, ZipSettings, ZipState, plan_savings
 
 __all__ = ["PairNumbers", "pair_numbers", "BoundaryStages", "boundary_stages"]
@@ -21,7 +21,7 @@ __all__ = ["PairNumbers", "pair_numbers", "BoundaryStages", "boundary_stages"]
 
 @dataclass
 class PairNumbers:
-    """Real numbers of the loaded pair for the formulas."""
+    """Real numbers of the loaded models for the formulas (A and B: the first two)."""
 
     layers: list[dict[str, Any]]  # hidden layers: name, n_a, n_b, inputs, per_unit, dim
     params_a: int
@@ -38,14 +38,15 @@ class PairNumbers:
     damping: Any
     first_saving: tuple[int, int, int, int]  # (k, s, K, saved) for the first layer fully shared
     first_group_saving: int = 0  # the same for its whole group (its other members' too)
+    params_total: int = 0  # every model's parameters together
 
 
-def pair_numbers(pair: LoadedPair, state: ZipState | None, view: CostView | None) -> PairNumbers:
+def pair_numbers(pair: LoadedModels, state: ZipState | None, view: CostView | None) -> PairNumbers:
     """The formulas' numbers: one row per zippable group, described by its first member layer
     (for a chain, each hidden layer); its Hessian size D counts the inputs it reads shared in
     full (every input for a layer reading the model's input)."""
     by_name = {row["layer"]: row for row in pair.layers}
-    full_k = {g["group"]: min(g["width A"], g["width B"]) for g in pair.groups}
+    full_k = {g["group"]: min(pair.widths(g)) for g in pair.groups}
     layers = []
     for g in pair.groups:
         row = by_name[g["members"][0]]
@@ -112,6 +113,7 @@ def pair_numbers(pair: LoadedPair, state: ZipState | None, view: CostView | None
             k0 * (first["inputs"] * first["per_unit"] + int(first["bias"])),
         ),
         first_group_saving=alone[0],
+        params_total=sum(pair.params),
     )
 
 
@@ -127,7 +129,7 @@ class BoundaryStages:
     predicted: list[float]
 
 
-def _grid(pair: LoadedPair, n: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+def _grid(pair: LoadedModels, n: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     pts = torch.cat([pair.task_a.test[0], pair.task_b.test[0]]).numpy()
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     pad = 0.15 * (hi - lo)
@@ -157,7 +159,7 @@ def _probs(state: ZipState, grid: torch.Tensor, n: int) -> list[np.ndarray]:
 
 
 def boundary_stages(
-    pair: LoadedPair,
+    pair: LoadedModels,
     share: float,
     retrain_iterations: int = 0,
     *,
@@ -180,12 +182,12 @@ def boundary_stages(
         [],
         [],
     )
-    for name, n_a, n_b in state.layers:
-        k = int(round(share * min(n_a, n_b)))
+    for name, *widths in state.layers:
+        k = int(round(share * min(widths)))
         event = state.step(k)
         shares.append(k)
         predicted.append(event["predicted_error"])
-        label = f"after {name} ({k}/{min(n_a, n_b)} shared)"
+        label = f"after {name} ({k}/{min(widths)} shared)"
         if retrain_iterations:
             state.retrain(NullJob(), iterations=retrain_iterations, lr=lr, device="cpu")  # type: ignore[arg-type]
             label += f", retrained {retrain_iterations}"

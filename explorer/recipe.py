@@ -1,9 +1,14 @@
 """Keeping the work: the zip recipe (JSON) and the downloads of the zipped network.
 
-A recipe names the two models (demo name, or file names with their architecture), the two
-tasks, the zip settings and, per zipped layer, the share, the exact pairs, the damping and
-method used, and the retraining runs that followed. Importing it rebuilds the same network by
-stepping the engine with those pairs (`ZipSession.step(pairs=...)`) and retraining the same way.
+A recipe lists the models (demo name, or file names with their architecture), each with its
+task, the zip settings and, per zipped layer, the share, the exact unit tuples (one column per
+model), the damping and method used, and the retraining runs that followed. Importing it
+rebuilds the same network by stepping the engine with those tuples
+(`ZipSession.step(pairs=...)`) and retraining the same way.
+
+Version 2 (this app's) holds any number of models: `models` is a list, `hidden_layers` and
+`layers` give one width per model. Version-1 recipes (two models, `models` and `tasks` as dicts
+by "a"/"b", widths as `n_a`/`n_b`) are read and upgraded to version 2.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from mtz_core.training import TASK_LETTERS
+
 from .jobs import Job, SubJob
-from .pair import LoadedPair
+from .loaded import LoadedModels
 from .zipper import ZipSettings, ZipState
 
 __all__ = [
@@ -33,20 +40,22 @@ __all__ = [
 ]
 
 RECIPE_FORMAT = "mtz-recipe"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+#: the versions `parse_recipe` reads (older ones are upgraded)
+READABLE_VERSIONS = (1, 2)
 
 
-def build_recipe(pair: LoadedPair, state: ZipState) -> dict[str, Any]:
-    """The recipe of `state`'s zip so far."""
+def build_recipe(loaded: LoadedModels, state: ZipState) -> dict[str, Any]:
+    """The recipe of `state`'s zip so far (version 2)."""
     layers = []
     for rec in state.records:
-        k_max = min(rec.n_a, rec.n_b)
+        widths = list(state.layers[rec.index][1:])
+        k_max = min(widths)
         layers.append(
             {
                 "name": rec.name,
                 "members": list(rec.members) or [rec.name],
-                "n_a": rec.n_a,
-                "n_b": rec.n_b,
+                "widths": widths,
                 "shared": rec.k,
                 "share": rec.k / k_max if k_max else 0.0,
                 "pairs": rec.pairs.tolist(),
@@ -58,12 +67,14 @@ def build_recipe(pair: LoadedPair, state: ZipState) -> dict[str, Any]:
             }
         )
     s = state.settings
+    tasks = loaded.task_sources()
     return {
         "format": RECIPE_FORMAT,
         "format_version": RECIPE_VERSION,
-        "title": pair.title,
-        "models": pair.models,
-        "tasks": pair.tasks,
+        "title": loaded.title,
+        "models": [
+            {"letter": x, **loaded.models.get(x, {}), "task": tasks[x]} for x in loaded.letters
+        ],
         "settings": {
             "method": s.method,
             "matching": s.matching,
@@ -73,13 +84,14 @@ def build_recipe(pair: LoadedPair, state: ZipState) -> dict[str, Any]:
             "heldout_samples": s.heldout_samples,
             "eval_samples": s.eval_samples,
             "seed": s.seed,
+            "batch_norm": s.batch_norm,
         },
-        "hidden_layers": [{"name": n, "n_a": a, "n_b": b} for n, a, b in state.layers],
+        "hidden_layers": [{"name": n, "widths": list(w)} for n, *w in state.layers],
         "layers": layers,
         "result": {
             "saved_fraction": state.saved_fraction(),
             "params": state.params(),
-            "accuracy": {"a": state.accuracy[0], "b": state.accuracy[1]},
+            "accuracy": dict(zip(loaded.letters, state.accuracy)),
         },
     }
 
@@ -101,28 +113,62 @@ def parse_recipe(data: bytes | str, file_name: str = "recipe") -> dict[str, Any]
             f'"{RECIPE_FORMAT}"); export one from this page'
         )
     version = recipe.get("format_version")
-    if version != RECIPE_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ValueError(
-            f"{file_name} is recipe version {version!r}; this app reads version {RECIPE_VERSION}"
+            f"{file_name} is recipe version {version!r}; this app reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
-    for key in ("models", "tasks", "settings", "layers"):
+    needed = ("models", "tasks", "settings", "layers") if version == 1 else ("models", "settings")
+    for key in (*needed, "layers"):
         if key not in recipe:
             raise ValueError(f"{file_name} has no {key!r} entry; the recipe is incomplete")
+    if version == 1:
+        recipe = _upgrade_v1(recipe, file_name)
+    if not isinstance(recipe["models"], list) or not all(
+        isinstance(m, dict) for m in recipe["models"]
+    ):
+        raise ValueError(f"{file_name}: 'models' must be a list of model entries")
+    n_models = len(recipe["models"])
     if not isinstance(recipe["layers"], list):
         raise ValueError(f"{file_name}: 'layers' must be a list")
     for i, layer in enumerate(recipe["layers"]):
         if not isinstance(layer, dict) or "name" not in layer or "pairs" not in layer:
             raise ValueError(f"{file_name}: layer entry {i} needs a name and pairs")
         pairs = np.asarray(layer["pairs"], dtype=np.int64)
-        if pairs.size and (pairs.ndim != 2 or pairs.shape[1] != 2):
+        if pairs.size and (pairs.ndim != 2 or pairs.shape[1] != n_models):
             raise ValueError(
-                f"{file_name}: layer {layer['name']!r} pairs must be a list of [i, j] pairs"
+                f"{file_name}: layer {layer['name']!r} pairs must be a list of tuples of "
+                f"{n_models} units, one per model"
             )
     try:
         settings_from(recipe)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{file_name}: bad settings ({exc})") from None
     return recipe
+
+
+def _upgrade_v1(recipe: dict[str, Any], file_name: str) -> dict[str, Any]:
+    """A version-1 recipe (two models; models and tasks by "a"/"b"; n_a, n_b) as version 2."""
+    models, tasks = recipe.get("models") or {}, recipe.get("tasks") or {}
+    if not isinstance(models, dict) or not isinstance(tasks, dict):
+        raise ValueError(f"{file_name}: a version-1 recipe has 'models' and 'tasks' by a and b")
+    out = {k: v for k, v in recipe.items() if k != "tasks"}
+    out["format_version"] = RECIPE_VERSION
+    out["models"] = [
+        {"letter": x, **(models.get(x) or {}), "task": tasks.get(x) or {}} for x in "ab"
+    ]
+    if recipe.get("hidden_layers") is not None:
+        out["hidden_layers"] = [
+            {"name": h.get("name"), "widths": [h.get("n_a"), h.get("n_b")]}
+            for h in recipe["hidden_layers"]
+        ]
+    out["layers"] = [
+        {**layer, "widths": [layer.get("n_a"), layer.get("n_b")]}
+        if isinstance(layer, dict) and "n_a" in layer
+        else layer
+        for layer in recipe["layers"]
+    ]
+    return out
 
 
 def settings_from(recipe: dict[str, Any]) -> ZipSettings:
@@ -136,38 +182,44 @@ def settings_from(recipe: dict[str, Any]) -> ZipSettings:
 
 
 def recipe_demo(recipe: dict[str, Any]) -> str | None:
-    """The demo pair a recipe was made on, if both models come from one demo."""
-    models = recipe.get("models") or {}
-    names = {
-        m.get("name") for m in models.values() if isinstance(m, dict) and m.get("source") == "demo"
-    }
-    if len(names) == 1 and all(
-        isinstance(m, dict) and m.get("source") == "demo" for m in models.values()
-    ):
-        return names.pop()
-    return None
+    """The demo a recipe was made on, if every model comes from one demo."""
+    models = recipe.get("models") or []
+    if not models or not all(isinstance(m, dict) and m.get("source") == "demo" for m in models):
+        return None
+    names = {m.get("name") for m in models}
+    return names.pop() if len(names) == 1 else None
 
 
-def check_recipe_fits(recipe: dict[str, Any], pair: LoadedPair) -> None:
-    """Refuse a recipe made for other models (layer names and widths must agree)."""
-    hidden = [(g["group"], g["width A"], g["width B"]) for g in pair.groups]
+def _widths_text(rows: list[tuple[Any, ...]]) -> str:
+    return ", ".join(f"{n} ({'/'.join(str(w) for w in ws)})" for n, *ws in rows)
+
+
+def check_recipe_fits(recipe: dict[str, Any], loaded: LoadedModels) -> None:
+    """Refuse a recipe made for other models (their number, layer names and widths, and the
+    tasks must agree)."""
+    models = recipe.get("models") or []
+    if len(models) != loaded.n_tasks:
+        raise ValueError(
+            f"this recipe is for {len(models)} models, {loaded.n_tasks} are loaded. Load the "
+            f"models it names first: {describe_models(recipe)}"
+        )
+    hidden = [(g["group"], *loaded.widths(g)) for g in loaded.groups]
     names = [h[0] for h in hidden]
     wanted = recipe.get("hidden_layers")
     if wanted is not None:
-        theirs = [(h.get("name"), h.get("n_a"), h.get("n_b")) for h in wanted]
+        theirs = [(h.get("name"), *(h.get("widths") or ())) for h in wanted]
         if theirs != hidden:
             raise ValueError(
-                "this recipe is for other models: its hidden layers are "
-                f"{', '.join(f'{n} ({a}/{b})' for n, a, b in theirs)}, the loaded pair has "
-                f"{', '.join(f'{n} ({a}/{b})' for n, a, b in hidden)}. Load the models it names "
+                f"this recipe is for other models: its hidden layers are {_widths_text(theirs)}, "
+                f"the loaded models have {_widths_text(hidden)}. Load the models it names "
                 f"first: {describe_models(recipe)}"
             )
     seen = []
     for layer in recipe["layers"]:
         if layer["name"] not in names:
             raise ValueError(
-                f"the recipe zips layer {layer['name']!r}, which the loaded pair does not have "
-                f"(its hidden layers: {names})"
+                f"the recipe zips layer {layer['name']!r}, which the loaded models do not have "
+                f"(their hidden layers: {names})"
             )
         seen.append(layer["name"])
     if seen != names[: len(seen)]:
@@ -175,30 +227,30 @@ def check_recipe_fits(recipe: dict[str, Any], pair: LoadedPair) -> None:
             f"the recipe's layers {seen} are not the first layers in order {names}; "
             "layers are zipped bottom-up"
         )
-    for key in ("a", "b"):
-        want = (recipe.get("tasks") or {}).get(key) or {}
-        have = pair.tasks[key]
-        if want.get("task") and have.get("task") and want["task"] != have["task"]:
+    have = loaded.task_sources()
+    for x, label, entry in zip(loaded.letters, loaded.labels, models):
+        want = entry.get("task") or {}
+        if want.get("task") and have[x].get("task") and want["task"] != have[x]["task"]:
             raise ValueError(
-                f"the recipe's task {key.upper()} is {want['task']}, the loaded pair's is "
-                f"{have['task']}; load the pair the recipe names"
+                f"the recipe's task {label} is {want['task']}, the loaded models' is "
+                f"{have[x]['task']}; load the models the recipe names"
             )
 
 
 def describe_models(recipe: dict[str, Any]) -> str:
     parts = []
-    for key in ("a", "b"):
-        m = (recipe.get("models") or {}).get(key) or {}
-        t = (recipe.get("tasks") or {}).get(key) or {}
-        task = t.get("task") or t.get("file") or "?"
-        parts.append(f"{key.upper()}: {m.get('source', '?')} {m.get('name', '?')} on {task}")
+    for t, m in enumerate(recipe.get("models") or []):
+        task = m.get("task") or {}
+        letter = str(m.get("letter") or TASK_LETTERS[t]).upper()
+        what = task.get("task") or task.get("file") or "?"
+        parts.append(f"{letter}: {m.get('source', '?')} {m.get('name', '?')} on {what}")
     return "; ".join(parts)
 
 
-def rebuild(job: Job, pair: LoadedPair, recipe: dict[str, Any]) -> ZipState:
-    """Rebuild the recipe's zip on `pair` (a job): same pairs, same retraining runs."""
-    check_recipe_fits(recipe, pair)
-    state = ZipState(pair, settings_from(recipe))
+def rebuild(job: Job, loaded: LoadedModels, recipe: dict[str, Any]) -> ZipState:
+    """Rebuild the recipe's zip on `loaded` (a job): same tuples, same retraining runs."""
+    check_recipe_fits(recipe, loaded)
+    state = ZipState(loaded, settings_from(recipe))
     layers = recipe["layers"]
     total = len(layers) + sum(
         int(run.get("iterations", 0)) for layer in layers for run in layer.get("retraining", [])
@@ -206,10 +258,10 @@ def rebuild(job: Job, pair: LoadedPair, recipe: dict[str, Any]) -> ZipState:
     done = 0
     for layer in layers:
         job.check()
-        pairs = np.asarray(layer["pairs"], dtype=np.int64).reshape(-1, 2)
+        pairs = np.asarray(layer["pairs"], dtype=np.int64).reshape(-1, loaded.n_tasks)
         state.step(pairs=pairs)
         done += 1
-        job.progress(done, total, f"zipped {layer['name']} with {len(pairs)} pairs")
+        job.progress(done, total, f"zipped {layer['name']} with {len(pairs)} shared units")
         for run in layer.get("retraining", []):
             state.retrain(
                 SubJob(job, done, total, loss_offset=done),  # type: ignore[arg-type]
@@ -242,7 +294,7 @@ def task_bytes(state: ZipState, task: int) -> bytes:
 
     net = state.session.model.export_task(task)
     tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    task_obj = state.pair.task_a if task == 0 else state.pair.task_b
+    task_obj = state.pair.tasks[task]
     meta = {
         "format": "mtz-exported-task",
         "task": task_obj.name,

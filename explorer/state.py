@@ -14,7 +14,7 @@ import streamlit as st
 from . import resources
 from .workspace import Workspace
 
-__all__ = ["workspace", "K", "plan_key", "tune_key", "DEFAULT_DEMO", "widget"]
+__all__ = ["workspace", "K", "plan_key", "tune_key", "upload_key", "DEFAULT_DEMO", "widget"]
 
 WORKSPACE = "mtz.workspace"
 DEFAULT_DEMO = "digits-mlp"
@@ -23,9 +23,10 @@ DEFAULT_DEMO = "digits-mlp"
 class K:
     """Widget keys (each is also its `st.session_state` entry)."""
 
-    # Load
+    # Load (the upload widgets of model x are `upload_key(field, x)`: load.file_a, …)
     SOURCE = "load.source"
     DEMO = "load.demo"
+    UPLOADS = "load.count"  # how many models the upload form has (2 or more)
     FILE_A, FILE_B = "load.file_a", "load.file_b"
     ARCH_A, ARCH_B = "load.arch_a", "load.arch_b"
     OPTS_A, OPTS_B = "load.opts_a", "load.opts_b"
@@ -42,9 +43,11 @@ class K:
     COSTS_SCALE = "costs.scale"
     COSTS_ORDER = "costs.order"
     COSTS_POOL = "costs.pool"
+    COSTS_COMPARE = "costs.compare"  # three or more models: which two sides the heatmap shows
     # Sharing
     SHARING_LAYER = "sharing.layer"
     SHARING_PAIR = "sharing.pair"
+    SHARING_TUPLE_MODEL = "sharing.model"  # three or more models: whose weights are shown
     # Step through
     SET_METHOD = "settings.method"
     SET_DAMPING = "settings.damping"
@@ -69,6 +72,12 @@ class K:
     RECIPE_FILE = "keep.recipe"
 
 
+def upload_key(field: str, letter: str) -> str:
+    """The key of model `letter`'s upload widget `field` (file, arch, opts, tasksrc, task, npz);
+    for a and b the same as `K.FILE_A`, `K.TASK_B`, …"""
+    return f"load.{field}_{letter}"
+
+
 def plan_key(page: str, layer: str) -> str:
     """The key of a share widget for `layer` on `page` (all of them edit `Workspace.plan`)."""
     return f"plan.{page}.{layer}"
@@ -89,7 +98,7 @@ def workspace() -> Workspace:
     if ws is None:
         ws = Workspace()
         try:
-            ws.set_pair(resources.demo_pair(DEFAULT_DEMO))
+            ws.set_models(resources.demo_models(DEFAULT_DEMO))
         except Exception as exc:  # noqa: BLE001 - the app still opens; the Load page says why
             ws.flash("load", "error", f"The default demo could not be loaded: {exc}")
         st.session_state[WORKSPACE] = ws

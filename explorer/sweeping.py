@@ -1,4 +1,5 @@
-"""The trade-off page's sweep and Pareto front, through `mtz_core.sweep`."""
+"""The trade-off page's sweep and Pareto front, through `mtz_core.sweep` (`sweep_many`: two
+models or more, one accuracy column per task)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import pandas as pd
 from mtz_core.training import RETRAIN_LR
 
 from .jobs import Job
-from .pair import LoadedPair
+from .loaded import LoadedModels
 from .zipper import ZipSettings, check_retrain_options
 
 __all__ = ["run_sweep", "pareto_mask", "check_sweep"]
 
 
 def check_sweep(
-    pair: LoadedPair,
+    loaded: LoadedModels,
     shares: Sequence[float],
     methods: Sequence[str],
     retrain_iterations: int,
@@ -37,7 +38,7 @@ def check_sweep(
 
 def run_sweep(
     job: Job,
-    pair: LoadedPair,
+    loaded: LoadedModels,
     settings: ZipSettings,
     *,
     shares: Sequence[float],
@@ -47,19 +48,17 @@ def run_sweep(
     calib_samples: int = 512,
     device: Any = "cpu",
 ) -> pd.DataFrame:
-    """Run `mtz_core.sweep.sweep` over shares × methods (a job: progress and cancel)."""
-    from mtz_core.sweep import sweep
+    """Run `mtz_core.sweep.sweep_many` over shares × methods (a job: progress and cancel)."""
+    from mtz_core.sweep import sweep_many
 
-    check_sweep(pair, shares, methods, retrain_iterations, lr)
+    check_sweep(loaded, shares, methods, retrain_iterations, lr)
 
     def progress(done: int, total: int, text: str) -> None:
         job.progress(done, total, text)
 
-    df = sweep(
-        pair.model_a,
-        pair.model_b,
-        pair.task_a,
-        pair.task_b,
+    df = sweep_many(
+        loaded.nets,
+        loaded.tasks,
         shares=[float(s) for s in shares],
         methods=list(methods),
         retrain_iterations=[int(retrain_iterations)],
@@ -69,6 +68,7 @@ def run_sweep(
         damping=settings.damping,
         matching=settings.matching,
         seed=settings.seed,
+        batch_norm=settings.batch_norm,
         device=device,
         progress=progress,
         cancel=job.token,

@@ -58,19 +58,23 @@ def plot(fig: Any, key: str | None = None) -> None:
     st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
 
 
-def require_pair(ws: Workspace):
-    if ws.pair is None:
-        st.info("No models are loaded. Open **Load models** to pick a demo pair or your own.")
+def require_models(ws: Workspace):
+    """The loaded models; stops the page with a message when there are none."""
+    if ws.loaded is None:
+        st.info("No models are loaded. Open **Load models** to pick a demo or your own.")
         st.page_link("explorer/pages/load.py", label="Load models", icon=":material/upload_file:")
         st.stop()
-    return ws.pair
+    return ws.loaded
+
+
+require_pair = require_models  # the two-model name
 
 
 def require_zip(ws: Workspace, area: str):
     """The zip in progress (started if needed); stops the page with a message if impossible."""
-    pair = require_pair(ws)
-    if not pair.zippable:
-        st.error(f"These models cannot be zipped: {pair.reason}")
+    loaded = require_models(ws)
+    if not loaded.zippable:
+        st.error(f"These models cannot be zipped: {loaded.reason}")
         st.page_link(
             "explorer/pages/load.py", label="Load other models", icon=":material/upload_file:"
         )
@@ -80,7 +84,7 @@ def require_zip(ws: Workspace, area: str):
             st.info("A job is running; the zip starts when it ends.")
             st.stop()
         try:
-            with st.spinner("Preparing the zip (tracing both models, measuring them)…"):
+            with st.spinner("Preparing the zip (tracing the models, measuring them)…"):
                 ws.ensure_zip()
         except Exception as exc:  # noqa: BLE001
             st.error(f"The zip could not start: {message(exc)}")
@@ -159,3 +163,15 @@ def delta(value: float, baseline: float) -> str | None:
     """An accuracy change against the original models, for `st.metric` (None when unchanged)."""
     d = (value - baseline) * 100
     return None if abs(d) < 0.05 else f"{d:+.1f} pts vs original"
+
+
+def task_metrics(ws: Workspace, z: Any, label: str = "Task {x} ({task})") -> None:
+    """One accuracy metric per task (in columns of up to four), with the change against the
+    original models. `label` may use {x} (the task's letter) and {task} (its name)."""
+    loaded = ws.loaded
+    n = loaded.n_tasks
+    cols = st.columns(min(n, 4))
+    for t, (x, acc, base) in enumerate(zip(loaded.labels, z.accuracy, z.baseline)):
+        cols[t % len(cols)].metric(
+            label.format(x=x, task=loaded.tasks[t].name), pct(acc), delta=delta(acc, base)
+        )

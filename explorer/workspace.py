@@ -1,8 +1,8 @@
-"""One user's work: the loaded pair, the zip in progress, the background job, the points.
+"""One user's work: the loaded models, the zip in progress, the background job, the points.
 
 `Workspace` is plain Python (no Streamlit), so its logic is tested directly; `explorer.state`
 keeps one per browser session in `st.session_state`, which is what keeps the users of one
-server (a classroom) apart. Demo pairs come from a shared read-only cache and are never
+server (a classroom) apart. Demos come from a shared read-only cache and are never
 modified: the engine copies weights into each `ZipSession`.
 
 Background jobs run in a worker thread and only touch the objects they were given; their
@@ -12,7 +12,7 @@ page runs after the job ended.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,17 @@ import pandas as pd
 from mtz_core.training import RETRAIN_LR
 
 from .jobs import Job, SubJob
-from .pair import LoadedPair
-from .zipper import CostView, ZipSettings, ZipState, check_retrain_options, default_plan, point_row
+from .loaded import LoadedModels
+from .zipper import (
+    CostView,
+    ZipSettings,
+    ZipState,
+    acc_columns,
+    check_retrain_options,
+    default_plan,
+    point_row,
+    settings_refusal,
+)
 
 __all__ = ["Workspace", "Flash", "BusyError"]
 
@@ -40,7 +49,7 @@ class Flash:
 
 @dataclass
 class Workspace:
-    pair: LoadedPair | None = None
+    loaded: LoadedModels | None = None
     settings: ZipSettings = field(default_factory=ZipSettings)
     zip: ZipState | None = None
     plan: dict[str, int] = field(default_factory=dict)
@@ -50,7 +59,7 @@ class Workspace:
     sweep: pd.DataFrame | None = None
     flashes: list[Flash] = field(default_factory=list)
     learn: dict[Any, Any] = field(default_factory=dict)  # the Learn page's computed examples
-    cache: dict[Any, Any] = field(default_factory=dict)  # per-pair derived data (pages)
+    cache: dict[Any, Any] = field(default_factory=dict)  # the models' derived data (pages)
     history: list[str] = field(default_factory=list)  # finished jobs, newest last
     last_losses: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)  # by job kind
 
@@ -117,35 +126,48 @@ class Workspace:
             self.last_losses[job.kind] = job.loss_rows()
         return job
 
-    # -- the pair ------------------------------------------------------------------------
-    def set_pair(self, pair: LoadedPair) -> None:
-        """Work on another pair (the zip, plan, points and sweep of the old one are dropped)."""
+    # -- the models ----------------------------------------------------------------------
+    @property
+    def pair(self) -> LoadedModels | None:
+        """The loaded models (their old name, from when there were always two)."""
+        return self.loaded
+
+    def set_models(self, loaded: LoadedModels) -> None:
+        """Work on other models (the zip, plan, points and sweep of the old ones are dropped).
+        Settings that the new models cannot use (three or more refuse some) go back to the
+        defaults."""
         self.require_idle("load other models")
-        self.pair = pair
+        self.loaded = loaded
+        if loaded.zippable and settings_refusal(loaded, self.settings):
+            self.settings = ZipSettings()
         self.zip = None
         self.estimates = {}
         self.points = []
         self.sweep = None
         self.cache = {}
         self.plan = (
-            default_plan([(g["group"], g["width A"], g["width B"]) for g in pair.groups])
-            if pair.zippable
+            default_plan([(g["group"], *loaded.widths(g)) for g in loaded.groups])
+            if loaded.zippable
             else {}
         )
 
-    def require_pair(self) -> LoadedPair:
-        if self.pair is None:
-            raise ValueError("load a pair of models first (page Load models)")
-        return self.pair
+    set_pair = set_models  # the two-model name
+
+    def require_models(self) -> LoadedModels:
+        if self.loaded is None:
+            raise ValueError("load the models first (page Load models)")
+        return self.loaded
+
+    require_pair = require_models
 
     # -- the zip -------------------------------------------------------------------------
     def ensure_zip(self) -> ZipState:
         """The zip in progress, started (with the original accuracy measured) if needed."""
         if self.zip is None:
-            pair = self.require_pair()
-            if not pair.zippable:
-                raise ValueError(f"this pair cannot be zipped: {pair.reason}")
-            self.zip = ZipState(pair, self.settings)
+            loaded = self.require_models()
+            if not loaded.zippable:
+                raise ValueError(f"these models cannot be zipped: {loaded.reason}")
+            self.zip = ZipState(loaded, self.settings)
         return self.zip
 
     def change_settings(self, settings: ZipSettings) -> None:
@@ -154,6 +176,10 @@ class Workspace:
         from mtz_core import ZipConfig
 
         ZipConfig(**settings.config())  # validates before anything is dropped
+        if self.loaded is not None and self.loaded.zippable:
+            refused = settings_refusal(self.loaded, settings)
+            if refused:
+                raise ValueError(refused)
         self.settings = settings
         self.zip = None
 
@@ -178,8 +204,8 @@ class Workspace:
         self.plan[name] = int(k)
 
     def plan_list(self) -> list[int]:
-        pair = self.require_pair()
-        return [int(self.plan.get(g["group"], 0)) for g in pair.groups]
+        loaded = self.require_models()
+        return [int(self.plan.get(g["group"], 0)) for g in loaded.groups]
 
     # -- jobs on the zip -----------------------------------------------------------------
     def start_retrain(self, *, iterations: int, lr: float, batch_size: int, device: str) -> Job:
@@ -197,10 +223,9 @@ class Workspace:
         def apply(job: Job) -> None:
             if self.zip is state:
                 self.points.append(state.point())
-                a, b = job.result["acc_a"], job.result["acc_b"]
                 job.message = (
                     f"Retrained {iterations} iterations in {job.elapsed:.1f} s: "
-                    f"task A {a:.1%}, task B {b:.1%}"
+                    + accuracy_text(state)
                 )
 
         return self.start_job("retrain", f"Retraining ({iterations} iterations)", work, apply)
@@ -221,20 +246,20 @@ class Workspace:
         )
 
     def start_evaluate_plan(self, *, retrain_iterations: int = 0, lr: float = RETRAIN_LR) -> Job:
-        """Zip a copy of the pair with the planned shares (retraining after each layer if
+        """Zip a copy of the models with the planned shares (retraining after each layer if
         asked), measure it, and keep its cost matrices as estimates for the layers ahead."""
         self.require_idle("evaluate a plan")
-        pair = self.require_pair()
-        if not pair.zippable:
-            raise ValueError(f"this pair cannot be zipped: {pair.reason}")
+        loaded = self.require_models()
+        if not loaded.zippable:
+            raise ValueError(f"these models cannot be zipped: {loaded.reason}")
         if retrain_iterations:
             check_retrain_options(retrain_iterations, lr, 32, "cpu")
         settings = self.settings
         plan = dict(self.plan)
 
         def work(job: Job) -> tuple[ZipState, dict[int, CostView]]:
-            state = ZipState(pair, settings)
-            names = [n for n, _, _ in state.layers]
+            state = ZipState(loaded, settings)
+            names = [n for n, *_ in state.layers]
             per_layer = 1 + (retrain_iterations or 0)
             total = per_layer * len(names)
             previews = {}
@@ -257,14 +282,14 @@ class Workspace:
                 earlier = ", ".join(f"{n} {k}" for n, k in zip(names[: rec.index], ks))
                 view = previews[rec.index]
                 view.note = "estimate from an evaluated plan" + (
-                    f" with earlier {pair.unit_name}s at {earlier}" if earlier else ""
+                    f" with earlier {loaded.unit_name}s at {earlier}" if earlier else ""
                 )
                 views[rec.index] = view
             return state, views
 
         def apply(job: Job) -> None:
             state, views = job.result
-            if self.pair is not pair:
+            if self.loaded is not loaded:
                 return
             self.estimates.update(views)
             its = retrain_iterations * len(state.layers)
@@ -279,23 +304,22 @@ class Workspace:
                     shares=state.shares(),
                 )
             )
-            a, b = state.accuracy
             job.message = (
                 f"Plan evaluated: saves {state.saved_fraction():.1%} of the parameters; "
-                f"task A {a:.1%}, task B {b:.1%}"
+                + accuracy_text(state)
             )
 
         return self.start_job("plan", "Evaluating the plan", work, apply)
 
     def start_sweep(self, **kwargs: Any) -> Job:
         self.require_idle("run a sweep")
-        pair = self.require_pair()
-        if not pair.zippable:
-            raise ValueError(f"this pair cannot be zipped: {pair.reason}")
+        loaded = self.require_models()
+        if not loaded.zippable:
+            raise ValueError(f"these models cannot be zipped: {loaded.reason}")
         from .sweeping import check_sweep, run_sweep
 
         check_sweep(
-            pair,
+            loaded,
             kwargs.get("shares", ()),
             kwargs.get("methods", ()),
             kwargs.get("retrain_iterations", 0),
@@ -303,10 +327,10 @@ class Workspace:
         )
 
         def work(job: Job):
-            return run_sweep(job, pair, self.settings, **kwargs)
+            return run_sweep(job, loaded, self.settings, **kwargs)
 
         def apply(job: Job) -> None:
-            if self.pair is not pair:
+            if self.loaded is not loaded:
                 return
             df = job.result
             self.sweep = (
@@ -334,26 +358,31 @@ class Workspace:
         if not sweep_has_original and self.zip is not None:
             base = self.zip.baseline
             if base is not None:
+                names = joined(self.zip.pair.labels)
                 frames.append(
                     pd.DataFrame(
-                        [point_row("original", "original", "A and B unzipped", base, 0.0, 0)]
+                        [point_row("original", "original", f"{names} unzipped", base, 0.0, 0)]
                     )
                 )
         if self.points:
             frames.append(pd.DataFrame(self.points))
         if not frames:
+            n = self.loaded.n_tasks if self.loaded is not None else 2
             return pd.DataFrame(
-                columns=[
-                    "series",
-                    "method",
-                    "label",
-                    "acc_a",
-                    "acc_b",
-                    "mean_acc",
-                    "saved_fraction",
-                ]
+                columns=["series", "method", "label", *acc_columns(n), "mean_acc", "saved_fraction"]
             )
         df = pd.concat(frames, ignore_index=True)
         if "shares" in df.columns:
             df["shares"] = df["shares"].map(lambda v: v if isinstance(v, str) else str(v))
         return df
+
+
+def accuracy_text(state: ZipState) -> str:
+    """'task A 97.0%, task B 98.1%, task C 99.0%'."""
+    return ", ".join(f"task {x} {a:.1%}" for x, a in zip(state.pair.labels, state.accuracy))
+
+
+def joined(words: Sequence[str]) -> str:
+    """'A and B', 'A, B and C'."""
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

@@ -1,10 +1,12 @@
 """The app's handle on one zip in progress: a `ZipSession` plus what the pages show about it.
 
-`ZipState` steps, undoes, resets and retrains through the engine's `ZipSession` and keeps, per
-hidden layer, a `CostView`: the cost matrix, and the pairs and predicted error at every share
-(the engine's `SharePreview`). A view is computed once (the next layer's from
-`session.preview()`, a zipped layer's from its record) and reused for every redraw, so moving a
-share slider never recomputes a Hessian. All the mathematics stays in `mtz_core`.
+`ZipState` steps, undoes, resets and retrains through the engine's `ZipSession` (two models,
+or three and more through `ZipSession.many`) and keeps, per hidden layer, a `CostView`: the cost
+matrix, and the pairs and predicted error at every share (the engine's `SharePreview`; for three
+or more models, which the preview does not cover, a `TupleCosts` of the group's stage-wise
+costs). A view is computed once (the next layer's from `session.preview()`, a zipped layer's
+from its record) and reused for every redraw, so moving a share slider never recomputes a
+Hessian. All the mathematics stays in `mtz_core`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from mtz_core import (
     evaluate,
     resolve_device,
 )
+from mtz_core.analysis import ManyAnalysis
+from mtz_core.training import TASK_LETTERS
 
 from .jobs import Job, JobCancelled
-from .pair import LoadedPair
+from .loaded import LoadedModels
+from .tuple_costs import TupleCosts
 
 __all__ = [
     "ZipSettings",
@@ -38,6 +43,7 @@ __all__ = [
     "plan_savings",
     "default_plan",
     "point_row",
+    "acc_columns",
 ]
 
 
@@ -81,7 +87,7 @@ class CostView:
 
     index: int
     layer: str
-    cost: np.ndarray  # (n_a, n_b): the damped MTZ costs that steer the choice of pairs
+    cost: np.ndarray  # (n_a, n_b): the damped MTZ costs that steer the choice of pairs (A, B)
     curve: np.ndarray | None  # (m,): predicted error at k = 1..m; None when not computed
     source: str  # "zipped" | "next" | "estimate"
     preview: SharePreview | None = None
@@ -92,6 +98,8 @@ class CostView:
     cheapest: float = 0.0
     median: float = 0.0
     figure_cache: dict = field(default_factory=dict)  # pooled matrices, histogram counts
+    #: three or more models: every pair's and stage's costs, the tuples and their error
+    tuples: TupleCosts | None = None
 
     @property
     def n_a(self) -> int:
@@ -103,12 +111,17 @@ class CostView:
 
     @property
     def max_k(self) -> int:
+        if self.tuples is not None:
+            return self.tuples.max_k
         return int(min(self.cost.shape))
 
     def pairs_for(self, k: int) -> np.ndarray:
-        """The pairs for share k: the applied ones for a zipped layer, else the preview's."""
+        """The (A, B) pairs for share k: the applied ones for a zipped layer, else the
+        preview's (for three or more models, the first two columns of the tuples)."""
         if self.chosen is not None:
-            return self.chosen
+            return self.chosen[:, :2]
+        if self.tuples is not None:
+            return self.tuples.tuples(k)[:, :2]
         if self.preview is not None:
             return self.preview.pairs(int(min(max(k, 0), self.max_k)))
         return np.zeros((0, 2), dtype=np.int64)
@@ -116,6 +129,8 @@ class CostView:
     def predicted(self, k: int) -> float | None:
         """The predicted error of zipping with k pairs (None when it is not known)."""
         k = int(min(max(k, 0), self.max_k))
+        if self.tuples is not None:
+            return self.tuples.predicted(k)
         if self.curve is not None:
             return float(self.curve[k - 1]) if k else 0.0
         if self.chosen is not None and k == len(self.chosen):
@@ -142,13 +157,38 @@ class CostView:
         return CostView._make(index, layer, cost, None, source, None, note=note, no_curve=no_curve)
 
     @staticmethod
-    def from_record(rec: LayerRecord, preview: SharePreview | None) -> CostView:
+    def from_tuples(
+        index: int, layer: str, tuples: TupleCosts, source: str, no_curve: str, note: str = ""
+    ) -> CostView:
+        """A group of three or more models: the first two models' costs (the first stage),
+        with every other comparison in `tuples`."""
+        return CostView._make(
+            index,
+            layer,
+            tuples.pair_cost(0, 1),
+            None,
+            source,
+            None,
+            note=note,
+            no_curve=no_curve,
+            tuples=tuples,
+        )
+
+    @staticmethod
+    def from_record(
+        rec: LayerRecord, preview: SharePreview | None, tuples: TupleCosts | None = None
+    ) -> CostView:
         curve = None if preview is None else preview.predicted[1:]
         note = f"zipped with {rec.k} pairs ({rec.method}, damping {rec.damping:g})"
         if rec.pseudo_inverse:
             note += "; H_A + H_B was singular: the pseudo-inverse was used"
         no_curve = ""
-        if preview is None and len(rec.members) > 1:
+        if rec.widths and len(rec.widths) > 2:
+            no_curve = (
+                f"{rec.name} zipped {len(rec.widths)} models; the engine previews every share "
+                "for two"
+            )
+        elif preview is None and len(rec.members) > 1:
             no_curve = (
                 f"{rec.name} is a residual stream of {len(rec.members)} layers, which the "
                 "engine's preview of every share does not cover"
@@ -169,6 +209,7 @@ class CostView:
             applied_error=rec.predicted_error,
             note=note,
             no_curve=no_curve,
+            tuples=tuples,
         )
 
     @staticmethod
@@ -190,24 +231,32 @@ class CostView:
         )
 
 
-def default_plan(layers: Sequence[tuple[str, int, int]]) -> dict[str, int]:
-    """Half of the narrower side of every hidden layer."""
-    return {name: min(n_a, n_b) // 2 for name, n_a, n_b in layers}
+def default_plan(layers: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    """Half of the narrowest model's units in every hidden layer ((name, *widths) each)."""
+    return {name: min(widths) // 2 for name, *widths in layers}
 
 
 def plan_savings(
-    layers: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]], ks: Sequence[int]
+    layers: Sequence[dict[str, Any]],
+    groups: Sequence[dict[str, Any]],
+    ks: Sequence[int],
+    n_tasks: int | None = None,
 ) -> list[int]:
     """Parameters each group's sharing saves, counted from the sizes: every weight layer saves
-    k_out·(s·K + 1), with k_out the shared units of the group it writes, s those of the group it
-    reads (every input when it reads the model's input), K the weights per input unit (kernel
-    or flatten positions), and no + 1 without a bias. A layer's saving is counted in the group
-    it writes; for a chain this is k·(s·K + 1) per hidden layer, s the previous layer's k.
+    k_out·(s·K + 1) per model beyond the first (a shared unit is stored once instead of T
+    times), with k_out the shared units of the group it writes, s those of the group it reads
+    (every input when it reads the model's input), K the weights per input unit (kernel or
+    flatten positions), and no + 1 without a bias. A layer's saving is counted in the group it
+    writes; for a chain of two models this is k·(s·K + 1) per hidden layer, s the previous
+    layer's k.
 
-    `layers`, `groups`: the pair's rows (`LoadedPair.layers`, `LoadedPair.groups`); `ks` one
-    count per group. Batch norm folded into the layers is not counted (the engine's
-    `saved_fraction` counts it: the folded norms' parameters are gone even at k = 0).
+    `layers`, `groups`: the models' rows (`LoadedModels.layers`, `.groups`); `ks` one count per
+    group; `n_tasks` the number of models (default: the groups' width columns). Batch norm
+    folded into the layers is not counted (the engine's `saved_fraction` counts it: the folded
+    norms' parameters are gone even at k = 0).
     """
+    if n_tasks is None:
+        n_tasks = sum(key.startswith("width ") for key in groups[0]) if groups else 2
     if len(ks) != len(groups):
         raise ValueError(f"need one share per group ({len(groups)}), got {len(ks)}")
     k_of = {g["group"]: int(k) for g, k in zip(groups, ks)}
@@ -217,27 +266,34 @@ def plan_savings(
         if not k_out:
             continue
         s = row["inputs"] if row.get("reads") is None else k_of.get(row["reads"], 0)
-        saved[row["group"]] += k_out * (int(s) * int(row["per_unit"]) + int(row.get("bias", True)))
+        per_unit = int(s) * int(row["per_unit"]) + int(row.get("bias", True))
+        saved[row["group"]] += (n_tasks - 1) * k_out * per_unit
     return [saved[g["group"]] for g in groups]
+
+
+def acc_columns(n_tasks: int) -> list[str]:
+    """The accuracy columns of T tasks: acc_a, acc_b, acc_c, …"""
+    return [f"acc_{x}" for x in TASK_LETTERS[:n_tasks]]
 
 
 def point_row(
     series: str,
     method: str,
     label: str,
-    acc: tuple[float, float],
+    acc: Sequence[float],
     saved_fraction: float,
     retrain_iterations: int = 0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One configuration for the trade-off page (the sweep's column names)."""
+    """One configuration for the trade-off page (the sweep's column names: acc_a, acc_b, …
+    one per task, and mean_acc over all of them)."""
+    accs = {col: float(a) for col, a in zip(acc_columns(len(acc)), acc)}
     return {
         "series": series,
         "method": method,
         "label": label,
-        "acc_a": float(acc[0]),
-        "acc_b": float(acc[1]),
-        "mean_acc": (float(acc[0]) + float(acc[1])) / 2,
+        **accs,
+        "mean_acc": sum(accs.values()) / len(accs),
         "saved_fraction": float(saved_fraction),
         "retrain_iterations": int(retrain_iterations),
         **extra,
@@ -245,35 +301,31 @@ def point_row(
 
 
 class ZipState:
-    """One zip of the loaded pair, step by step, with its cached cost views and history."""
+    """One zip of the loaded models, step by step, with its cached cost views and history.
 
-    def __init__(self, pair: LoadedPair, settings: ZipSettings | None = None) -> None:
+    Two models or more (`ZipSession.many`): accuracies are tuples with one entry per task."""
+
+    def __init__(self, pair: LoadedModels, settings: ZipSettings | None = None) -> None:
         if not pair.zippable:
-            raise ValueError(f"this pair cannot be zipped: {pair.reason}")
+            raise ValueError(f"these models cannot be zipped: {pair.reason}")
         self.pair = pair
         self.settings = settings or ZipSettings()
         s = self.settings
-        ta, tb = pair.task_a, pair.task_b
         self.listener: Callable[[ProgressEvent], None] | None = None
-        self.session = ZipSession(
-            pair.model_a,
-            pair.model_b,
-            ta.batches("calib", s.batch_size, limit=s.calib_samples),
-            tb.batches("calib", s.batch_size, limit=s.calib_samples),
+        self.session = ZipSession.many(
+            pair.nets,
+            [t.batches("calib", s.batch_size, limit=s.calib_samples) for t in pair.tasks],
             config=ZipConfig(**s.config()),
-            heldout_a=ta.val[0][: s.heldout_samples],
-            heldout_b=tb.val[0][: s.heldout_samples],
+            heldout=[t.val[0][: s.heldout_samples] for t in pair.tasks],
             progress=self._progress,
         )
-        self.eval_data = (
-            ta.batches("test", 512, limit=s.eval_samples),
-            tb.batches("test", 512, limit=s.eval_samples),
-        )
+        self.eval_data = tuple(t.batches("test", 512, limit=s.eval_samples) for t in pair.tasks)
         # the original widths (session.hidden_layers reports the unshared ones once zipped)
         self._layers = list(self.session.hidden_layers)
         self.epoch = 0
         self._views: dict[int, CostView] = {}
         self._zipped_previews: dict[int, SharePreview] = {}
+        self._analyses: dict[int, ManyAnalysis] = {}  # T ≥ 3: each zipped group's, before it
         self._next_epoch: int | None = None
         self.baseline = self.evaluate()
         self.accuracy = self.baseline
@@ -282,9 +334,18 @@ class ZipState:
 
     # -- inspection ----------------------------------------------------------------------
     @property
-    def layers(self) -> list[tuple[str, int, int]]:
-        """(name, n_a, n_b) of every hidden layer, with the original widths."""
+    def layers(self) -> list[tuple[Any, ...]]:
+        """(name, *widths) of every hidden layer (group), one width per model, the original
+        ones: (name, n_a, n_b) for two models."""
         return self._layers
+
+    @property
+    def n_tasks(self) -> int:
+        return self.pair.n_tasks
+
+    def full_share(self, index: int) -> int:
+        """The most units group `index` can share: the narrowest model's width."""
+        return int(min(self._layers[index][1:]))
 
     def members(self, index: int) -> list[str]:
         """The layers of group `index` (one for a chain's hidden layer)."""
@@ -333,27 +394,24 @@ class ZipState:
 
     def label(self) -> str:
         ks = self.shares()
-        text = ", ".join(
-            f"{name} {ks.get(name, 0)}/{min(n_a, n_b)}" for name, n_a, n_b in self.layers
-        )
+        text = ", ".join(f"{name} {ks.get(name, 0)}/{min(widths)}" for name, *widths in self.layers)
         its = sum(e["iterations"] for runs in self.retrain_log.values() for e in runs)
         return text + (f" · retrained {its} its" if its else "")
 
     def sharing_rows(self) -> list[dict[str, Any]]:
+        """Per group: its width in every model (`n_a`, `n_b`, `n_c`, …), the shared units and
+        each model's own ones (`a_only`, `b_only`, …)."""
         ks = self.shares()
-        return [
-            {
-                "layer": name,
-                "members": ", ".join(self.members(i)),
-                "n_a": n_a,
-                "n_b": n_b,
-                "shared": ks.get(name, 0),
-                "a_only": n_a - ks.get(name, 0),
-                "b_only": n_b - ks.get(name, 0),
-                "status": self.status(i),
-            }
-            for i, (name, n_a, n_b) in enumerate(self.layers)
-        ]
+        rows = []
+        for i, (name, *widths) in enumerate(self.layers):
+            k = ks.get(name, 0)
+            row: dict[str, Any] = {"layer": name, "members": ", ".join(self.members(i))}
+            row.update({f"n_{x}": n for x, n in zip(self.pair.letters, widths)})
+            row["shared"] = k
+            row.update({f"{x}_only": n - k for x, n in zip(self.pair.letters, widths)})
+            row["status"] = self.status(i)
+            rows.append(row)
+        return rows
 
     def error_rows(self) -> list[dict[str, Any]]:
         return [
@@ -376,7 +434,16 @@ class ZipState:
             view = self._views.get(index)
             rec = records[index]
             if view is None or view.source != "zipped" or view.chosen is not rec.pairs:
-                view = CostView.from_record(rec, self._zipped_previews.get(index))
+                tuples = None
+                if index in self._analyses:
+                    tuples = TupleCosts(
+                        self._analyses[index],
+                        self.session.config,
+                        index,
+                        chosen=rec.pairs,
+                        applied_error=rec.predicted_error,
+                    )
+                view = CostView.from_record(rec, self._zipped_previews.get(index), tuples)
                 self._views[index] = view
             return view
         if index == len(records):
@@ -401,6 +468,14 @@ class ZipState:
         if index is None:
             raise ValueError("every hidden layer is zipped; there is no next one")
         group = self.session.groups[index]
+        if self.n_tasks > 2:
+            try:
+                self.session.preview()
+                reason = ""
+            except ValueError as exc:  # the engine's reason: why there is no curve
+                reason = str(exc)
+            tuples = TupleCosts(self._group_analysis(index), self.session.config, index)
+            return CostView.from_tuples(index, group.name, tuples, source, reason, note)
         if len(group.members) > 1:
             try:
                 preview = self.session.preview()
@@ -411,12 +486,29 @@ class ZipState:
             preview = self.session.preview()
         return CostView.from_preview(preview, source, note=note)
 
+    def _group_analysis(self, index: int) -> ManyAnalysis:
+        """Group `index`'s analysis of every task (T ≥ 3) through the network as it is: the
+        one the session's next step uses (cached by the session, so the step reuses it).
+
+        `ZipSession` has no public accessor for it (`cost_matrix()` reads the two-model kind
+        only), hence the private call; see docs/architecture.md."""
+        analysis = self.session._analysis(index)
+        if not isinstance(analysis, ManyAnalysis):
+            raise TypeError(f"group {index}: expected the analysis of T >= 3 models")
+        return analysis
+
     # -- actions -------------------------------------------------------------------------
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> tuple[float, ...]:
+        """Every task's accuracy on its quick-evaluation test samples."""
         model = self.session.model
-        a = evaluate(model, self.eval_data[0], task=0).accuracy
-        b = evaluate(model, self.eval_data[1], task=1).accuracy
-        return a, b
+        return tuple(
+            evaluate(model, data, task=t).accuracy for t, data in enumerate(self.eval_data)
+        )
+
+    def acc_fields(self, acc: Sequence[float] | None = None) -> dict[str, float]:
+        """acc_a, acc_b, … of `acc` (default: the current accuracy)."""
+        acc = self.accuracy if acc is None else acc
+        return dict(zip(acc_columns(len(acc)), (float(a) for a in acc)))
 
     def _changed(self) -> None:
         self.epoch += 1
@@ -435,18 +527,24 @@ class ZipState:
         index = self.session.next_index
         if index is None:
             raise ValueError("every hidden layer is zipped; undo or reset to change one")
-        name, n_a, n_b = self.layers[index]
+        name, *widths = self.layers[index]
+        full = min(widths)
         if pairs is None:
             if k is None or isinstance(k, bool) or not isinstance(k, (int, np.integer)):
                 raise ValueError(f"the share of {name} must be a whole number of neurons")
-            if not 0 <= int(k) <= min(n_a, n_b):
+            if not 0 <= int(k) <= full:
+                sizes = " and ".join(str(w) for w in widths)
                 raise ValueError(
-                    f"share {k} is out of range for {name}: choose 0 to {min(n_a, n_b)} "
-                    f"(the narrower of {n_a} and {n_b} neurons)"
+                    f"share {k} is out of range for {name}: choose 0 to {full} "
+                    f"(the narrowest of {sizes} neurons)"
                 )
-            rec = self.session.step(k=int(k))
-        else:
-            rec = self.session.step(pairs=pairs)
+        if self.n_tasks > 2:
+            self._analyses[index] = self._group_analysis(index)  # the step reuses it
+        try:
+            rec = self.session.step(k=int(k)) if pairs is None else self.session.step(pairs=pairs)
+        except BaseException:
+            self._analyses.pop(index, None)
+            raise
         view = self._views.get(index)
         if view is not None and view.source == "next" and self._next_epoch == self.epoch:
             self._zipped_previews[index] = view.preview  # made on the network just zipped
@@ -462,12 +560,11 @@ class ZipState:
             "remerged": dict(rec.remerged),
             "index": index,
             "shared": rec.k,
-            "of": min(n_a, n_b),
+            "of": full,
             "predicted_error": rec.predicted_error,
             "heldout_error": rec.heldout_error,
             "pseudo_inverse": rec.pseudo_inverse,
-            "acc_a": self.accuracy[0],
-            "acc_b": self.accuracy[1],
+            **self.acc_fields(),
             "saved_fraction": self.saved_fraction(),
             "before": before,
             "seconds": sum(rec.seconds.values()),
@@ -481,6 +578,7 @@ class ZipState:
         rec = self.session.undo()
         self.retrain_log.pop(rec.index, None)
         self._zipped_previews.pop(rec.index, None)
+        self._analyses.pop(rec.index, None)
         while self.events:
             event = self.events.pop()
             if event["step"].startswith("zip") and event["index"] == rec.index:
@@ -492,6 +590,7 @@ class ZipState:
     def reset(self) -> None:
         while self.session.records:
             self.session.undo()
+        self._analyses.clear()
         self.events.clear()
         self.retrain_log.clear()
         self.accuracy = self.baseline
@@ -555,7 +654,7 @@ class ZipState:
         device: str = "auto",
         optimizer: str = "sgd",
     ) -> dict[str, Any]:
-        """Retrain jointly on both tasks (a job). On cancel or failure the network goes back
+        """Retrain jointly on every task (a job). On cancel or failure the network goes back
         to exactly what it was before this retraining."""
         session = self.session
         if not session.records:
@@ -568,9 +667,10 @@ class ZipState:
         before_device = session.device
         runs = self.retrain_log.setdefault(index, [])
         seed = self.settings.seed + 1000 * (index + 1) + len(runs)
-        ta, tb = self.pair.task_a, self.pair.task_b
-        train_a = ta.batches("calib", batch_size, shuffle=True, seed=seed)
-        train_b = tb.batches("calib", batch_size, shuffle=True, seed=seed + 1)
+        trains = [
+            task.batches("calib", batch_size, shuffle=True, seed=seed + t)
+            for t, task in enumerate(self.pair.tasks)
+        ]
         dev = "auto" if device == "auto" else device
 
         def restore() -> None:
@@ -594,8 +694,7 @@ class ZipState:
         self.listener = listen
         try:
             report = session.retrain(
-                train_a,
-                train_b,
+                *trains,
                 iterations=int(iterations),
                 lr=float(lr),
                 optimizer=optimizer,
@@ -632,11 +731,10 @@ class ZipState:
             "layer": record.name,
             "index": index,
             "shared": record.k,
-            "of": min(record.n_a, record.n_b),
+            "of": self.full_share(index),
             "predicted_error": None,
             "heldout_error": None,
-            "acc_a": self.accuracy[0],
-            "acc_b": self.accuracy[1],
+            **self.acc_fields(),
             "saved_fraction": self.saved_fraction(),
             "before": before,
             "seconds": report.seconds,
@@ -672,3 +770,24 @@ def check_retrain_options(iterations: Any, lr: Any, batch_size: Any, device: str
             "(auto uses a GPU when there is one)"
         )
     resolve_device(device)
+
+
+def settings_refusal(loaded: LoadedModels, settings: ZipSettings) -> str | None:
+    """The engine's reason for refusing `settings` on these models, or None when it accepts
+    them. Two models take every setting ZipConfig accepts; for three or more the engine refuses
+    some (batch_norm="keep", damping="auto"): asked with placeholder data (None), the session
+    refuses a setting before it reads any data, and otherwise stops at the data (a TypeError),
+    so nothing is traced or computed."""
+    try:
+        config = ZipConfig(**settings.config())
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    if loaded.n_tasks <= 2:
+        return None
+    try:
+        ZipSession.many(loaded.nets, [None] * loaded.n_tasks, config=config)
+    except ValueError as exc:
+        return str(exc)
+    except TypeError:
+        return None
+    return None

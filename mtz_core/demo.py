@@ -1,11 +1,13 @@
-"""The built-in demo pairs: small pre-trained models the app, tests and docs load offline.
+"""The built-in demos: small pre-trained models the app, tests and docs load offline.
 
-Each pair is made by `build_demo` with fixed seeds (`scripts/make_assets.py` runs it for all;
-rerunning reproduces the files up to float round-off, which differs between CPUs) and stored under
-`assets/demos/<name>/` as `a.safetensors`, `b.safetensors` (checkpoints with their model spec and
-task) and `a.json`, `b.json` (cards: architecture, task, preprocessing, data split, accuracy,
-seed, format version). `assets/` installs as the package `mtz_assets`, so the files are package
-data, found with `importlib.resources` in a wheel as in a checkout.
+A demo is two models (a pair) or more (a set, e.g. `digits-three`: one model per third of the
+digits), one per task. Each is made by `build_demo` with fixed seeds (`scripts/make_assets.py`
+runs it for all; rerunning reproduces the files up to float round-off, which differs between
+CPUs) and stored under `assets/demos/<name>/` as `a.safetensors`, `b.safetensors`, … (checkpoints
+with their model spec and task) and `a.json`, `b.json`, … (cards: architecture, task,
+preprocessing, data split, accuracy, seed, format version), one letter per model
+(`mtz_core.training.TASK_LETTERS`). `assets/` installs as the package `mtz_assets`, so the files
+are package data, found with `importlib.resources` in a wheel as in a checkout.
 """
 
 from __future__ import annotations
@@ -25,9 +27,18 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .data import Task, load_task
 from .evaluation import evaluate
 from .models import create_model
-from .training import train
+from .training import TASK_LETTERS, train
 
-__all__ = ["DemoSpec", "DemoPair", "DEMOS", "ASSETS_DIR", "list_demos", "build_demo", "load_demo"]
+__all__ = [
+    "DemoSpec",
+    "LoadedDemo",
+    "DemoPair",
+    "DEMOS",
+    "ASSETS_DIR",
+    "list_demos",
+    "build_demo",
+    "load_demo",
+]
 
 
 def _assets_dir() -> Path:
@@ -59,12 +70,30 @@ class DemoSpec:
     seed_a: int = 1
     seed_b: int = 2
     data_seed: int = 0
+    #: further models' tasks, after A's and B's (a demo set of three or more models); model
+    #: number t (from 0) is trained with seed t + 1, so A and B keep seed_a = 1, seed_b = 2
+    more_tasks: tuple[str, ...] = ()
     #: "float64" builds (initial weights included), trains and evaluates in double precision,
     #: then stores float32. For a net whose training amplifies round-off (a ResNet: hundreds of
     #: steps through batch norm), float32 ends up elsewhere on another CPU (its kernels, even the
     #: normal draws of the initial weights, differ in the last bit); in float64 they differ by
     #: about 1e-13 after training, far below float32's last bit, so a rebuild is the same
     train_dtype: str = "float32"
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every model's task, in model order (A, B, then `more_tasks`)."""
+        return (self.task_a, self.task_b, *self.more_tasks)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Every model's seed, in model order."""
+        return (self.seed_a, self.seed_b, *range(3, 3 + len(self.more_tasks)))
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        """The file letter of each model: a, b, c, …"""
+        return tuple(TASK_LETTERS[: len(self.tasks)])
 
 
 DEMOS: dict[str, DemoSpec] = {
@@ -110,19 +139,61 @@ DEMOS: dict[str, DemoSpec] = {
             iterations=2000,
             lr=0.1,
         ),
+        DemoSpec(
+            "digits-three",
+            "Three MLPs on 8×8 digits: 0–3, 4–6 and 7–9",
+            "Three small MLPs (64, 32), one per third of the digits: a set of three models to "
+            "zip into one network with three heads.",
+            "mlp",
+            "digits:0-3",
+            "digits:4-6",
+            more_tasks=("digits:7-9",),
+            options={"widths": (64, 32)},
+            iterations=800,
+            lr=0.05,
+            train_dtype="float64",
+        ),
     )
 }
 
 
 @dataclass
-class DemoPair:
+class LoadedDemo:
+    """A loaded demo: its models, tasks and cards in model order (two for a pair, more for a
+    set); `model_a`, `task_a`, `card_a` … name the first two."""
+
     spec: DemoSpec
-    model_a: nn.Module
-    model_b: nn.Module
-    task_a: Task
-    task_b: Task
-    card_a: dict[str, Any]
-    card_b: dict[str, Any]
+    models: list[nn.Module]
+    tasks: list[Task]
+    cards: list[dict[str, Any]]
+
+    @property
+    def model_a(self) -> nn.Module:
+        return self.models[0]
+
+    @property
+    def model_b(self) -> nn.Module:
+        return self.models[1]
+
+    @property
+    def task_a(self) -> Task:
+        return self.tasks[0]
+
+    @property
+    def task_b(self) -> Task:
+        return self.tasks[1]
+
+    @property
+    def card_a(self) -> dict[str, Any]:
+        return self.cards[0]
+
+    @property
+    def card_b(self) -> dict[str, Any]:
+        return self.cards[1]
+
+
+#: the name from when every demo was a pair
+DemoPair = LoadedDemo
 
 
 def list_demos() -> list[str]:
@@ -195,15 +266,13 @@ class _AsDouble:
 
 
 def build_demo(name: str, out_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """Train demo pair `name` with its fixed seeds and write it (default: `ASSETS_DIR/name`)."""
+    """Train demo `name` with its fixed seeds and write it (default: `ASSETS_DIR/name`); returns
+    the cards by file letter."""
     demo = _spec(name)
     out = Path(out_dir) if out_dir is not None else ASSETS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
     cards = {}
-    for which, task_text, seed in (
-        ("a", demo.task_a, demo.seed_a),
-        ("b", demo.task_b, demo.seed_b),
-    ):
+    for which, task_text, seed in zip(demo.letters, demo.tasks, demo.seeds):
         task = load_task(task_text, seed=demo.data_seed)
         data = task.batches("calib", demo.batch_size, shuffle=True, seed=seed)
         with _default_dtype(demo):
@@ -221,8 +290,8 @@ def build_demo(name: str, out_dir: str | Path | None = None) -> dict[str, dict[s
     return cards
 
 
-def load_demo(name: str, root: str | Path | None = None) -> DemoPair:
-    """Load demo pair `name` with its two tasks (offline; no download)."""
+def load_demo(name: str, root: str | Path | None = None) -> LoadedDemo:
+    """Load demo `name` with its tasks (offline; no download)."""
     demo = _spec(name)
     folder = Path(root) / name if root is not None else ASSETS_DIR / name
     if not folder.is_dir():
@@ -230,7 +299,7 @@ def load_demo(name: str, root: str | Path | None = None) -> DemoPair:
             f"demo {name!r} is missing at {folder}; run `python scripts/make_assets.py` to make it"
         )
     models, tasks, cards = [], [], []
-    for which in ("a", "b"):
+    for which in demo.letters:
         card = json.loads((folder / f"{which}.json").read_text())
         if card.get("format") != CARD_FORMAT or card.get("format_version") != CARD_VERSION:
             raise ValueError(f"{folder / which}.json is not a version-{CARD_VERSION} demo card")
@@ -238,4 +307,4 @@ def load_demo(name: str, root: str | Path | None = None) -> DemoPair:
         models.append(model.eval())
         tasks.append(load_task(card["task"], seed=card["split"]["seed"]))
         cards.append(card)
-    return DemoPair(demo, models[0], models[1], tasks[0], tasks[1], cards[0], cards[1])
+    return LoadedDemo(demo, models, tasks, cards)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from explorer.jobs import Job, NullJob
-from explorer.pair import demo_pair, summarize
+from explorer.loaded import demo_pair, summarize
 from explorer.recipe import build_recipe, parse_recipe, rebuild, recipe_json
 from explorer.tasks import load_npz_task
 from explorer.workspace import BusyError, Workspace

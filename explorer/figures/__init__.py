@@ -1,8 +1,8 @@
 """Every figure of the explorer, as pure functions: numbers in, a Plotly figure out.
 
 Nothing here imports Streamlit or touches session state, so each figure is tested on its own
-(`tests/test_figures.py`). The colours are the same everywhere: shared neurons purple, task A's
-own neurons blue, task B's orange.
+(`tests/test_figures.py`). The colours are the same everywhere: shared neurons purple, each
+task's own neurons its task colour (`TASK_COLORS`: A blue, B orange, C green, …).
 
 Large inputs are reduced before they become a figure: a cost matrix is pooled to at most
 `MAX_CELLS` × `MAX_CELLS` cells (the figure's `layout.meta` says how), matching lines and
@@ -16,7 +16,7 @@ teaching pair's decision boundaries), `tradeoff` (accuracy vs parameters saved);
 the shared colours and sizes. Pages use them as `figures.<name>`.
 """
 
-from ._style import COLORS, MAX_CELLS, METHOD_COLORS
+from ._style import COLORS, MAX_CELLS, METHOD_COLORS, TASK_COLORS, task_color
 from .costs import cost_curve, cost_histogram, layer_errors
 from .heatmap import PoolInfo, cost_heatmap, matched_order, pool_matrix
 from .network import network_diagram
@@ -28,6 +28,8 @@ __all__ = [
     "COLORS",
     "MAX_CELLS",
     "METHOD_COLORS",
+    "TASK_COLORS",
+    "task_color",
     "PoolInfo",
     "pool_matrix",
     "matched_order",

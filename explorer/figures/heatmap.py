@@ -89,8 +89,16 @@ def cost_heatmap(
     max_cells: int = MAX_CELLS,
     title: str = "",
     cache: dict | None = None,
+    row_name: str = "A",
+    col_name: str = "B",
+    row_title: str | None = None,
+    col_title: str | None = None,
 ) -> go.Figure:
     """The N_A × N_B pair-cost heatmap (rows: A's neurons, columns: B's), chosen pairs marked.
+
+    `row_name`, `col_name` name the two sides in the hover ("A 12"), `row_title`, `col_title`
+    the axes (default "neuron of A", "neuron of B"): any two models, or a model against the
+    units merged so far (three or more models).
 
     `order="matched"` puts the pairs on the diagonal; `scale="log"` colours log10(cost) (the
     hover still shows the cost). Matrices larger than `max_cells` a side are pooled; the figure's
@@ -120,8 +128,10 @@ def cost_heatmap(
                 del cache[old]  # keep one matched ordering (the current share's)
             cache[key] = (pooled, info)
     br, bc = info["block"]
-    ylab = _labels(rows, br, "A")
-    xlab = _labels(cols, bc, "B")
+    ylab = _labels(rows, br, row_name)
+    xlab = _labels(cols, bc, col_name)
+    row_title = row_title or f"neuron of {row_name}"
+    col_title = col_title or f"neuron of {col_name}"
     positive = pooled[np.isfinite(pooled) & (pooled > 0)]
     floor = float(positive.min()) if positive.size else 1e-12
     if scale == "log":
@@ -179,7 +189,7 @@ def cost_heatmap(
         height=560,
         # fixed ranges: the chosen-pair markers must not pad the axes around the matrix
         xaxis={
-            "title": "neuron of B",
+            "title": col_title,
             "showticklabels": False,
             "ticks": "",
             "showgrid": False,
@@ -187,7 +197,7 @@ def cost_heatmap(
             "range": [-0.5, len(xlab) - 0.5],
         },
         yaxis={
-            "title": "neuron of A",
+            "title": row_title,
             "showticklabels": False,
             "ticks": "",
             "showgrid": False,
@@ -204,6 +214,7 @@ def cost_heatmap(
             "pairs_shown": len(marks),
             "order": order,
             "scale": scale,
+            "axes": [row_title, col_title],
         },
     )
     return fig

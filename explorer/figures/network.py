@@ -1,4 +1,5 @@
-"""The zipped network as a diagram: per hidden layer, A-only, shared and B-only neurons."""
+"""The zipped network as a diagram: per hidden layer, the shared neurons and each task's own
+(A-only, B-only, C-only, …), one colour per task."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from ._style import COLORS, MARGIN
+from ._style import COLORS, MARGIN, task_color, task_letters
 
 __all__ = ["network_diagram"]
 
@@ -16,15 +17,23 @@ def network_diagram(
     layers: Sequence[dict[str, Any]], *, input_label: str = "input", heads: Sequence[str] = ()
 ) -> go.Figure:
     """The network as one column of boxes per hidden layer: A-only on top, shared in the middle,
-    B-only below (heights ∝ neuron counts), then the two heads.
+    then B-only, C-only, … below (heights ∝ neuron counts), then one head per task. Shared
+    neurons are purple, each task's own neurons and head its task colour.
 
-    `layers`: dicts with `layer`, `n_a`, `n_b`, `shared` and `status` ("zipped", "next",
-    "pending"); optionally `members` (a residual group's layers, shown on hover).
+    `layers`: dicts with `layer`, one width per task (`n_a`, `n_b`, `n_c`, …), `shared` and
+    `status` ("zipped", "next", "pending"); optionally `members` (a residual group's layers,
+    shown on hover). `heads`: one hover label per task.
     """
     fig = go.Figure()
     col_w, gap = 0.6, 1.0
     x = 0.0
-    tallest = max([r["n_a"] + r["n_b"] - r["shared"] for r in layers] + [1])
+    letters = task_letters(layers[0]) if layers else "ab"
+    labels = [c.upper() for c in letters]
+
+    def stored(r: dict[str, Any]) -> int:
+        return sum(r[f"n_{c}"] for c in letters) - (len(letters) - 1) * r["shared"]
+
+    tallest = max([stored(r) for r in layers] + [1])
 
     def arrow(x_to: float, y_to: float, x_from: float) -> None:
         """A grey arrow from the previous column's right edge (at height 0) to (x_to, y_to)."""
@@ -68,44 +77,38 @@ def network_diagram(
             )
         )
 
-    box(x, -0.5, x + col_w, 0.5, COLORS["shared"], "in", f"{input_label} (shared by both)")
+    every = "both" if len(letters) == 2 else f"all {len(letters)}"
+    box(x, -0.5, x + col_w, 0.5, COLORS["shared"], "in", f"{input_label} (shared by {every})")
     prev_right = x + col_w
     x += col_w + gap
     for r in layers:
-        total = r["n_a"] + r["n_b"] - r["shared"]
+        total = stored(r)
         h = 0.3 + 2.7 * total / tallest
-        a_only, b_only, k = r["n_a"] - r["shared"], r["n_b"] - r["shared"], r["shared"]
+        k = r["shared"]
+        own = [r[f"n_{c}"] - k for c in letters]
         unit = h / max(total, 1)
         top = h / 2
-        y_a0 = top - a_only * unit
-        y_s0 = y_a0 - k * unit
         dash = r.get("status") != "zipped"
         members = r.get("members")
         where = r["layer"] if not members or members == r["layer"] else f"{r['layer']} [{members}]"
-        if a_only:
-            box(
-                x,
-                y_a0,
-                x + col_w,
-                top,
-                COLORS["a"],
-                str(a_only),
-                f"{where}: {a_only} A only",
-                dash,
-            )
-        if k:
-            box(x, y_s0, x + col_w, y_a0, COLORS["shared"], str(k), f"{where}: {k} shared")
-        if b_only:
-            box(
-                x,
-                -h / 2,
-                x + col_w,
-                y_s0,
-                COLORS["b"],
-                str(b_only),
-                f"{where}: {b_only} B only",
-                dash,
-            )
+        # from the top: A's own, the shared ones, then B's own, C's own, …
+        stack = [(own[0], task_color(0), f"{labels[0]} only", dash)]
+        stack.append((k, COLORS["shared"], "shared", False))
+        stack += [(n, task_color(t), f"{labels[t]} only", dash) for t, n in enumerate(own)][1:]
+        y = top
+        for count, color, what, dashed in stack:
+            if count:
+                box(
+                    x,
+                    y - count * unit,
+                    x + col_w,
+                    y,
+                    color,
+                    str(count),
+                    f"{where}: {count} {what}",
+                    dashed,
+                )
+            y -= count * unit
         status = {"zipped": "✓ zipped", "next": "▶ next", "pending": "· pending"}.get(
             r.get("status", ""), ""
         )
@@ -116,17 +119,18 @@ def network_diagram(
         arrow(x, 0, prev_right)
         prev_right = x + col_w
         x += col_w + gap
-    for t, (label, color) in enumerate(
-        zip(heads or ("head A", "head B"), (COLORS["a"], COLORS["b"]))
-    ):
-        y0 = 0.15 if t == 0 else -0.75
-        box(x, y0, x + col_w, y0 + 0.6, color, f"head {'AB'[t]}", label)
-        arrow(x, y0 + 0.3, prev_right)
-    for name, color in (
-        ("shared", COLORS["shared"]),
-        ("A only", COLORS["a"]),
-        ("B only", COLORS["b"]),
-    ):
+    n = len(letters)
+    # one head per task, stacked around the middle, within the plot's height
+    head_h = 0.6 if n <= 3 else 2.4 / n
+    step = head_h + 0.3 if n <= 3 else 3.2 / n
+    hovers = list(heads) if heads else [f"head {c}" for c in labels]
+    for t, (label, hover) in enumerate(zip(labels, hovers)):
+        y0 = (n - 1) * step / 2 - t * step - head_h / 2
+        box(x, y0, x + col_w, y0 + head_h, task_color(t), f"head {label}", hover)
+        arrow(x, y0 + head_h / 2, prev_right)
+    legend = [("shared", COLORS["shared"])]
+    legend += [(f"{c} only", task_color(t)) for t, c in enumerate(labels)]
+    for name, color in legend:
         fig.add_trace(
             go.Scatter(
                 x=[None],

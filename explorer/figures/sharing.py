@@ -1,5 +1,5 @@
-"""Which neurons are shared: counts per layer, a layer's matching, and a pair's incoming
-weights as images (A's neuron, B's, the merged one)."""
+"""Which neurons are shared: counts per layer, a layer's matching, and a shared unit's incoming
+weights as images (A's neuron, B's, …, the merged one)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,23 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._style import COLORS, MARGIN
+from ._style import COLORS, LETTERS, MARGIN, task_color, task_letters
 
 __all__ = ["sharing_bars", "matching_figure", "weight_images"]
 
 
 def sharing_bars(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """Shared / A-only / B-only neuron counts per layer (stacked bars).
+    """Shared / A-only / B-only / … neuron counts per layer (stacked bars, one colour per task).
 
-    `rows`: dicts with `layer`, `shared`, `a_only`, `b_only` (and optionally `status`).
+    `rows`: dicts with `layer`, `shared` and each task's own count (`a_only`, `b_only`,
+    `c_only`, …; optionally `status`).
     """
     names = [r["layer"] for r in rows]
+    letters = task_letters(rows[0], "{}_only") if rows else "ab"
     fig = go.Figure()
-    for key, label, color in (
-        ("shared", "shared", COLORS["shared"]),
-        ("a_only", "A only", COLORS["a"]),
-        ("b_only", "B only", COLORS["b"]),
-    ):
+    series = [("shared", "shared", COLORS["shared"])]
+    series += [(f"{c}_only", f"{c.upper()} only", task_color(t)) for t, c in enumerate(letters)]
+    for key, label, color in series:
         fig.add_trace(
             go.Bar(
                 x=names,
@@ -50,16 +50,22 @@ def sharing_bars(rows: Sequence[dict[str, Any]]) -> go.Figure:
 def matching_figure(
     pairs: np.ndarray,
     pair_costs: np.ndarray,
-    n_a: int,
-    n_b: int,
-    *,
+    *widths: int,
     max_pairs: int = 400,
     seed: int = 0,
 ) -> go.Figure:
-    """A bipartite picture of a layer's matching: A's neurons left, B's right, one line per pair
-    coloured by cost tercile. More than `max_pairs` pairs are sampled (`layout.meta.shown`)."""
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    """A picture of a layer's matching: one column of neurons per model (A left, then B, C, …),
+    one line per shared unit through the neurons it replaces, coloured by cost tercile. More than
+    `max_pairs` are sampled (`layout.meta.shown`).
+
+    `pairs`: (k, T) one column per model (pairs for two models, tuples for more); `widths`: each
+    model's neuron count (n_a, n_b, …)."""
+    n_models = len(widths)
+    if n_models < 2:
+        raise ValueError(f"give every model's width (at least two), got {list(widths)}")
+    pairs = np.asarray(pairs, np.int64).reshape(-1, n_models)
     costs = np.asarray(pair_costs, np.float64).reshape(-1)
+    labels = [LETTERS[t].upper() for t in range(n_models)]
     k = len(pairs)
     idx = np.arange(k)
     if k > max_pairs:
@@ -78,8 +84,8 @@ def matching_figure(
                 continue
             xs, ys = [], []
             for p in sel:
-                xs += [0, 1, None]
-                ys += [pairs[p, 0] / max(n_a - 1, 1), pairs[p, 1] / max(n_b - 1, 1), None]
+                xs += [*range(n_models), None]
+                ys += [pairs[p, t] / max(n - 1, 1) for t, n in enumerate(widths)] + [None]
             fig.add_trace(
                 go.Scatter(
                     x=xs,
@@ -90,27 +96,29 @@ def matching_figure(
                     hoverinfo="skip",
                 )
             )
-        hover = np.stack([pairs[idx, 0], pairs[idx, 1], costs[idx]], axis=1)
-        for side, (width, who) in enumerate(((n_a, "a"), (n_b, "b"))):
+        hover = np.concatenate([pairs[idx], costs[idx, None]], axis=1)
+        who = " ↔ ".join(f"{c} %{{customdata[{t}]}}" for t, c in enumerate(labels))
+        for side, width in enumerate(widths):
             fig.add_trace(
                 go.Scatter(
                     x=np.full(idx.size, float(side)),
                     y=pairs[idx, side] / max(width - 1, 1),
                     mode="markers",
-                    marker={"color": COLORS[who], "size": 5},
+                    marker={"color": task_color(side), "size": 5},
                     customdata=hover,
-                    hovertemplate="A %{customdata[0]} ↔ B %{customdata[1]}<br>cost "
-                    "%{customdata[2]:.4g}<extra></extra>",
-                    name=f"{who.upper()}'s neurons",
+                    hovertemplate=who + f"<br>cost %{{customdata[{n_models}]:.4g}}<extra></extra>",
+                    name=f"{labels[side]}'s neurons",
                 )
             )
+    what = "pairs" if n_models == 2 else "tuples"
+    sizes = " × ".join(f"{n} {c}" for n, c in zip(widths, labels))
     fig.update_layout(
-        title=f"Matching: {k} pairs of {n_a} A × {n_b} B neurons"
+        title=f"Matching: {k} {what} of {sizes} neurons"
         + (f" ({idx.size} shown)" if idx.size < k else ""),
         xaxis={
-            "tickvals": [0, 1],
-            "ticktext": ["A (neuron index ↓)", "B (neuron index ↓)"],
-            "range": [-0.2, 1.2],
+            "tickvals": list(range(n_models)),
+            "ticktext": [f"{c} (neuron index ↓)" for c in labels],
+            "range": [-0.2, n_models - 0.8],
         },
         yaxis={"showticklabels": False, "autorange": "reversed"},
         margin=MARGIN,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from ._style import COLORS, MARGIN, METHOD_COLORS
+from ._style import COLORS, MARGIN, METHOD_COLORS, task_letters
 
 __all__ = ["tradeoff_figure"]
 
@@ -29,17 +29,18 @@ def tradeoff_figure(
 ) -> go.Figure:
     """Accuracy against parameters saved (`saved_fraction`), one series per method/source.
 
-    `points`: a pandas DataFrame with columns `saved_fraction`, `acc_a`, `acc_b`, `mean_acc`,
-    `method` and optionally `series`, `label`; `front`: the rows on the Pareto front (drawn as a
-    line). `y` is `mean_acc`, `acc_a` or `acc_b`.
+    `points`: a pandas DataFrame with columns `saved_fraction`, one accuracy per task (`acc_a`,
+    `acc_b`, `acc_c`, …), `mean_acc` (over all tasks), `method` and optionally `series`,
+    `label`; `front`: the rows on the Pareto front (drawn as a line). `y` is `mean_acc` or one
+    task's `acc_<letter>`.
     """
-    if y not in ("mean_acc", "acc_a", "acc_b"):
-        raise ValueError(f"y must be mean_acc, acc_a or acc_b, got {y!r}")
-    ylabel = {
-        "mean_acc": "mean accuracy (A, B)",
-        "acc_a": "accuracy task A",
-        "acc_b": "accuracy task B",
-    }[y]
+    columns = list(points.columns) if points is not None else []
+    letters = task_letters(dict.fromkeys(columns), "acc_{}") or "ab"
+    allowed = ["mean_acc", *(f"acc_{c}" for c in letters)]
+    if y not in allowed:
+        raise ValueError(f"y must be one of {', '.join(allowed)}, got {y!r}")
+    names = ", ".join(c.upper() for c in letters)
+    ylabel = f"mean accuracy ({names})" if y == "mean_acc" else f"accuracy task {y[4:].upper()}"
     fig = go.Figure()
     if points is not None and len(points):
         df = points.copy()
@@ -70,10 +71,17 @@ def tradeoff_figure(
                     },
                     name=str(series),
                     customdata=np.stack(
-                        [group["acc_a"], group["acc_b"], group["label"].astype(str)], axis=1
+                        [group["label"].astype(str)]
+                        + [group[f"acc_{c}"].astype(float) for c in letters],
+                        axis=1,
                     ),
-                    hovertemplate="%{customdata[2]}<br>saved %{x:.1%}<br>A %{customdata[0]:.3f}"
-                    " · B %{customdata[1]:.3f}<extra>" + str(series) + "</extra>",
+                    hovertemplate="%{customdata[0]}<br>saved %{x:.1%}<br>"
+                    + " · ".join(
+                        f"{c.upper()} %{{customdata[{t + 1}]:.3f}}" for t, c in enumerate(letters)
+                    )
+                    + "<extra>"
+                    + str(series)
+                    + "</extra>",
                 )
             )
     yrange, xspan = None, None

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._style import COLORS, MARGIN
+from ._style import LETTERS, MARGIN, task_color
 
 __all__ = ["loss_curves", "training_curve", "decision_boundaries"]
 
@@ -24,15 +24,20 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def loss_curves(
-    losses: Sequence[Sequence[float]], *, labels: Sequence[str] = ("task A", "task B")
+    losses: Sequence[Sequence[float]], *, labels: Sequence[str] | None = None
 ) -> go.Figure:
-    """Training loss per iteration of each task (raw, faint) with a moving average."""
+    """Training loss per iteration of each task (raw, faint) with a moving average, in the
+    task's colour. `losses`: rows (iteration, loss of task A, of task B, …); `labels` default
+    to "task A", "task B", … one per loss column."""
     arr = np.asarray(losses, dtype=np.float64)
     fig = go.Figure()
     if arr.size:
         its = arr[:, 0]
         window = max(1, int(arr.shape[0] / 25))
-        for t, (label, color) in enumerate(zip(labels, (COLORS["a"], COLORS["b"])), start=1):
+        if labels is None:
+            labels = [f"task {x.upper()}" for x in LETTERS[: arr.shape[1] - 1]]
+        colors = [task_color(t) for t in range(len(labels))]
+        for t, (label, color) in enumerate(zip(labels, colors), start=1):
             if t >= arr.shape[1]:
                 break
             ok = np.isfinite(arr[:, t])  # a task may report no loss on some rows

@@ -1,11 +1,18 @@
-"""Costs: the N_A × N_B neuron-pair cost matrix of a hidden layer, and what the choice costs."""
+"""Costs: the N_A × N_B neuron-pair cost matrix of a hidden layer, and what the choice costs.
+
+With three or more models a picker chooses the matrix: any two models (task i vs task j), or a
+model against the zipped network (the stage-wise matching's costs: its units against the units
+merged from the models before it)."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from explorer import figures, state, ui
 from explorer.state import K
+from explorer.tuple_costs import comparisons
+from explorer.workspace import joined
 
 #: held-out / predicted layer error above which a merge is said to overfit its Hessian samples.
 #: Both are the undamped increase of E_A + E_B (on validation images / on the Hessian samples).
@@ -23,14 +30,34 @@ st.caption(
 )
 ui.show_flashes("costs", ws)
 z = ui.require_zip(ws, "costs")
+loaded = ws.loaded
+labels = loaded.labels
+if loaded.many:
+    st.caption(
+        f"{loaded.n_tasks} models: a step pairs A's and B's units by this cost, then matches "
+        "each further model's units to the units merged so far (their Hessian is the sum of "
+        "the merged tasks' Hessians); a shared unit replaces one unit of every model. Pick "
+        "which two sides the heatmap compares."
+    )
 
-names = [name for name, _, _ in z.layers]
+names = [name for name, *_ in z.layers]
 
 
 def describe(i: int) -> str:
-    name, n_a, n_b = z.layers[i]
+    name, *widths = z.layers[i]
     status = {"zipped": "zipped", "next": "next to zip", "pending": "not zipped yet"}[z.status(i)]
-    return f"{name} ({n_a} × {n_b}) — {status}"
+    return f"{name} ({' × '.join(map(str, widths))}) — {status}"
+
+
+def side(t: int) -> str:
+    return f"{labels[t]} ({loaded.tasks[t].name})"
+
+
+def describe_comparison(which: tuple[str, int, int]) -> str:
+    kind, i, j = which
+    if kind == "pair":
+        return f"task {side(i)} vs task {side(j)}"
+    return f"model {side(i)} vs the zipped network ({joined(labels[:i])} merged)"
 
 
 default = z.next_index if z.next_index is not None else len(names) - 1
@@ -57,7 +84,7 @@ pool = c4.segmented_control(
     required=True,
     help="Only for layers wider than 256 neurons: the heatmap shows at most 256 × 256 cells.",
 )
-name, n_a, n_b = z.layers[index]
+name, *widths = z.layers[index]
 status = z.status(index)
 members = z.members(index)
 if len(members) > 1:
@@ -106,7 +133,13 @@ if view is None:
 
 if view.source == "estimate":
     st.warning(f"Estimate: {view.note}. Zip the layers before it for the exact costs.")
-if view.no_curve and status != "zipped":
+if view.no_curve and status != "zipped" and view.tuples is not None:
+    st.info(
+        f"No preview of every share for {name}: {view.no_curve}. The costs below are the "
+        "engine's, and the predicted error is that of the tuples a step would take at the "
+        "share you set."
+    )
+elif view.no_curve and status != "zipped":
     st.info(
         f"No preview of every share for {name}: {view.no_curve}. The pair costs below are "
         "the engine's; zip it on **Step through** to see its pairs and predicted error."
@@ -129,15 +162,55 @@ else:
         help="The planned share of this layer: the next zip uses it (Step through).",
     )
 
-pairs = view.pairs_for(k)
+# which matrix: A vs B for two models; any pair, or a model vs the zipped network, for more
+which = ("pair", 0, 1)
+if view.tuples is not None:
+    options = comparisons(labels)
+    which = st.selectbox("Compare", options, format_func=describe_comparison, key=K.COSTS_COMPARE)
+    which = tuple(which)
+if view.tuples is None:
+    cost, pairs = view.cost, view.pairs_for(k)
+else:
+    try:
+        cost, pairs = view.tuples.matrix(which, k)
+    except ValueError as exc:  # e.g. kept batch norm: no one stage matrix (the reason)
+        st.info(f"{describe_comparison(which)}: {ui.message(exc)}.")
+        st.stop()
+kind, i_side, j_side = which
+if kind == "pair":
+    row_name, col_name = labels[i_side], labels[j_side]
+    row_title, col_title = f"neuron of {side(i_side)}", f"neuron of {side(j_side)}"
+    title = f"{name}: pair costs" + ("" if view.tuples is None else f" {row_name} vs {col_name}")
+else:
+    merged = joined(labels[:i_side])
+    row_name, col_name = "merged", labels[i_side]
+    row_title = f"unit merged from {merged} (in pick order)"
+    col_title = f"neuron of {side(i_side)}"
+    title = f"{name}: costs of {col_name} vs the zipped network ({merged})"
+    st.caption(
+        f"Rows: the {len(cost)} units merged from {merged} at this share (their Hessian is the "
+        f"sum of those tasks'); columns: model {col_name}'s units. The stage-wise matching "
+        f"gives each merged unit one unit of {col_name}, cheapest first; the squares mark them."
+    )
+figure_cache = view.figure_cache.setdefault(which, {})
+if cost.size == 0:
+    st.info(
+        f"No unit is shared at this share, so there is nothing merged for {col_name} to be "
+        "matched to: raise the share."
+    )
+    st.stop()
 fig = figures.cost_heatmap(
-    view.cost,
+    cost,
     pairs=pairs,
     order=order,
     scale=scale,
     pool=pool,
-    title=f"{name}: pair costs",
-    cache=view.figure_cache,
+    title=title,
+    cache=figure_cache,
+    row_name=row_name,
+    col_name=col_name,
+    row_title=row_title,
+    col_title=col_title,
 )
 meta = fig.layout.meta
 m1, m2, m3, m4 = st.columns(4)
@@ -146,31 +219,38 @@ shown = view.applied_error if status == "zipped" else view.predicted(k)
 m2.metric(
     "Predicted layer error",
     "–" if shown is None else f"{shown:.4g}",
-    help="The increase of E_A + E_B on the Hessian samples that the merged weights of the "
-    "chosen pairs cause (the number Step through records, for every method). Damping steers "
-    "which pairs and weights are chosen; it never enters this number.",
+    help="The increase of E_A + E_B (+ E_C … for more models) on the Hessian samples that the "
+    "merged weights of the chosen units cause (the number Step through records, for every "
+    "method). Damping steers which units and weights are chosen; it never enters this number.",
 )
-m3.metric("Cheapest pair", f"{view.cheapest:.3g}")
-m4.metric("Median pair", f"{view.median:.3g}")
+if view.tuples is None:
+    cheapest, median = view.cheapest, view.median
+else:
+    finite = cost[np.isfinite(cost)]
+    cheapest = float(finite.min()) if finite.size else 0.0
+    median = float(np.median(finite)) if finite.size else 0.0
+m3.metric("Cheapest pair", f"{cheapest:.3g}")
+m4.metric("Median pair", f"{median:.3g}")
 
 ui.plot(fig, key="costs.heatmap")
+n_rows, n_cols = cost.shape
 if meta["block"] != [1, 1]:
     st.caption(
-        f"{n_a} × {n_b} = {n_a * n_b:,} pairs are too many to draw: each cell shows the "
-        f"**{pool}** of a {meta['block'][0]} × {meta['block'][1]} block "
+        f"{n_rows} × {n_cols} = {n_rows * n_cols:,} pairs are too many to draw: each cell shows "
+        f"the **{pool}** of a {meta['block'][0]} × {meta['block'][1]} block "
         f"({meta['cells'][0]} × {meta['cells'][1]} cells); chosen pairs mark their block."
     )
 else:
     st.caption(
-        "Hover a cell for i (A's neuron), j (B's neuron) and the cost; squares mark the chosen "
-        "pairs" + (" — reordered so they lie on the diagonal." if order == "matched" else ".")
+        f"Hover a cell for i ({row_name}'s {'unit' if kind == 'stage' else 'neuron'}), j "
+        f"({col_name}'s neuron) and the cost; squares "
+        "mark the chosen pairs"
+        + (" — reordered so they lie on the diagonal." if order == "matched" else ".")
     )
 
 c1, c2 = st.columns(2)
 with c1:
-    ui.plot(
-        figures.cost_histogram(view.cost, scale=scale, cache=view.figure_cache), key="costs.hist"
-    )
+    ui.plot(figures.cost_histogram(cost, scale=scale, cache=figure_cache), key="costs.hist")
 with c2:
     if view.curve is None and view.no_curve:
         known = (

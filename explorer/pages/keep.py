@@ -1,4 +1,5 @@
-"""Keep the work: export/import the zip recipe, download the zipped network and each task's."""
+"""Keep the work: export/import the zip recipe, download the zipped network and each task's
+(two models or more)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from explorer.state import K
 ws = state.workspace()
 st.title("Keep the work")
 ui.show_flashes("keep", ws)
-pair = ui.require_pair(ws)
+pair = ui.require_models(ws)
 busy = ui.busy_note(ws)
 
 
@@ -23,29 +24,31 @@ def import_recipe() -> None:
     recipe = recipes.parse_recipe(up.getvalue(), up.name)
     ws.require_idle("rebuild a recipe")
     demo = recipes.recipe_demo(recipe)
-    target = ws.pair
+    target = ws.loaded
     if demo is not None and (
-        target is None or {m.get("name") for m in target.models.values()} != {demo}
+        target is None
+        or {m.get("name") for m in target.models.values()} != {demo}
+        or any(m.get("source") != "demo" for m in target.models.values())
     ):
-        target = resources.demo_pair(demo)
+        target = resources.demo_models(demo)
     if target is None:
         raise ValueError(
             f"load the models the recipe names first: {recipes.describe_models(recipe)}"
         )
-    if target is not ws.pair and ((ws.zip is not None and ws.zip.records) or ws.points):
+    if target is not ws.loaded and ((ws.zip is not None and ws.zip.records) or ws.points):
         raise ValueError(
-            f"this recipe is for the demo pair {demo}, but you are working on "
-            f"{ws.pair.title}. Load {demo} on Load models first (that replaces your current "
+            f"this recipe is for the demo {demo}, but you are working on "
+            f"{ws.loaded.title}. Load {demo} on Load models first (that replaces your current "
             "zip), then import the recipe again"
         )
     recipes.check_recipe_fits(recipe, target)
-    if target is not ws.pair:
-        ws.set_pair(target)
-        ws.flash("keep", "info", f"Loaded the demo pair {demo}, which the recipe names.")
-    pair_now = ws.pair
+    if target is not ws.loaded:
+        ws.set_models(target)
+        ws.flash("keep", "info", f"Loaded the demo {demo}, which the recipe names.")
+    pair_now = ws.loaded
 
     def apply(job):
-        if ws.pair is not pair_now:
+        if ws.loaded is not pair_now:
             return
         rebuilt = job.result
         ws.settings = rebuilt.settings
@@ -53,10 +56,10 @@ def import_recipe() -> None:
         for layer in recipe["layers"]:
             ws.set_plan(layer["name"], len(layer["pairs"]))
         ws.points.append(rebuilt.point())
+        accs = ", ".join(f"task {x} {a:.1%}" for x, a in zip(pair_now.labels, rebuilt.accuracy))
         job.message = (
             f"Rebuilt {len(recipe['layers'])} layer(s) from {up.name}: saves "
-            f"{rebuilt.saved_fraction():.1%}; task A {rebuilt.accuracy[0]:.1%}, "
-            f"task B {rebuilt.accuracy[1]:.1%}"
+            f"{rebuilt.saved_fraction():.1%}; {accs}"
         )
 
     ws.start_job(
@@ -70,9 +73,10 @@ def import_recipe() -> None:
 # ------------------------------------------------------------------------------ the recipe
 st.subheader("The zip recipe")
 st.caption(
-    "A JSON file with the models and tasks, the zip settings and, for every zipped layer, the "
-    "share, the exact pairs, the damping and method, and the retraining runs. Importing it "
-    "rebuilds the same network."
+    "A JSON file with the list of models and their tasks, the zip settings and, for every "
+    "zipped layer, the share, the exact pairs (one neuron of every model per shared unit), the "
+    "damping and method, and the retraining runs. Importing it rebuilds the same network; "
+    "recipes saved by earlier versions (two models) still load."
 )
 z = ws.zip
 c1, c2 = st.columns(2)
@@ -107,8 +111,8 @@ with c2, st.container(border=True):
         key="keep.import",
     )
     st.caption(
-        "A recipe made on a demo pair loads that pair; for your own models, load the same files "
-        "first (layer names and widths must match)."
+        "A recipe made on a demo loads that demo; for your own models, load the same files "
+        "first (their number, layer names and widths must match)."
     )
 
 # ----------------------------------------------------------------------------- downloads
@@ -117,16 +121,17 @@ if z is None:
     st.info("Start a zip on **Step through** to download the zipped network.")
     st.stop()
 params = z.params()
+originals = sum(params[x] for x in pair.letters)
 st.caption(
     f"The zipped network stores {params['zipped']:,} parameters instead of "
-    f"{params['a'] + params['b']:,} (saves {z.saved_fraction():.1%}); "
+    f"{originals:,} (saves {z.saved_fraction():.1%}); "
     f"{len(z.records)} of {len(z.layers)} "
     + ("groups" if pair.residual else "hidden layers")
     + " zipped."
 )
-meta = {"title": pair.title, "tasks": pair.tasks, "shares": z.shares()}
-c1, c2, c3 = st.columns(3)
-c1.download_button(
+meta = {"title": pair.title, "tasks": pair.task_sources(), "shares": z.shares()}
+cols = st.columns(min(pair.n_tasks + 1, 4))
+cols[0].download_button(
     "Zipped network (.safetensors)",
     data=lambda: recipes.zipped_bytes(z, meta),
     file_name="mtz_zipped.safetensors",
@@ -136,11 +141,11 @@ c1.download_button(
     key="keep.zipped",
     help="ZippedNet.save: load it back with mtz_core.ZippedNet.load(path).",
 )
-for col, t, task in ((c2, 0, pair.task_a), (c3, 1, pair.task_b)):
-    col.download_button(
-        f"Task {'AB'[t]} network ({task.name})",
+for t, (x, task) in enumerate(zip(pair.letters, pair.tasks)):
+    cols[(t + 1) % len(cols)].download_button(
+        f"Task {x.upper()} network ({task.name})",
         data=lambda t=t: recipes.task_bytes(z, t),
-        file_name=f"mtz_task_{'ab'[t]}.safetensors",
+        file_name=f"mtz_task_{x}.safetensors",
         mime="application/octet-stream",
         on_click="ignore",
         disabled=busy,

@@ -1,4 +1,5 @@
-"""Learn: the method explained on the loaded pair's own numbers, and a 2-D worked example."""
+"""Learn: the method explained on the loaded models' own numbers (the formulas on the first
+two; how three or more are zipped after them), and a 2-D worked example."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import streamlit as st
 from explorer import figures, resources, state, ui
 from explorer.learn import boundary_stages, pair_numbers
 from explorer.state import K
+from explorer.workspace import joined
 
 ws = state.workspace()
 st.title("How Multi-Task Zipping works")
 ui.show_flashes("learn", ws)
-pair = ui.require_pair(ws)
+pair = ui.require_models(ws)
+n_tasks = pair.n_tasks
 
 z = None
 view = None
@@ -27,15 +30,31 @@ if pair.zippable:
 nums = pair_numbers(pair, z, view)
 first = nums.layers[0]
 
-st.markdown(
-    f"""
+if not pair.many:
+    st.markdown(
+        f"""
 Two networks of one architecture were trained for their own tasks: **A** on
 `{pair.task_a.name}` ({nums.params_a:,} parameters) and **B** on `{pair.task_b.name}`
 ({nums.params_b:,} parameters). MTZ merges them into one network, **one hidden layer at a time,
 bottom-up**: some neurons of A are paired with neurons of B, and each pair becomes one *shared
 neuron* whose incoming weights are stored once. The heads stay per task.
 """
-)
+    )
+else:
+    each = ", ".join(
+        f"**{x}** on `{t.name}` ({p:,} parameters)"
+        for x, t, p in zip(pair.labels, pair.tasks, pair.params)
+    )
+    st.markdown(
+        f"{n_tasks} networks of one architecture were trained for their own tasks: {each}. MTZ "
+        "merges them into one network, **one hidden layer at a time, bottom-up**: each *shared "
+        f"neuron* replaces one neuron of every model ({joined(pair.labels)}) and stores its "
+        "incoming weights once. The heads stay per task."
+    )
+    st.info(
+        f"The formulas below are written for two models, A and B (here the first two of "
+        f"{n_tasks}); section 6 shows how the others are zipped after them."
+    )
 st.dataframe(
     pd.DataFrame(nums.layers).rename(
         columns={"name": "layer", "n_a": "neurons A", "n_b": "neurons B", "dim": "Hessian size D"}
@@ -89,11 +108,16 @@ st.markdown(
 st.subheader("4 · What is saved")
 st.latex(r"\text{saved}_l = k_l\,(s_{l-1}\,K + 1)")
 k0, s0, K0, sv0 = nums.first_saving
+copies = (
+    ""
+    if not pair.many
+    else f" per model beyond the first, so {(n_tasks - 1) * sv0:,} for the {n_tasks} models"
+)
 st.markdown(
     f"k_l shared neurons each store their weights from the s_(l−1) shared inputs (K weights per "
     f"input: kernel or flatten positions) and their bias once instead of twice. For this pair, "
     f"sharing all {k0} neurons of {where} (s = {s0} inputs, K = {K0}) saves "
-    f"{k0} · ({s0} · {K0} + 1) = **{sv0:,}** parameters"
+    f"{k0} · ({s0} · {K0} + 1) = **{sv0:,}** parameters{copies}"
     + (
         f" ({nums.first_group_saving:,} with the other layers of its group: their biases, and "
         "their weights from inputs once those are shared)"
@@ -101,16 +125,32 @@ st.markdown(
         else ""
     )
     + "; sharing every hidden layer fully saves "
-    f"{sum(nums.full_saving):,} of {nums.params_a + nums.params_b:,} "
-    f"(**{sum(nums.full_saving) / (nums.params_a + nums.params_b):.1%}**): always less than "
-    "half, since the heads and the per-task inputs stay."
+    f"{sum(nums.full_saving):,} of {nums.params_total:,} "
+    f"(**{sum(nums.full_saving) / nums.params_total:.1%}**): always less than "
+    + ("half" if not pair.many else f"{n_tasks - 1}/{n_tasks}")
+    + ", since the heads and the per-task inputs stay."
 )
 st.subheader("5 · Retraining")
 st.markdown(
-    "After each layer, a short joint retraining on both tasks (loss A + loss B) recovers "
-    "accuracy; the next layer's Hessians are computed after it. Try it on **Step through** and "
-    "**Retrain**."
+    "After each layer, a short joint retraining on "
+    + ("both tasks (loss A + loss B)" if not pair.many else f"all {n_tasks} tasks (loss A + B + …)")
+    + " recovers accuracy; the next layer's Hessians are computed after it. Try it on **Step "
+    "through** and **Retrain**."
 )
+if pair.many:
+    st.subheader(f"6 · The other {n_tasks - 2} model{'s' * (n_tasks > 3)}")
+    st.markdown(
+        "A step first pairs A's and B's neurons as above. Each merged neuron then behaves like "
+        "one model whose Hessian is H_A + H_B, exactly, so every further model is matched to "
+        "the merged neurons with that sum in place of H_A (greedy, on their cost matrix), and "
+        "the merge goes on: a shared neuron ends as the T-way Hessian-weighted average"
+    )
+    st.latex(r"\tilde w = \Big(\sum_t H_t\Big)^{-1} \sum_t H_t\,\bar w_t")
+    st.markdown(
+        "**Costs** shows every pair of models' cost matrix and each further model against the "
+        "zipped network. The engine's preview of every share covers two models, so with more "
+        "the predicted error is computed for the share you set."
+    )
 
 # -------------------------------------------------------------------- the 2-D worked example
 st.divider()
@@ -120,6 +160,16 @@ st.caption(
     "circles. The shading is each network's probability of class 1, the black line its decision "
     "boundary, before zipping and after zipping each hidden layer."
 )
+if pair.many or tuple(pair.task_a.input_shape) != (2,):
+    st.caption(
+        f"This example is the built-in teaching pair, not your {pair.kind}: decision boundaries "
+        "can be drawn for two tasks on 2-D points only"
+        + (
+            f", and your models read inputs of shape {tuple(pair.task_a.input_shape)}."
+            if tuple(pair.task_a.input_shape) != (2,)
+            else "."
+        )
+    )
 c1, c2 = st.columns(2, gap="large")  # apart: two sliders, not one range slider
 share = c1.slider("Share of each layer", 0.0, 1.0, 1.0, 0.125, key=K.LEARN_SHARE)
 its = c2.select_slider(

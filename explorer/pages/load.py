@@ -1,23 +1,35 @@
-"""Load two models: a demo pair, two uploaded checkpoints, or a pair trained here."""
+"""Load the models: a demo (a pair, or a set of three or more), two or more uploaded
+checkpoints (each with its task), or a pair trained here."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from explorer import pair as pairs
+from explorer import loaded as loading
 from explorer import resources, state, ui
-from explorer.state import K
+from explorer.state import K, upload_key
 from explorer.tasks import load_npz_task
 from mtz_core.demo import DEMOS
+from mtz_core.training import TASK_LETTERS
 
 ws = state.workspace()
 CARD = "(from the file's card)"
+#: the upload form's default task text per model (others start empty)
+DEFAULT_TASKS = {"a": "digits:0-4", "b": "digits:5-9"}
+NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
-st.title("Load two models")
+
+def number(n: int) -> str:
+    return NUMBERS.get(n, str(n))
+
+
+n_loaded = ws.loaded.n_tasks if ws.loaded is not None else 2
+st.title(f"Load {number(n_loaded)} models")
 st.caption(
-    "MTZ merges two trained networks of one architecture, each trained for its own task, into "
-    "one network by sharing neurons layer by layer. Pick the two networks here."
+    "MTZ merges networks of one architecture, each trained for its own task, into one network "
+    "by sharing neurons layer by layer: two models, or three and more (a shared unit is then "
+    "shared by all of them). Pick the networks here."
 )
 ui.show_flashes("load", ws)
 
@@ -25,16 +37,37 @@ ui.show_flashes("load", ws)
 # ----------------------------------------------------------------------------- callbacks
 def load_demo() -> None:
     name = state.widget(K.DEMO, state.DEFAULT_DEMO)
-    ws.set_pair(resources.demo_pair(name))
-    ws.flash("load", "success", f"Loaded the demo pair {name}.")
+    models = resources.demo_models(name)
+    ws.set_models(models)
+    what = "pair" if models.n_tasks == 2 else f"set ({models.n_tasks} models)"
+    ws.flash("load", "success", f"Loaded the demo {what} {name}.")
+
+
+def upload_count() -> int:
+    return int(state.widget(K.UPLOADS, 2))
+
+
+def add_model() -> None:
+    n = upload_count()
+    if n >= loading.MAX_MODELS:
+        raise ValueError(f"the engine zips at most {loading.MAX_MODELS} models")
+    st.session_state[K.UPLOADS] = n + 1
+
+
+def remove_model() -> None:
+    st.session_state[K.UPLOADS] = max(2, upload_count() - 1)
 
 
 def _task(which: str):
-    src = state.widget(K.TASKSRC_A if which == "a" else K.TASKSRC_B, "built-in task")
+    src = state.widget(upload_key("tasksrc", which), "built-in task")
     if src == "built-in task":
-        text = state.widget(K.TASK_A if which == "a" else K.TASK_B, "")
+        text = state.widget(upload_key("task", which), DEFAULT_TASKS.get(which, ""))
+        if not (text or "").strip():
+            raise ValueError(
+                f"give task {which.upper()}'s text (e.g. digits:7-9) or upload its .npz"
+            )
         return resources.builtin_task((text or "").strip())
-    up = state.widget(K.NPZ_A if which == "a" else K.NPZ_B)
+    up = state.widget(upload_key("npz", which))
     if up is None:
         raise ValueError(f"upload a .npz data set for task {which.upper()} (arrays x and y)")
     return load_npz_task(up.name, up.getvalue())
@@ -42,9 +75,10 @@ def _task(which: str):
 
 def load_upload() -> None:
     ws.require_idle("load other models")
-    loaded, entries, tasks = {}, {}, {}
-    for which in ("a", "b"):
-        up = state.widget(K.FILE_A if which == "a" else K.FILE_B)
+    letters = TASK_LETTERS[: upload_count()]
+    nets, entries, tasks = [], {}, []
+    for which in letters:
+        up = state.widget(upload_key("file", which))
         if up is None:
             raise ValueError(
                 f"upload a checkpoint for model {which.upper()} (.pt, .pth or .safetensors)"
@@ -53,37 +87,40 @@ def load_upload() -> None:
             task = _task(which)
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"task {which.upper()}: {ui.message(exc)}") from None
-        arch = state.widget(K.ARCH_A if which == "a" else K.ARCH_B, CARD)
-        opts_text = state.widget(K.OPTS_A if which == "a" else K.OPTS_B, "")
+        arch = state.widget(upload_key("arch", which), CARD)
+        opts_text = state.widget(upload_key("opts", which), "")
         try:
-            options = pairs.parse_options(opts_text)
-            model, entry = pairs.load_uploaded_model(
+            options = loading.parse_options(opts_text)
+            model, entry = loading.load_uploaded_model(
                 up.name, up.getvalue(), None if arch == CARD else arch, options, task
             )
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"model {which.upper()} ({up.name}): {ui.message(exc)}") from None
-        loaded[which], entries[which], tasks[which] = model, entry, task
-    title = f"{entries['a']['name']} + {entries['b']['name']}"
-    pair = pairs.summarize(title, entries, loaded["a"], loaded["b"], tasks["a"], tasks["b"])
-    ws.set_pair(pair)
-    for which in ("a", "b"):
+        nets.append(model)
+        entries[which] = entry
+        tasks.append(task)
+    title = " + ".join(entries[x]["name"] for x in letters)
+    models = loading.summarize_models(title, entries, nets, tasks)
+    ws.set_models(models)
+    for which in letters:
         if entries[which].get("recognized"):
             ws.flash(
                 "load",
                 "info",
                 f"Model {which.upper()} ({entries[which]['name']}) has no card: "
-                f"{pairs.describe_model(entries[which])}.",
+                f"{loading.describe_model(entries[which])}.",
             )
-    if pair.zippable:
-        ws.flash("load", "success", "Loaded your two models; they can be zipped.")
+    n = number(len(letters))
+    if models.zippable:
+        ws.flash("load", "success", f"Loaded your {n} models; they can be zipped.")
     else:
-        ws.flash("load", "warning", "Loaded your two models, but they cannot be zipped (below).")
+        ws.flash("load", "warning", f"Loaded your {n} models, but they cannot be zipped (below).")
 
 
 def start_training() -> None:
     ws.require_idle("train a pair")
     model = state.widget(K.TRAIN_MODEL, "mlp")
-    options = pairs.parse_options(state.widget(K.TRAIN_OPTS, ""))
+    options = loading.parse_options(state.widget(K.TRAIN_OPTS, ""))
     task_a = resources.builtin_task(state.widget(K.TRAIN_TASK_A, "digits:0-4").strip())
     task_b = resources.builtin_task(state.widget(K.TRAIN_TASK_B, "digits:5-9").strip())
     its = int(state.widget(K.TRAIN_ITS, 300))
@@ -95,7 +132,7 @@ def start_training() -> None:
             f"the tasks' inputs differ ({task_a.name}: {tuple(task_a.input_shape)}, "
             f"{task_b.name}: {tuple(task_b.input_shape)}); pick two tasks of one dataset"
         )
-    pairs.create_model(model, tuple(task_a.input_shape), task_a.num_classes, **options)  # checks
+    loading.create_model(model, tuple(task_a.input_shape), task_a.num_classes, **options)  # checks
 
     def work(job):
         def progress(done, total, text, losses):
@@ -104,7 +141,7 @@ def start_training() -> None:
                 t, loss = losses
                 job.add_losses(done, (loss, float("nan")) if t == 0 else (float("nan"), loss))
 
-        return pairs.train_pair(
+        return loading.train_pair(
             model,
             options,
             task_a,
@@ -116,7 +153,7 @@ def start_training() -> None:
         )
 
     def apply(job):
-        ws.set_pair(job.result)
+        ws.set_models(job.result)
         a, b = job.result.accuracy
         job.message = f"Trained the pair: task A {ui.pct(a)}, task B {ui.pct(b)} test accuracy"
 
@@ -126,28 +163,30 @@ def start_training() -> None:
 # ---------------------------------------------------------------------------------- input
 source = st.segmented_control(
     "Where do the models come from?",
-    ["Demo pair", "Upload checkpoints", "Train in the app"],
-    default="Demo pair",
+    ["Demo", "Upload checkpoints", "Train in the app"],
+    default="Demo",
     key=K.SOURCE,
     required=True,
 )
 busy = ws.busy
 
-if source == "Demo pair":
+
+def demo_label(name: str) -> str:
+    spec = DEMOS[name]
+    n = len(spec.tasks)
+    return f"{name} — {spec.title}" + (f" ({n} models)" if n > 2 else "")
+
+
+if source == "Demo":
     c1, c2 = st.columns([3, 2])
     with c1:
-        st.selectbox(
-            "Demo pair",
-            list(DEMOS),
-            format_func=lambda n: f"{n} — {DEMOS[n].title}",
-            key=K.DEMO,
-        )
+        st.selectbox("Demo", list(DEMOS), format_func=demo_label, key=K.DEMO)
         chosen = state.widget(K.DEMO, state.DEFAULT_DEMO)
         st.caption(DEMOS[chosen].description + " Trained offline, shipped with the app.")
     with c2:
         st.write("")
         st.button(
-            "Load demo pair",
+            "Load this demo",
             type="primary",
             on_click=ui.callback("load", load_demo),
             disabled=busy,
@@ -155,61 +194,83 @@ if source == "Demo pair":
         )
 
 elif source == "Upload checkpoints":
+    count = upload_count()
     st.caption(
-        "Two checkpoints of one architecture (`.pt`/`.pth` state dicts, or `.safetensors`), "
-        "each with its task: a built-in task text or your own labelled `.npz` (arrays `x`, `y`; "
-        "optional `x_test`, `y_test`; inputs already normalised as for training). A bare "
-        "torchvision ResNet (18/34/50) or VGG state dict needs no architecture: it is "
-        "recognised by its keys and built for the task's input shape."
+        f"Two or more checkpoints of one architecture (up to {loading.MAX_MODELS}; "
+        "`.pt`/`.pth` state dicts, or `.safetensors`), each with its task: a built-in task "
+        "text or your own labelled `.npz` (arrays `x`, `y`; optional `x_test`, `y_test`; inputs "
+        "already normalised as for training). A bare torchvision ResNet (18/34/50) or VGG state "
+        "dict needs no architecture: it is recognised by its keys and built for the task's "
+        "input shape."
     )
-    cols = st.columns(2)
-    arch_choices = [CARD, *pairs.list_models()]
-    for col, which, defaults in zip(cols, ("a", "b"), ("digits:0-4", "digits:5-9")):
-        up = which.upper()
-        with col:
-            st.markdown(f"**Model {up}**")
-            st.file_uploader(
-                f"Checkpoint {up}",
-                type=["pt", "pth", "safetensors"],
-                key=K.FILE_A if which == "a" else K.FILE_B,
-            )
-            st.selectbox(
-                f"Architecture {up}",
-                arch_choices,
-                key=K.ARCH_A if which == "a" else K.ARCH_B,
-                help="A registry model, or what the checkpoint's own card says (files saved "
-                "by this project carry one); without a card, a torchvision ResNet or VGG is "
-                "recognised by its keys.",
-            )
-            st.text_input(
-                f"Options {up} (JSON)",
-                key=K.OPTS_A if which == "a" else K.OPTS_B,
-                placeholder='{"widths": [300, 100]}',
-            )
-            src = st.radio(
-                f"Task {up}",
-                ["built-in task", "my .npz"],
-                horizontal=True,
-                key=K.TASKSRC_A if which == "a" else K.TASKSRC_B,
-            )
-            if src == "built-in task":
-                st.text_input(
-                    f"Task text {up}",
-                    value=defaults,
-                    key=K.TASK_A if which == "a" else K.TASK_B,
-                    help="dataset[:classes], e.g. digits:0-4, digits:parity, moons, "
-                    "mnist:5-9 (MNIST needs local files)",
-                )
-            else:
+    arch_choices = [CARD, *loading.list_models()]
+    per_row = 2 if count == 2 else 3
+    letters = TASK_LETTERS[:count]
+    for start in range(0, count, per_row):
+        cols = st.columns(per_row)
+        for col, which in zip(cols, letters[start : start + per_row]):
+            up = which.upper()
+            with col:
+                st.markdown(f"**Model {up}**")
                 st.file_uploader(
-                    f"Data set {up} (.npz)", type=["npz"], key=K.NPZ_A if which == "a" else K.NPZ_B
+                    f"Checkpoint {up}",
+                    type=["pt", "pth", "safetensors"],
+                    key=upload_key("file", which),
                 )
-    st.button(
-        "Load these two models",
+                st.selectbox(
+                    f"Architecture {up}",
+                    arch_choices,
+                    key=upload_key("arch", which),
+                    help="A registry model, or what the checkpoint's own card says (files "
+                    "saved by this project carry one); without a card, a torchvision ResNet or "
+                    "VGG is recognised by its keys.",
+                )
+                st.text_input(
+                    f"Options {up} (JSON)",
+                    key=upload_key("opts", which),
+                    placeholder='{"widths": [300, 100]}',
+                )
+                src = st.radio(
+                    f"Task {up}",
+                    ["built-in task", "my .npz"],
+                    horizontal=True,
+                    key=upload_key("tasksrc", which),
+                )
+                if src == "built-in task":
+                    st.text_input(
+                        f"Task text {up}",
+                        value=DEFAULT_TASKS.get(which, ""),
+                        key=upload_key("task", which),
+                        placeholder="e.g. digits:7-9",
+                        help="dataset[:classes], e.g. digits:0-4, digits:parity, moons, "
+                        "mnist:5-9 (MNIST needs local files)",
+                    )
+                else:
+                    st.file_uploader(
+                        f"Data set {up} (.npz)", type=["npz"], key=upload_key("npz", which)
+                    )
+    c1, c2, c3 = st.columns([3, 2, 2])
+    c1.button(
+        f"Load these {number(count)} models",
         type="primary",
         on_click=ui.callback("load", load_upload),
         disabled=busy,
         key="load.upload_button",
+    )
+    c2.button(
+        "Add a model",
+        icon=":material/add:",
+        on_click=ui.callback("load", add_model),
+        disabled=count >= loading.MAX_MODELS,
+        key="load.add_model",
+        help="Zip three or more models: each shared unit is then shared by all of them.",
+    )
+    c3.button(
+        f"Remove model {letters[-1].upper()}",
+        icon=":material/remove:",
+        on_click=ui.callback("load", remove_model),
+        disabled=count <= 2,
+        key="load.remove_model",
     )
 
 else:
@@ -234,36 +295,41 @@ else:
 
 # -------------------------------------------------------------------------------- summary
 st.divider()
-pair = ws.pair
-if pair is None:
-    st.info("No pair is loaded yet.")
+loaded = ws.loaded
+if loaded is None:
+    st.info("No models are loaded yet.")
     st.stop()
 
-st.subheader(pair.title)
-cols = st.columns(2)
-for col, which, task, acc, params, entry in (
-    (cols[0], "A", pair.task_a, pair.accuracy[0], pair.params[0], pair.models["a"]),
-    (cols[1], "B", pair.task_b, pair.accuracy[1], pair.params[1], pair.models["b"]),
-):
-    with col, st.container(border=True):
-        st.markdown(
-            f"**Model {which}** · task `{task.name}` · {entry.get('source')}: `{entry.get('name')}`"
-        )
-        m1, m2 = st.columns(2)
-        m1.metric(f"Test accuracy {which}", ui.pct(acc))
-        m2.metric(f"Parameters {which}", f"{params:,}")
-        st.caption(f"What it is: {pairs.describe_model(entry)}")
-        if pair.residual:
-            shape = f"{len(pair.layers)} weight layers in {len(pair.groups)} zippable groups"
-        else:
-            widths = " → ".join(str(r[f"width {which}"]) for r in pair.layers)
-            shape = f"{len(pair.layers)} weight layers, widths {widths}"
-        st.caption(
-            f"{shape}; {task.num_classes} classes; input {tuple(task.input_shape)}; "
-            f"{task.size('calib')} calibration / {task.size('test')} test samples"
-        )
+st.subheader(loaded.title)
+labels = loaded.labels
+per_row = 2 if loaded.n_tasks == 2 else 3
+for start in range(0, loaded.n_tasks, per_row):
+    cols = st.columns(per_row)
+    for col, t in zip(cols, range(start, min(start + per_row, loaded.n_tasks))):
+        which, task = labels[t], loaded.tasks[t]
+        entry = loaded.models.get(loaded.letters[t], {})
+        with col, st.container(border=True):
+            st.markdown(
+                f"**Model {which}** · task `{task.name}` · {entry.get('source')}: "
+                f"`{entry.get('name')}`"
+            )
+            m1, m2 = st.columns(2)
+            m1.metric(f"Test accuracy {which}", ui.pct(loaded.accuracy[t]))
+            m2.metric(f"Parameters {which}", f"{loaded.params[t]:,}")
+            st.caption(f"What it is: {loading.describe_model(entry)}")
+            if loaded.residual:
+                shape = (
+                    f"{len(loaded.layers)} weight layers in {len(loaded.groups)} zippable groups"
+                )
+            else:
+                widths = " → ".join(str(r[f"width {which}"]) for r in loaded.layers)
+                shape = f"{len(loaded.layers)} weight layers, widths {widths}"
+            st.caption(
+                f"{shape}; {task.num_classes} classes; input {tuple(task.input_shape)}; "
+                f"{task.size('calib')} calibration / {task.size('test')} test samples"
+            )
 
-if pair.residual and pair.groups:
+if loaded.residual and loaded.groups:
     st.markdown(
         "**Zippable groups**, in the order they are zipped. The layers whose outputs are added "
         "into one residual stream write the same units, so they share one matching: the group "
@@ -276,47 +342,42 @@ if pair.residual and pair.groups:
                     "group": g["group"],
                     "layers": len(g["members"]),
                     "members": ", ".join(g["members"]),
-                    "width A": g["width A"],
-                    "width B": g["width B"],
+                    **{f"width {x}": g[f"width {x}"] for x in labels},
                     "read by": ", ".join(g["readers"]),
                 }
-                for g in pair.groups
+                for g in loaded.groups
             ]
         ),
         hide_index=True,
         key="load.groups",
     )
-if pair.layers:
-    table = pd.DataFrame(pair.layers)
+if loaded.layers:
+    table = pd.DataFrame(loaded.layers)
     table["role"] = [
         "head (per task)"
         if r["head"]
-        else ("hidden (zippable)" if not pair.residual else f"in group {r['group']}")
-        for r in pair.layers
+        else ("hidden (zippable)" if not loaded.residual else f"in group {r['group']}")
+        for r in loaded.layers
     ]
-    with st.expander("Weight layers", expanded=not pair.residual):
-        st.dataframe(
-            table[
-                ["layer", "kind", "role", "inputs", "width A", "width B", "params A", "params B"]
-            ],
-            hide_index=True,
-            key="load.layers",
-        )
-for note in pair.notes:
+    with st.expander("Weight layers", expanded=not loaded.residual):
+        columns = ["layer", "kind", "role", "inputs"]
+        columns += [f"width {x}" for x in labels] + [f"params {x}" for x in labels]
+        st.dataframe(table[columns], hide_index=True, key="load.layers")
+for note in loaded.notes:
     st.warning(note)
-if pair.zippable:
-    n = len(pair.groups)
-    names = ", ".join(g["group"] for g in pair.groups)
-    if pair.residual:
-        st.success(
-            f"These two can be zipped: {n} zippable group{'s' * (n != 1)} ({names}); each "
-            "step zips one group, all its member layers with one matching. The heads stay per "
-            "task."
+if loaded.zippable:
+    n = len(loaded.groups)
+    names = ", ".join(g["group"] for g in loaded.groups)
+    shared_by = (
+        f" Every shared unit is shared by all {loaded.n_tasks} models." if loaded.many else ""
+    )
+    if loaded.residual:
+        what = (
+            f"{n} zippable group{'s' * (n != 1)} ({names}); each step zips one group, all its "
+            "member layers with one matching. The heads stay per task."
         )
     else:
-        st.success(
-            f"These two can be zipped: {n} hidden layer{'s' * (n != 1)} ({names}); the heads "
-            "stay per task."
-        )
+        what = f"{n} hidden layer{'s' * (n != 1)} ({names}); the heads stay per task."
+    st.success(f"These {number(loaded.n_tasks)} can be zipped: {what}{shared_by}")
 else:
-    st.error(f"These models cannot be zipped: {pair.reason}")
+    st.error(f"These models cannot be zipped: {loaded.reason}")

@@ -1,4 +1,4 @@
-"""Retrain: joint retraining of the zipped network on both tasks, in the background."""
+"""Retrain: joint retraining of the zipped network on every task, in the background."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from mtz_core.training import RETRAIN_LR
 ws = state.workspace()
 st.title("Retrain")
 st.caption(
-    "After a layer is zipped, a short joint retraining (loss A + loss B, one batch of each task "
-    "per step, all parameters) recovers most of the accuracy the zip cost. It runs in the "
-    "background: the progress and both tasks' loss curves appear at the top of every page, and "
+    "After a layer is zipped, a short joint retraining (loss A + loss B + …, one batch of each "
+    "task per step, all parameters) recovers most of the accuracy the zip cost. It runs in the "
+    "background: the progress and every task's loss curve appear at the top of every page, and "
     "Cancel puts the network back exactly as it was before the retraining."
 )
 ui.show_flashes("retrain", ws)
 z = ui.require_zip(ws, "retrain")
+labels = ws.loaded.labels
 busy = ui.busy_note(ws)
 
 cuda = torch.cuda.is_available()
@@ -67,18 +68,8 @@ b2.button(
     width="stretch",
 )
 
-m = st.columns(3)
-m[0].metric(
-    "Task A accuracy",
-    ui.pct(z.accuracy[0]),
-    delta=ui.delta(z.accuracy[0], z.baseline[0]),
-)
-m[1].metric(
-    "Task B accuracy",
-    ui.pct(z.accuracy[1]),
-    delta=ui.delta(z.accuracy[1], z.baseline[1]),
-)
-m[2].metric("Parameters saved", f"{z.saved_fraction():.1%}")
+ui.task_metrics(ws, z, "Task {x} accuracy")
+st.metric("Parameters saved", f"{z.saved_fraction():.1%}")
 
 retrainings = [e for e in z.events if e["step"].startswith("retrain")]
 if retrainings:
@@ -96,8 +87,11 @@ if retrainings:
                 "batch per task": e["batch_size"],
                 "device": e["device"],
                 "seconds": round(e["seconds"], 1),
-                "task A before → after": f"{ui.pct(e['before'][0])} → {ui.pct(e['acc_a'])}",
-                "task B before → after": f"{ui.pct(e['before'][1])} → {ui.pct(e['acc_b'])}",
+                **{
+                    f"task {x} before → after": f"{ui.pct(e['before'][t])} → "
+                    f"{ui.pct(e[f'acc_{x.lower()}'])}"
+                    for t, x in enumerate(labels)
+                },
             }
             for e in retrainings
         ),

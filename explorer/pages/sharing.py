@@ -1,4 +1,6 @@
-"""Sharing: which neurons are shared in every layer, and how A's and B's neurons were matched."""
+"""Sharing: which neurons are shared in every layer, and how the models' neurons were matched
+(pairs of A's and B's neurons; for three or more models, one neuron of every model per shared
+unit)."""
 
 from __future__ import annotations
 
@@ -12,18 +14,21 @@ from mtz_core.architecture import trace_model
 
 ws = state.workspace()
 st.title("Sharing")
-st.caption(
-    "Each shared neuron replaces one neuron of A and one of B: its weights from the shared "
-    "inputs are stored once. Unpaired neurons stay with their own task."
-)
 ui.show_flashes("sharing", ws)
 z = ui.require_zip(ws, "sharing")
-pair = ws.pair
+loaded = ws.loaded
+labels, letters = loaded.labels, loaded.letters
+every = "one neuron of A and one of B" if not loaded.many else "one neuron of every model"
+st.caption(
+    f"Each shared neuron replaces {every}: its weights from the shared inputs are stored once. "
+    "Unpaired neurons stay with their own task."
+)
 
 rows = z.sharing_rows()
 ui.plot(figures.sharing_bars(rows), key="sharing.bars")
-columns = ["layer", "status", "n_a", "n_b", "shared", "a_only", "b_only"]
-if pair.residual:
+columns = ["layer", "status", *(f"n_{x}" for x in letters), "shared"]
+columns += [f"{x}_only" for x in letters]
+if loaded.residual:
     st.caption(
         "One row per zippable group: the layers writing one residual stream share its units "
         "(members), so they share the same neurons."
@@ -37,14 +42,16 @@ if not records:
     st.page_link("explorer/pages/step.py", label="Step through", icon=":material/stairs:")
     st.stop()
 
-st.subheader(f"Matching of a {pair.unit_name}")
+st.subheader(f"Matching of a {loaded.unit_name}")
+what = "pairs" if not loaded.many else "shared units"
 index = st.selectbox(
-    f"Zipped {pair.unit_name}",
+    f"Zipped {loaded.unit_name}",
     list(range(len(records))),
-    format_func=lambda i: f"{records[i].name} ({records[i].k} pairs)",
+    format_func=lambda i: f"{records[i].name} ({records[i].k} {what})",
     key=K.SHARING_LAYER,
 )
 rec = records[index]
+widths = list(z.layers[rec.index][1:])
 if len(rec.members) > 1:
     st.caption(
         f"{rec.name}: one matching for its {len(rec.members)} layers ({', '.join(rec.members)}); "
@@ -53,52 +60,61 @@ if len(rec.members) > 1:
 c1, c2 = st.columns([3, 2])
 with c1:
     ui.plot(
-        figures.matching_figure(rec.pairs, rec.pair_costs, rec.n_a, rec.n_b),
+        figures.matching_figure(rec.pairs, rec.pair_costs, *widths),
         key="sharing.matching",
     )
 with c2:
-    table = pd.DataFrame(
-        {
-            "pick": np.arange(1, rec.k + 1),
-            "A neuron": rec.pairs[:, 0],
-            "B neuron": rec.pairs[:, 1],
-            "cost d[i,j]": rec.pair_costs,
-            "merge error": rec.pair_errors,
-        }
-    )
-    st.caption(f"{rec.k} pairs in the order they were chosen ({rec.method}, {rec.matching}).")
+    table = pd.DataFrame({"pick": np.arange(1, rec.k + 1)})
+    for t, x in enumerate(labels):
+        table[f"{x} neuron"] = rec.pairs[:, t]
+    table["cost d[i,j]" if not loaded.many else "cost (all stages)"] = rec.pair_costs
+    table["merge error"] = rec.pair_errors
+    if loaded.many:
+        st.caption(
+            f"{rec.k} shared units in the order they were chosen ({rec.method}, {rec.matching}): "
+            "A's and B's neurons paired by cost, then each further model's neuron matched to "
+            "the merged unit; the cost sums every stage's."
+        )
+    else:
+        st.caption(f"{rec.k} pairs in the order they were chosen ({rec.method}, {rec.matching}).")
     st.dataframe(table, hide_index=True, height=420)
 
 # -- first layer of image models: the incoming weights as pictures ---------------------------
 first_layer = z.session.groups[0].members[0] == 0  # group 0 writes layer 0's units
-if index == 0 and pair.is_image and rec.k and first_layer:
-    st.subheader("Incoming weights of a pair")
+if index == 0 and loaded.is_image and rec.k and first_layer:
+    unit = "pair" if not loaded.many else "shared unit"
+    st.subheader(f"Incoming weights of a {unit}")
     st.caption(
-        "What the first layer's neurons look at: A's neuron, B's neuron (from the original "
+        "What the first layer's neurons look at: each model's neuron (from the original "
         "models) and the merged shared neuron (its weights now, after any retraining)."
     )
-    key = ("first_weights", id(pair))
+    key = ("first_weights", id(loaded))
     if key not in ws.cache:
-        shape = tuple(pair.task_a.input_shape)
-        wa = trace_model(pair.model_a, shape, label="model A")[1][0][0]
-        wb = trace_model(pair.model_b, shape, label="model B")[1][0][0]
-        ws.cache[key] = (wa.detach().cpu().numpy(), wb.detach().cpu().numpy())
-    wa, wb = ws.cache[key]
-    p = st.slider("Pair (in the order chosen: cheapest first)", 1, rec.k, 1, key=K.SHARING_PAIR)
-    i, j = (int(v) for v in rec.pairs[p - 1])
+        shape = tuple(loaded.task_a.input_shape)
+        ws.cache[key] = [
+            trace_model(net, shape, label=f"model {x}")[1][0][0].detach().cpu().numpy()
+            for net, x in zip(loaded.nets, labels)
+        ]
+    originals = ws.cache[key]
+    p = st.slider(
+        f"{unit.capitalize()} (in the order chosen: cheapest first)",
+        1,
+        rec.k,
+        1,
+        key=K.SHARING_PAIR,
+    )
+    units = [int(v) for v in rec.pairs[p - 1]]
     layer0 = z.session.model.layers[0]
     merged = layer0.shared_weight[p - 1].detach().cpu().numpy()
-    spec = layer0.spec
-    if spec.kind == "linear":
-        shape = tuple(pair.task_a.input_shape)
-        imgs = [wa[i].reshape(shape), wb[j].reshape(shape), merged.reshape(shape)]
-    else:
-        imgs = [wa[i], wb[j], merged]
+    imgs = [w[i] for w, i in zip(originals, units)] + [merged]
+    if layer0.spec.kind == "linear":
+        shape = tuple(loaded.task_a.input_shape)
+        imgs = [img.reshape(shape) for img in imgs]
     ui.plot(
         figures.weight_images(
             imgs,
-            [f"A neuron {i}", f"B neuron {j}", "merged (shared)"],
-            title=f"{rec.name}: pair {p} of {rec.k}, cost {rec.pair_costs[p - 1]:.4g}",
+            [f"{x} neuron {i}" for x, i in zip(labels, units)] + ["merged (shared)"],
+            title=f"{rec.name}: {unit} {p} of {rec.k}, cost {rec.pair_costs[p - 1]:.4g}",
         ),
         key="sharing.weights",
     )

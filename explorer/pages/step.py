@@ -1,4 +1,5 @@
-"""Step through the zip: one hidden layer at a time, bottom-up, with undo and reset."""
+"""Step through the zip: one hidden layer at a time, bottom-up, with undo and reset (two models,
+or three and more: a shared unit is then shared by all of them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import streamlit as st
 
 from explorer import figures, state, ui
 from explorer.state import K
-from explorer.zipper import BIG_LAYER_CELLS
+from explorer.zipper import BIG_LAYER_CELLS, ZipSettings, acc_columns, settings_refusal
 from mtz_core import METHODS
 from mtz_core.config import BATCH_NORMS
 from mtz_core.training import RETRAIN_LR
@@ -18,14 +19,22 @@ ws = state.workspace()
 st.title("Step through the zip")
 st.caption(
     "Zip the layers bottom-up: set how many neurons of the next layer to share, zip it, look at "
-    "what it cost both tasks, retrain or not, go on. Undo puts a layer back exactly."
+    "what it cost every task, retrain or not, go on. Undo puts a layer back exactly."
 )
 ui.show_flashes("step", ws)
 z = ui.require_zip(ws, "step")
-pair = ws.pair
+loaded = ws.loaded
+labels = loaded.labels
+n_tasks = loaded.n_tasks
 busy = ui.busy_note(ws)
-unit = pair.unit_name  # "layer" for a chain, "group" for a residual network
-if pair.residual:
+unit = loaded.unit_name  # "layer" for a chain, "group" for a residual network
+if loaded.many:
+    st.caption(
+        f"{n_tasks} models are zipped into one network with {n_tasks} heads: each shared unit "
+        f"replaces one unit of every model. A step pairs A's and B's units by the MTZ cost, "
+        "then matches each further model's units to the merged ones (see **Costs**)."
+    )
+if loaded.residual:
     st.caption(
         "A residual network is zipped group by group: the layers whose outputs are added into "
         "one residual stream write the same units, so one matching pairs them all; a layer "
@@ -53,7 +62,8 @@ def do_undo() -> None:
 
 def do_reset() -> None:
     ws.reset()
-    ws.flash("step", "info", "Reset: the network is the two original models again.")
+    n = "two" if n_tasks == 2 else str(n_tasks)
+    ws.flash("step", "info", f"Reset: the network is the {n} original models again.")
 
 
 def do_run_remaining() -> None:
@@ -84,11 +94,11 @@ def apply_settings() -> None:
 
 # ------------------------------------------------------------------------------- timeline
 parts = []
-for i, (name, n_a, n_b) in enumerate(z.layers):
+for i, (name, *widths) in enumerate(z.layers):
     st_ = z.status(i)
     if st_ == "zipped":
         parts.append(
-            f":green[:material/check_circle:] **{name}** {z.records[i].k}/{min(n_a, n_b)} shared"
+            f":green[:material/check_circle:] **{name}** {z.records[i].k}/{min(widths)} shared"
         )
     elif st_ == "next":
         parts.append(f":red[:material/play_circle:] **{name}** next")
@@ -99,39 +109,40 @@ st.markdown("Timeline: " + " &nbsp;→&nbsp; ".join(parts))
 ui.plot(
     figures.network_diagram(
         z.sharing_rows(),
-        input_label=f"input {tuple(pair.task_a.input_shape)}",
-        heads=(f"A: {pair.task_a.name}", f"B: {pair.task_b.name}"),
+        input_label=f"input {tuple(loaded.task_a.input_shape)}",
+        heads=tuple(f"{x}: {t.name}" for x, t in zip(labels, loaded.tasks)),
     ),
     key="step.diagram",
 )
 
 # ---------------------------------------------------------------------------------- status
-m = st.columns(5)
+m = st.columns(3 + n_tasks) if n_tasks <= 3 else st.columns(3)
 last = z.events[-1] if z.events else None
 m[0].metric(f"{unit.capitalize()}s zipped", f"{len(z.records)} / {len(z.layers)}")
 m[1].metric(
-    "Parameters saved", f"{z.saved_fraction():.1%}", help="saved_fraction = saved / (A + B)"
+    "Parameters saved",
+    f"{z.saved_fraction():.1%}",
+    help=f"saved_fraction = saved / ({' + '.join(labels)})",
 )
-m[2].metric(
-    f"Task A ({pair.task_a.name})",
-    ui.pct(z.accuracy[0]),
-    delta=ui.delta(z.accuracy[0], z.baseline[0]),
-)
-m[3].metric(
-    f"Task B ({pair.task_b.name})",
-    ui.pct(z.accuracy[1]),
-    delta=ui.delta(z.accuracy[1], z.baseline[1]),
-)
+if n_tasks <= 3:
+    for t, (x, task) in enumerate(zip(labels, loaded.tasks)):
+        m[2 + t].metric(
+            f"Task {x} ({task.name})",
+            ui.pct(z.accuracy[t]),
+            delta=ui.delta(z.accuracy[t], z.baseline[t]),
+        )
+m_err = m[-1]
 if last is not None and last.get("predicted_error") is not None:
     held = last.get("heldout_error")
-    m[4].metric(
+    m_err.metric(
         f"Layer error of {last['layer']}",
         f"{last['predicted_error']:.4g}",
         delta=None if held is None else f"measured {held:.4g}",
         delta_color="off",
         delta_arrow="off",
-        help="The increase of E_A + E_B that the applied weights cause on the Hessian samples "
-        "(undamped, whatever the damping); below it, the same measured on validation inputs.",
+        help="The increase of E_A + E_B (+ E_C … for more models) that the applied weights "
+        "cause on the Hessian samples (undamped, whatever the damping); below it, the same "
+        "measured on validation inputs.",
     )
     if last.get("remerged"):
         st.caption(
@@ -146,16 +157,19 @@ if last is not None and last.get("predicted_error") is not None:
             "got the plain average. A damping above 0 avoids it."
         )
 else:
-    m[4].metric("Layer error", "–")
+    m_err.metric("Layer error", "–")
+if n_tasks > 3:
+    ui.task_metrics(ws, z)
 
 # ------------------------------------------------------------------------------- next step
 with st.container(border=True):
     if z.done:
-        every = "group" if pair.residual else "hidden layer"
+        every = "group" if loaded.residual else "hidden layer"
         st.markdown(f"**Every {every} is zipped.** Undo to change one, or reset.")
     else:
-        name, n_a, n_b = z.layers[z.next_index]
-        k_max = min(n_a, n_b)
+        name, *widths = z.layers[z.next_index]
+        k_max = min(widths)
+        narrow = "narrower side" if n_tasks == 2 else "narrowest model"
         key = state.plan_key("step", name)
         members = z.members(z.next_index)
         if len(members) > 1:
@@ -165,8 +179,9 @@ with st.container(border=True):
             )
         c1, c2 = st.columns([3, 2])
         with c1:
+            sizes = ", ".join(f"{w} in {x}" for w, x in zip(widths, labels))
             k = st.slider(
-                f"Shared neurons in **{name}** (of {k_max}: {n_a} in A, {n_b} in B)",
+                f"Shared neurons in **{name}** (of {k_max}: {sizes})",
                 0,
                 k_max,
                 int(min(ws.plan.get(name, k_max // 2), k_max)),
@@ -175,7 +190,9 @@ with st.container(border=True):
             )
             # Small layers: predict right away. Wide ones (thousands of neurons) take seconds
             # for their Hessians and costs, so they wait for a click (or the zip itself).
-            wanted = n_a * n_b <= BIG_LAYER_CELLS or st.session_state.get(f"step.predict.{name}")
+            wanted = widths[0] * widths[1] <= BIG_LAYER_CELLS or st.session_state.get(
+                f"step.predict.{name}"
+            )
             try:
                 view = z.cost_view(z.next_index, compute=bool(wanted) and not busy)
             except Exception as exc:  # noqa: BLE001
@@ -186,7 +203,7 @@ with st.container(border=True):
             if predicted is not None:
                 st.caption(
                     f"Predicted layer error at {k}: **{predicted:.4g}** "
-                    f"({k / k_max:.0%} of the narrower side)."
+                    f"({k / k_max:.0%} of the {narrow})."
                     + (
                         f" Zipping it also re-merges the already-shared rows of "
                         f"{', '.join(remerges)}; their error is added when it is zipped."
@@ -194,13 +211,19 @@ with st.container(border=True):
                         else ""
                     )
                 )
+            elif view is not None and view.tuples is not None:
+                st.caption(
+                    f"{k / k_max:.0%} of the narrowest model. No prediction before the zip: "
+                    f"the Hessians of {name} are blocked, so the step measures its error in a "
+                    "pass over the samples."
+                )
             elif view is not None:
                 st.caption(
                     f"{k / k_max:.0%} of the narrower side. No prediction before the zip: "
                     f"{view.no_curve}"
                 )
             else:
-                st.caption(f"{k / k_max:.0%} of the narrower side.")
+                st.caption(f"{k / k_max:.0%} of the {narrow}.")
                 if not wanted:
                     st.button(
                         f"Predict the error ({name} is wide: computing its costs takes a while)",
@@ -242,7 +265,8 @@ with st.container(border=True):
     )
 
 with st.container(border=True):
-    st.markdown("**Retrain now** (jointly on both tasks; more options on **Retrain**)")
+    every = "both tasks" if n_tasks == 2 else f"all {n_tasks} tasks"
+    st.markdown(f"**Retrain now** (jointly on {every}; more options on **Retrain**)")
     c1, c2, c3 = st.columns([2, 2, 2])
     c1.number_input("Iterations", 1, 100_000, 100, step=50, key="step.rt_its")
     c2.number_input("Learning rate", 1e-5, 10.0, RETRAIN_LR, format="%.4f", key="step.rt_lr")
@@ -258,6 +282,7 @@ with st.container(border=True):
 # -------------------------------------------------------------------------------- history
 if z.events:
     st.subheader("What each step did")
+    accs = acc_columns(n_tasks)
     hist = pd.DataFrame(z.events)[
         [
             "step",
@@ -266,8 +291,7 @@ if z.events:
             "predicted_error",
             "heldout_error",
             "pseudo_inverse",
-            "acc_a",
-            "acc_b",
+            *accs,
             "saved_fraction",
             "seconds",
         ]
@@ -276,12 +300,35 @@ if z.events:
         hist,
         hide_index=True,
         column_config={
-            "acc_a": st.column_config.NumberColumn("acc A", format="percent"),
-            "acc_b": st.column_config.NumberColumn("acc B", format="percent"),
+            **{
+                col: st.column_config.NumberColumn(f"acc {x}", format="percent")
+                for col, x in zip(accs, labels)
+            },
             "saved_fraction": st.column_config.NumberColumn("saved", format="percent"),
             "seconds": st.column_config.NumberColumn("s", format="%.2f"),
         },
     )
+
+
+def refusals(field: str, choices: list) -> dict:
+    """{choice: the engine's reason} for the choices of setting `field` it refuses on these
+    models (three or more models refuse some), computed once per set of models."""
+    key = ("refusals", field, id(loaded))
+    if key not in ws.cache:
+        found = {}
+        for choice in choices:
+            value = float(choice) if field == "damping" and choice != "auto" else choice
+            reason = settings_refusal(loaded, dataclasses.replace(ZipSettings(), **{field: value}))
+            if reason:
+                found[choice] = reason
+        ws.cache[key] = found
+    return ws.cache[key]
+
+
+def marked(refused: dict):
+    """A format_func showing refused choices as unavailable."""
+    return lambda v: f"{v} — not for {n_tasks} models" if v in refused else str(v)
+
 
 with st.expander("Zip settings (changing them starts a new zip)"):
     s = ws.settings
@@ -296,10 +343,13 @@ with st.expander("Zip settings (changing them starts a new zip)"):
     )
     damp_choices = ["0", "0.001", "0.01", "0.1", "1.0", "auto"]
     current = "auto" if s.damping == "auto" else str(s.damping)
+    damp_refused = refusals("damping", damp_choices)
+    norm_refused = refusals("batch_norm", list(BATCH_NORMS))
     c2.selectbox(
         "Damping",
         damp_choices,
         index=damp_choices.index(current) if current in damp_choices else 3,
+        format_func=marked(damp_refused),
         key=K.SET_DAMPING,
         help="λ = damping · trace(H)/dim added to each Hessian. Weak damping lets the merge "
         "overfit the Hessian samples; auto picks per layer on held-out samples.",
@@ -311,11 +361,19 @@ with st.expander("Zip settings (changing them starts a new zip)"):
         "Batch norm",
         list(BATCH_NORMS),
         index=list(BATCH_NORMS).index(s.batch_norm),
+        format_func=marked(norm_refused),
         key=K.SET_BATCH_NORM,
         help="fold: folded into the layers before it (one normalisation for both tasks). keep: "
         "each task keeps its own norm for every unit, shared ones too; the merge weighs each "
         "task's error by its norm's scale. Only matters for models with batch norm.",
     )
+    unavailable = {**{f"damping {k}": v for k, v in damp_refused.items()}}
+    unavailable.update({f"batch norm {k}": v for k, v in norm_refused.items()})
+    if unavailable:
+        st.caption(
+            f"Not available for {n_tasks} models (the engine's reasons): "
+            + "; ".join(f"**{k}**: {v}" for k, v in unavailable.items())
+        )
     st.button(
         "Apply (starts a new zip)",
         on_click=ui.callback("step", apply_settings),

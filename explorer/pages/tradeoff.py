@@ -1,4 +1,5 @@
-"""Trade-off: accuracy of both tasks against parameters saved, from every configuration tried."""
+"""Trade-off: accuracy of every task (and their mean) against parameters saved, from every
+configuration tried (sweeps through `mtz_core.sweep.sweep_many`, for two models or more)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from explorer import figures, state, ui
 from explorer.recipe import points_csv
 from explorer.state import K
 from explorer.sweeping import pareto_mask
-from explorer.zipper import plan_savings
+from explorer.workspace import joined
+from explorer.zipper import acc_columns, plan_savings
 from mtz_core import METHODS
 from mtz_core.training import RETRAIN_LR
 
@@ -21,25 +23,27 @@ st.caption(
     "random) are their own series; the dashed line is the Pareto front."
 )
 ui.show_flashes("tradeoff", ws)
-pair = ui.require_pair(ws)
+pair = ui.require_models(ws)
 if not pair.zippable:
     st.error(f"These models cannot be zipped: {pair.reason}")
     st.stop()
 busy = ui.busy_note(ws)
+labels = pair.labels
+accs = acc_columns(pair.n_tasks)
 
 # ------------------------------------------------------------------------------- the figure
 df = ws.points_frame()
+shown = {"mean_acc": f"mean of {joined(labels)}"}
+shown.update({col: f"task {x} ({t.name})" for col, x, t in zip(accs, labels, pair.tasks)})
+if state.widget(K.TRADE_Y) not in shown:  # another set of models was loaded
+    st.session_state.pop(K.TRADE_Y, None)
 y = st.segmented_control(
     "Accuracy shown",
-    ["mean_acc", "acc_a", "acc_b"],
+    list(shown),
     default="mean_acc",
     key=K.TRADE_Y,
     required=True,
-    format_func=lambda v: {
-        "mean_acc": "mean of A and B",
-        "acc_a": f"task A ({pair.task_a.name})",
-        "acc_b": f"task B ({pair.task_b.name})",
-    }[v],
+    format_func=lambda v: shown[v],
 )
 front = df[pareto_mask(df, y)] if len(df) else None
 fig = figures.tradeoff_figure(df, y=y, front=front)
@@ -69,8 +73,7 @@ if len(df):
                 "series",
                 "label",
                 "saved_fraction",
-                "acc_a",
-                "acc_b",
+                *accs,
                 "mean_acc",
                 "retrain_iterations",
             )
@@ -84,9 +87,11 @@ else:
 st.subheader("Ratio tuning")
 st.caption(
     f"One slider per {pair.unit_name}. The parameters saved are counted from the sizes alone — "
-    "k·(s·K + 1) per weight layer, k the shared units it writes, s the shared units it reads "
-    "(every input for the first), K the weights per input unit — and the predicted error from "
-    "the cached cost matrices."
+    "k·(s·K + 1) per weight layer"
+    + ("" if pair.n_tasks == 2 else f" and per model beyond the first ({pair.n_tasks} − 1 copies)")
+    + ", k the shared units it writes, s the shared units it reads (every input for the "
+    "first), K the weights per input unit — and the predicted error from the cached cost "
+    "matrices."
 )
 z = ws.zip
 groups = pair.groups
@@ -94,7 +99,7 @@ ks = []
 cols = st.columns(min(len(groups), 4))
 for i, g in enumerate(groups):
     name = g["group"]
-    k_max = min(g["width A"], g["width B"])
+    k_max = min(pair.widths(g))
     key = state.tune_key(name)
     with cols[i % len(cols)]:
         k = st.slider(
@@ -108,7 +113,7 @@ for i, g in enumerate(groups):
         )
     ks.append(k)
 saved = plan_savings(pair.layers, groups, ks)
-total = pair.params[0] + pair.params[1]
+total = sum(pair.params)
 rows = []
 missing = False
 for i, (g, k, sv) in enumerate(zip(groups, ks, saved)):
@@ -122,15 +127,24 @@ for i, (g, k, sv) in enumerate(zip(groups, ks, saved)):
         {
             pair.unit_name: g["group"],
             "shared": k,
-            "of": min(g["width A"], g["width B"]),
+            "of": min(pair.widths(g)),
             "parameters saved": sv,
             "predicted error": None if view is None else view.predicted(k),
             "costs from": "–" if view is None else view.source,
         }
     )
 m1, m2, m3 = st.columns(3)
-m1.metric("Parameters saved", f"{sum(saved):,}", help="Σ k·(s·K + 1) over the weight layers")
-m2.metric("saved_fraction", f"{sum(saved) / total:.2%}", help="saved / (params A + params B)")
+copies = "" if pair.n_tasks == 2 else f"({pair.n_tasks} − 1)·"
+m1.metric(
+    "Parameters saved",
+    f"{sum(saved):,}",
+    help=f"Σ {copies}k·(s·K + 1) over the weight layers",
+)
+m2.metric(
+    "saved_fraction",
+    f"{sum(saved) / total:.2%}",
+    help=f"saved / ({' + '.join(f'params {x}' for x in labels)})",
+)
 known = [r["predicted error"] for r in rows if r["predicted error"] is not None]
 m3.metric(f"Predicted error (Σ {pair.unit_name}s)", f"{sum(known):.4g}" if known else "–")
 st.dataframe(pd.DataFrame(rows), hide_index=True)
@@ -168,8 +182,9 @@ c2.button(
 # ------------------------------------------------------------------------------------ sweep
 st.subheader("Sweep")
 st.caption(
-    "Zip the pair at several shares (the same fraction of every layer) with each method, "
-    "optionally retraining after each layer; every configuration becomes a point."
+    "Zip the models at several shares (the same fraction of every layer's narrowest width) "
+    "with each method, optionally retraining after each layer; every configuration becomes a "
+    "point with every task's accuracy."
 )
 
 

@@ -1,6 +1,7 @@
-"""The pair of models the user works on: where it came from, its tasks, and its summary.
+"""The models the user works on (two or more, one per task): where each came from, its task,
+and a summary.
 
-A `LoadedPair` is read-only once made: demo pairs are shared by every user through
+A `LoadedModels` is read-only once made: demos are shared by every user through
 `st.cache_resource`, and the engine copies weights when a `ZipSession` is created, so nothing
 the app does later changes these models (training in the app works on deep copies).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,36 +28,45 @@ from mtz_core.checkpoints import (
 )
 from mtz_core.demo import DEMOS, load_demo
 from mtz_core.models import ModelSpec, create_model, get_model_spec, list_models, model_options
+from mtz_core.training import TASK_LETTERS
 
 __all__ = [
-    "LoadedPair",
+    "LoadedModels",
     "summarize",
+    "summarize_models",
     "describe_model",
+    "demo_models",
     "demo_pair",
     "load_uploaded_model",
     "parse_options",
     "train_pair",
     "DEMO_NAMES",
+    "MAX_MODELS",
     "list_models",
     "model_options",
 ]
 
 DEMO_NAMES = list(DEMOS)
 EVAL_BATCH = 512
+#: the most models the engine zips at once (one task letter each)
+MAX_MODELS = len(TASK_LETTERS)
 
 
 @dataclass
-class LoadedPair:
-    """Two models, their tasks, and what the Load page shows about them."""
+class LoadedModels:
+    """Two or more models (one per task), their tasks, and what the Load page shows about them.
+
+    Model t is named by the letter `letters[t]` ("a", "b", "c", …; shown upper case): the keys
+    of `models`, the per-model columns of `layers` and `groups` ("width A", "params C", …).
+    `model_a`, `task_a`, … name the first two.
+    """
 
     title: str
-    models: dict[str, dict[str, Any]]  # "a"/"b": {"source", "name", "architecture"} (recipes)
-    model_a: nn.Module
-    model_b: nn.Module
-    task_a: Any
-    task_b: Any
-    accuracy: tuple[float | None, float | None] = (None, None)
-    params: tuple[int, int] = (0, 0)
+    models: dict[str, dict[str, Any]]  # by letter: {"source", "name", "architecture"} (recipes)
+    nets: list[nn.Module]
+    tasks: list[Any]
+    accuracy: tuple[float | None, ...] = ()
+    params: tuple[int, ...] = ()
     layers: list[dict[str, Any]] = field(default_factory=list)  # every weight layer
     groups: list[dict[str, Any]] = field(default_factory=list)  # the zippable groups, in order
     residual: bool = False  # a residual network: a group may have several member layers
@@ -65,15 +75,62 @@ class LoadedPair:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def tasks(self) -> dict[str, dict[str, Any]]:
-        """How to get each task back (for recipes)."""
+    def n_tasks(self) -> int:
+        return len(self.nets)
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        """One letter per model, in order: a, b, c, …"""
+        return tuple(TASK_LETTERS[: self.n_tasks])
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The models' names on screen: A, B, C, …"""
+        return tuple(x.upper() for x in self.letters)
+
+    @property
+    def many(self) -> bool:
+        """Three or more models (what some views of two models cannot show)."""
+        return self.n_tasks > 2
+
+    @property
+    def model_a(self) -> nn.Module:
+        return self.nets[0]
+
+    @property
+    def model_b(self) -> nn.Module:
+        return self.nets[1]
+
+    @property
+    def task_a(self) -> Any:
+        return self.tasks[0]
+
+    @property
+    def task_b(self) -> Any:
+        return self.tasks[1]
+
+    @property
+    def kind(self) -> str:
+        """What to call the set on screen: a pair, or a set of T models."""
+        return "pair" if self.n_tasks == 2 else f"set of {self.n_tasks} models"
+
+    def widths(self, row: dict[str, Any]) -> tuple[int, ...]:
+        """A layer's or group's width in every model (its `width A`, `width B`, … entries)."""
+        return tuple(row[f"width {x}"] for x in self.labels)
+
+    def task_sources(self) -> dict[str, dict[str, Any]]:
+        """How to get each task back (for recipes), by letter."""
         out = {}
-        for key, task in (("a", self.task_a), ("b", self.task_b)):
+        for key, task in zip(self.letters, self.tasks):
             if task.name.startswith("npz:"):
                 out[key] = {"source": "npz", "file": task.name[4:]}
             else:
                 out[key] = {"source": "builtin", "task": task.name, "seed": task.seed}
         return out
+
+    def task_title(self, t: int) -> str:
+        """'Task C (digits:7-9)'."""
+        return f"Task {self.labels[t]} ({self.tasks[t].name})"
 
     @property
     def hidden(self) -> list[dict[str, Any]]:
@@ -110,95 +167,118 @@ def summarize(
     model_b: nn.Module,
     task_a: Any,
     task_b: Any,
-) -> LoadedPair:
-    """Trace both models, check they can be zipped, count parameters, measure test accuracy."""
+) -> LoadedModels:
+    """Two models: `summarize_models` of the pair."""
+    return summarize_models(title, models, [model_a, model_b], [task_a, task_b])
+
+
+def summarize_models(
+    title: str,
+    models: dict[str, dict[str, Any]],
+    nets: Sequence[nn.Module],
+    tasks: Sequence[Any],
+) -> LoadedModels:
+    """Trace every model, check they can be zipped, count parameters, measure test accuracy.
+
+    `models`: each model's recipe entry by letter (a, b, c, …); `nets[t]` is trained for
+    `tasks[t]`. Every model is described from its own trace."""
+    nets, tasks = list(nets), list(tasks)
+    if len(nets) != len(tasks):
+        raise ValueError(f"give one task per model: {len(nets)} models, {len(tasks)} tasks")
+    if not 2 <= len(nets) <= MAX_MODELS:
+        raise ValueError(f"load 2 to {MAX_MODELS} models, got {len(nets)}")
     notes: list[str] = []
-    pair = LoadedPair(title, models, model_a, model_b, task_a, task_b, notes=notes)
-    pair.params = (_count(model_a), _count(model_b))
-    for label, model, task in (("A", model_a, task_a), ("B", model_b, task_b)):
+    loaded = LoadedModels(title, dict(models), nets, tasks, notes=notes)
+    labels = loaded.labels
+    loaded.params = tuple(_count(m) for m in nets)
+    for label, model, task in zip(labels, nets, tasks):
         heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if heads and heads[-1].out_features != task.num_classes:
             notes.append(
                 f"model {label} has {heads[-1].out_features} outputs but its task {task.name} "
                 f"has {task.num_classes} classes"
             )
-    pair.accuracy = (
-        _accuracy(model_a, task_a, "A", notes),
-        _accuracy(model_b, task_b, "B", notes),
+    loaded.accuracy = tuple(
+        _accuracy(model, task, label, notes) for label, model, task in zip(labels, nets, tasks)
     )
-    traced = []
+    traced: list[tuple[Any, Any] | None] = []
     reason = None
-    if tuple(task_a.input_shape) != tuple(task_b.input_shape):
-        reason = (
-            f"the tasks' inputs differ: {task_a.name} has shape {tuple(task_a.input_shape)}, "
-            f"{task_b.name} has {tuple(task_b.input_shape)}; both models must read the same input"
-        )
-    for label, model, task in (("A", model_a, task_a), ("B", model_b, task_b)):
+    first = tuple(tasks[0].input_shape)
+    for label, task in zip(labels[1:], tasks[1:]):
+        if tuple(task.input_shape) != first and reason is None:
+            reason = (
+                f"the tasks' inputs differ: {tasks[0].name} has shape {first}, {task.name} "
+                f"(model {label}) has {tuple(task.input_shape)}; every model must read the "
+                "same input"
+            )
+    for label, model, task in zip(labels, nets, tasks):
         try:
-            arch, weights = trace_model(model, tuple(task.input_shape), label=f"model {label}")
-            traced.append((arch, weights))
+            traced.append(trace_model(model, tuple(task.input_shape), label=f"model {label}"))
         except ArchitectureError as exc:
+            traced.append(None)
             reason = reason or str(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a shape error while tracing
+            traced.append(None)
             reason = reason or f"model {label} does not run on {task.name}'s inputs: {exc}"
-    if len(traced) == 2 and reason is None:
-        try:
-            check_compatible(traced[0][0], traced[1][0])
-        except ArchitectureError as exc:
-            reason = str(exc)
-    if traced:
-        _describe_layers(pair, traced)
-    pair.zippable = reason is None and len(traced) == 2
-    pair.reason = reason
-    return pair
+    complete = all(t is not None for t in traced)
+    if complete and reason is None:
+        for t in traced[1:]:
+            try:
+                check_compatible(traced[0][0], t[0])
+            except ArchitectureError as exc:
+                reason = str(exc)
+                break
+    if traced[0] is not None:
+        _describe_layers(loaded, traced)
+    loaded.zippable = reason is None and complete
+    loaded.reason = reason
+    return loaded
 
 
-def _describe_layers(pair: LoadedPair, traced: list[tuple[Any, Any]]) -> None:
+def _describe_layers(loaded: LoadedModels, traced: list[tuple[Any, Any] | None]) -> None:
     """One row per weight layer (with the group it writes and the one it reads) and one per
     zippable group: a chain's hidden layers, or a residual network's channel groups (a residual
-    stream's layers share one matching), in the order the session zips them."""
-    arch_a, w_a = traced[0]
-    arch_b, w_b = traced[1] if len(traced) == 2 else (None, None)
+    stream's layers share one matching), in the order the session zips them. Each model's
+    columns come from its own trace (None where it has no such layer or did not trace)."""
+    arch_a, _ = traced[0]
     groups = arch_a.zip_groups()
     writes = {m: g.name for g in groups for m in g.members}
     reads = {r: g.name for g in groups for r in g.readers}
-    pair.residual = arch_a.graph is not None
+    loaded.residual = arch_a.graph is not None
     for i, spec in enumerate(arch_a.layers):
-        spec_b = arch_b.layers[i] if arch_b is not None and i < len(arch_b.layers) else None
-        pa = sum(t.numel() for t in w_a[i] if t is not None)
-        pb = sum(t.numel() for t in w_b[i] if t is not None) if spec_b is not None else None
-        pair.layers.append(
-            {
-                "layer": spec.name,
-                "kind": spec.kind,
-                "inputs": spec.in_units,
-                "per_unit": spec.kernel_positions if spec.kind == "conv" else spec.positions,
-                "bias": spec.bias,
-                "width A": spec.out_units,
-                "width B": spec_b.out_units if spec_b is not None else None,
-                "params A": pa,
-                "params B": pb,
-                "head": i == len(arch_a.layers) - 1,
-                "group": writes.get(i),  # the group of the units it writes (None: the head)
-                "reads": reads.get(i),  # the group it reads (None: the model's input)
-            }
-        )
+        row: dict[str, Any] = {
+            "layer": spec.name,
+            "kind": spec.kind,
+            "inputs": spec.in_units,
+            "per_unit": spec.kernel_positions if spec.kind == "conv" else spec.positions,
+            "bias": spec.bias,
+        }
+        for label, tr in zip(loaded.labels, traced):
+            arch, weights = tr if tr is not None else (None, None)
+            own = arch.layers[i] if arch is not None and i < len(arch.layers) else None
+            row[f"width {label}"] = own.out_units if own is not None else None
+            row[f"params {label}"] = (
+                sum(t.numel() for t in weights[i] if t is not None) if own is not None else None
+            )
+        row["head"] = i == len(arch_a.layers) - 1
+        row["group"] = writes.get(i)  # the group of the units it writes (None: the head)
+        row["reads"] = reads.get(i)  # the group it reads (None: the model's input)
+        loaded.layers.append(row)
     for g in groups:
-        first = pair.layers[g.members[0]]
-        pair.groups.append(
-            {
-                "group": g.name,
-                "members": [pair.layers[m]["layer"] for m in g.members],
-                "readers": [pair.layers[r]["layer"] for r in g.readers],
-                "kind": first["kind"],
-                "width A": first["width A"],
-                "width B": first["width B"],
-            }
-        )
+        first = loaded.layers[g.members[0]]
+        row = {
+            "group": g.name,
+            "members": [loaded.layers[m]["layer"] for m in g.members],
+            "readers": [loaded.layers[r]["layer"] for r in g.readers],
+            "kind": first["kind"],
+        }
+        for label in loaded.labels:
+            row[f"width {label}"] = first[f"width {label}"]
+        loaded.groups.append(row)
 
 
 def describe_model(entry: dict[str, Any]) -> str:
-    """What a model of the pair is, and where that came from (its card, or its keys)."""
+    """What a loaded model is, and where that came from (its card, or its keys)."""
     if entry.get("recognized"):
         text = f"recognised from its keys: {entry['recognized']}"
         return text + (f"; {entry['assumed']}" if entry.get("assumed") else "")
@@ -212,18 +292,19 @@ def describe_model(entry: dict[str, Any]) -> str:
     return f"{spec.describe()} ({source})"
 
 
-def demo_pair(name: str) -> LoadedPair:
-    """A built-in demo pair with its summary (the caller caches it: it is read-only)."""
+def demo_models(name: str) -> LoadedModels:
+    """A built-in demo (a pair, or a set of three or more models) with its summary (the caller
+    caches it: it is read-only)."""
     demo = load_demo(name)
-    models = {
-        key: {
-            "source": "demo",
-            "name": name,
-            "architecture": card["architecture"],
-        }
-        for key, card in (("a", demo.card_a), ("b", demo.card_b))
+    entries = {
+        key: {"source": "demo", "name": name, "architecture": card["architecture"]}
+        for key, card in zip(demo.spec.letters, demo.cards)
     }
-    return summarize(demo.spec.title, models, demo.model_a, demo.model_b, demo.task_a, demo.task_b)
+    return summarize_models(demo.spec.title, entries, demo.models, demo.tasks)
+
+
+#: the two-model demos load the same way
+demo_pair = demo_models
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -331,7 +412,7 @@ def train_pair(
     seed: int = 0,
     progress: Callable[[int, int, str, tuple[float, ...] | None], None] | None = None,
     cancel: CancelToken | None = None,
-) -> LoadedPair:
+) -> LoadedModels:
     """Train a fresh pair (one model per task, different seeds) on the built-in tasks.
 
     Runs in a worker thread; `progress(done, total, text, losses)` reports each iteration.
