@@ -57,7 +57,11 @@ NEEDED = [
     ("vgg11_bn", "mnist:0-4", range(3)),
     ("vgg11_bn", "mnist:5-9", range(3)),
     ("resnet20", "mnist:0-4", range(3)),
-    ("resnet20", "mnist:5-9", range(3)),
+    ("resnet20", "mnist:5-9", range(3, 6)),  # B of pair s is seed s + 3: not A's init
+    # experiments.many: triple s is 0-3 seed s, 4-6 seed s + 3, 7-9 seed s + 6 (three inits)
+    ("lenet300", "mnist:0-3", range(3)),
+    ("lenet300", "mnist:4-6", range(3, 6)),
+    ("lenet300", "mnist:7-9", range(6, 9)),
 ]
 
 

@@ -117,6 +117,17 @@ RESNET_POINTER = (
     "with the numbers."
 )
 
+#: the three-task experiment writes its own page; this one links to it
+MANY_POINTER = (
+    "### Three tasks: three LeNet-300-100 zipped into one ([results-many.md](results-many.md))\n\n"
+    "`python -m experiments.many` zips three LeNet-300-100, trained from different "
+    "initialisations on MNIST 0–3, 4–6 and 7–9, into one network whose shared units serve all "
+    "three tasks (`zip_many`): shares 0.25 to 1 before and after retraining, every baseline, "
+    "the zipping order chosen on the validation split, and each pair of the three zipped "
+    "alone for reference; it writes its own page, [results-many.md](results-many.md), with "
+    "the numbers."
+)
+
 
 def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     vals = [v * scale for v in values]
@@ -241,7 +252,11 @@ def fresh_training_cost(pair: Pair, result, target: float, seed: int) -> tuple[i
     return done * 64, False
 
 
-def pairs_for(arch: str, task_a: str, task_b: str, setup: Setup, data_root: str) -> list[Pair]:
+def pairs_for(
+    arch: str, task_a: str, task_b: str, setup: Setup, data_root: str, b_offset: int = 0
+) -> list[Pair]:
+    """Pair s: originals s of either task; with `b_offset`, task B's original s + b_offset (a
+    different initialisation from A's, since model s starts from seed 1000 + s)."""
     calib = {"lenet5": setup.lenet5_calib, "vgg11_bn": setup.vgg_calib}.get(arch, setup.calib)
     setup = dataclasses.replace(setup, calib=calib)
     get = setup.originals or orig.get_original
@@ -252,7 +267,7 @@ def pairs_for(arch: str, task_a: str, task_b: str, setup: Setup, data_root: str)
         if task_a == task_b:  # same task: two originals with different seeds
             a, b = get(arch, ta, 2 * s)[0], get(arch, tb, 2 * s + 1)[0]
         else:
-            a, b = get(arch, ta, s)[0], get(arch, tb, s)[0]
+            a, b = get(arch, ta, s)[0], get(arch, tb, s + b_offset)[0]
         out.append(Pair(a, b, ta, tb, setup, seed=s))
     return out
 
@@ -690,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     layer_error_table(report, diff, setup)
     digits_table(report, setup)
     report.note(RESNET_POINTER)
+    report.note(MANY_POINTER)
     report.targets(same_res, diff_res, base_res, setup.retrain)
     report.choices_summary()
     report.finish(time.perf_counter() - t0, args, setup)
