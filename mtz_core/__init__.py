@@ -21,6 +21,7 @@ from .progress import CancelToken, ProgressEvent, ZipCancelled, tqdm_progress
 from .records import LayerRecord, SharePreview, ZipResult
 from .session import ZipSession
 from .training import TrainReport, retrain, train
+from .tune import TunePlan, tune_shares
 from .zipped import ZippedNet
 
 __version__ = "0.1.0"
@@ -36,6 +37,7 @@ __all__ = [
     "SharePreview",
     "TaskScore",
     "TrainReport",
+    "TunePlan",
     "ZipCancelled",
     "ZipConfig",
     "ZipResult",
@@ -48,6 +50,7 @@ __all__ = [
     "tqdm_progress",
     "train",
     "trace_model",
+    "tune_shares",
     "zip_many",
     "zip_models",
 ]

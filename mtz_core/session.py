@@ -187,9 +187,9 @@ class ZipSession:
         return self.device if self.device.type in ("cpu", "cuda") else torch.device("cpu")
 
     @property
-    def hidden_layers(self) -> list[tuple[str, int, int]]:
-        """(name, n_a, n_b) of every zippable layer, in order, with the models' own widths
-        (zipping does not change them)."""
+    def hidden_layers(self) -> list[tuple[Any, ...]]:
+        """(name, n_a, n_b, …: one width per model) of every channel group, in zip order, with
+        the models' own widths (zipping does not change them)."""
         return list(self._hidden)
 
     @property
@@ -213,6 +213,12 @@ class ZipSession:
         With damping="auto" it is the matrix for the factor that suits a full share best.
         """
         index = self._require_next()
+        if self.model.n_tasks > 2:
+            raise ValueError(
+                f"cost_matrix() is the two-model matrix; with {self.model.n_tasks} models the "
+                "costs are stage-wise (the first two models' matrix, then each further model "
+                "against the merged units): step and read the record's cost and pair_costs"
+            )
         analysis = self._analysis(index)
         damping = self.config.damping
         if damping == "auto":

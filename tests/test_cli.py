@@ -408,3 +408,28 @@ def test_three_checkpoints_zip_retrain_and_eval(three, tmp_path, capsys):
     for key, its in (("zipped_retrained", 2), ("zipped_no_retraining", 0)):
         assert [acc[key][w]["accuracy"] for w in "abc"] == [rows[its][f"acc_{w}"] for w in "abc"]
     assert p["saved_fraction"] == pytest.approx(rows[2]["saved_fraction"])
+
+
+def test_tune_keeps_every_task_within_the_budget_and_writes_the_plan(tmp_path, capsys):
+    """`mtz tune`: the plan's validation losses are within --max-drop, and the written zipped
+    network, evaluated on the val split by `mtz eval`, has the accuracies the plan reports."""
+    out, report_path = tmp_path / "tuned.safetensors", tmp_path / "tune.json"
+    command = (
+        f"tune {MLP_A} {MLP_B} --max-drop 2 --grid 0.5,1 --out {out} --report {report_path} "
+        "--json" + QUICK
+    )
+    code, stdout, err = run(capsys, command)
+    assert code == 0, err
+    report = json.loads(stdout)
+    plan = report["plan"]
+    assert all(loss <= 2 + 1e-9 for loss in plan["losses_points"].values())
+    assert json.loads(report_path.read_text())["plan"] == plan
+    assert plan["trials"] and set(plan["shares"]) == {"fc1", "fc2"}
+    if plan["saved_fraction"] > 0:
+        code, stdout, err = run(capsys, f"eval {out} --split val --json")
+        assert code == 0, err
+        tasks = json.loads(stdout)["tasks"]
+        for w in "ab":
+            assert tasks[w]["accuracy"] == pytest.approx(plan["val_accuracy"][w])
+    code, _, err = run(capsys, f"tune {MLP_A} {MLP_B} --max-drop 101" + QUICK)
+    assert code == 2 and "--max-drop" in err

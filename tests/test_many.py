@@ -139,6 +139,8 @@ def test_bad_inputs_are_refused_clearly():
     with pytest.raises(ValueError, match="zip 2 to"):
         ZipSession.many(models[:1], xs[:1])
     s = ZipSession.many(models, xs)
+    with pytest.raises(ValueError, match="two-model matrix; with 3 models"):
+        s.cost_matrix()
     with pytest.raises(ValueError, match=r"pairs must be \(k, 3\)"):
         s.step(pairs=[[0, 1]])
     with pytest.raises(ValueError, match="column 2 repeats a unit"):

@@ -274,6 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-iterations", type=_arg(_listed, _num), default=[0], help=its_help)
     p.add_argument("--out", help="prefix of the files: PREFIX.csv, PREFIX.html (PREFIX.png)")
 
+    p = command(
+        "tune",
+        "choose each layer's share: the most parameters saved with every task within "
+        "--max-drop points of its accuracy on the validation split (never the test split)",
+    )
+    models(p)
+    drop = _arg(_num, float, 0, 100)
+    p.add_argument("--max-drop", type=drop, default=1.0, help="points of accuracy (default 1)")
+    p.add_argument("--grid", type=shares, default=[0.25, 0.5, 0.75, 1], help="shares to try")
+    p.add_argument("--method", choices=METHODS, default="mtz")
+    its_help = "retraining after each layer of every tried plan (default 0)"
+    p.add_argument("--retrain-iterations", type=int0, default=0, help=its_help)
+    p.add_argument("--out", type=_arg(_safetensors), help="the chosen plan's zipped network")
+    p.add_argument("--report", type=Path, help="JSON report to write (plan and every trial)")
+
     p = command("demo", "list the demo pairs, or write one's checkpoints to try the CLI")
     p.add_argument("name", nargs="?")
     p.add_argument("--out", type=Path, help="folder to write a.safetensors, b.safetensors to")

@@ -1,4 +1,4 @@
-"""The `mtz` commands: train, eval, zip, sweep, demo (each takes the parsed arguments).
+"""The `mtz` commands: train, eval, zip, sweep, tune, demo (each takes the parsed arguments).
 
 zip and sweep take 2 or more checkpoints, one per task; their tasks come from `--tasks` (any
 number), `--task-a`/`--task-b` (exactly two) or the checkpoints' cards. Reports and zipped files
@@ -359,15 +359,7 @@ def cmd_zip(run: _Run) -> int:
     from ..evaluation import param_summary
 
     params = param_summary(result.params)  # saved: over every original model
-    sources = {
-        w: dict(
-            path=path,
-            task=task.name,
-            model=card["model_spec"].to_dict(),
-            data=dict(data_seed=task.seed, pad_to=task.pad_to),
-        )
-        for w, path, (_, card, task) in zip(letters, a.checkpoints, loaded)
-    }
+    sources = _sources(run, loaded)
     keys = ("share", "k", "method", "matching", "hessian", "flatten_hessian", "calib_samples")
     settings = {k: getattr(a, k) for k in (*keys, "heldout_samples", "batch_size", "lr", "seed")}
     settings.update(damping=result.config.damping, retrain_iterations=its, device=str(run.device))
@@ -376,19 +368,108 @@ def cmd_zip(run: _Run) -> int:
     report = dict(models=sources, settings=settings, params=params, accuracy=accuracy)
     report.update(layers=layers, retrain_samples=result.retrain_samples, out=a.out)
     if a.out is not None:
-        meta: dict[str, Any] = {}
-        if len(tasks) == 2:  # the keys of two-task files, which older readers know
-            meta.update(task_a=tasks[0].name, task_b=tasks[1].name)
-            meta.update(data_a=sources["a"]["data"], data_b=sources["b"]["data"])
-        meta.update(tasks=[t.name for t in tasks], data=[sources[w]["data"] for w in letters])
-        meta.update(params=params, accuracy=accuracy, settings=settings)
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        result.model.save(a.out, metadata=_clean(meta))
+        _save_zipped(a.out, result.model, tasks, sources, params, accuracy, settings)
     report.update(report=a.report, seconds=time.perf_counter() - t0)
-    if a.report is not None:
-        a.report.parent.mkdir(parents=True, exist_ok=True)
-        a.report.write_text(json.dumps(_clean(report), indent=2) + "\n")
+    _write_report(a.report, report)
     _print_zip(run, result, accuracy, params)
+    run.emit(report)
+    return 0
+
+
+def _sources(run: _Run, loaded: list) -> dict[str, dict[str, Any]]:
+    """Per task letter: the checkpoint, its task, architecture and data split."""
+    return {
+        w: dict(
+            path=path,
+            task=task.name,
+            model=card["model_spec"].to_dict(),
+            data=dict(data_seed=task.seed, pad_to=task.pad_to),
+        )
+        for w, path, (_, card, task) in zip(TASK_LETTERS, run.args.checkpoints, loaded)
+    }
+
+
+def _save_zipped(path: Path, model, tasks, sources, params, accuracy, settings) -> None:
+    """A zipped network with the metadata `mtz eval` reads (every task and its data)."""
+    meta: dict[str, Any] = {}
+    letters = TASK_LETTERS[: len(tasks)]
+    if len(tasks) == 2:  # the keys of two-task files, which older readers know
+        meta.update(task_a=tasks[0].name, task_b=tasks[1].name)
+        meta.update(data_a=sources["a"]["data"], data_b=sources["b"]["data"])
+    meta.update(tasks=[t.name for t in tasks], data=[sources[w]["data"] for w in letters])
+    meta.update(params=params, accuracy=accuracy, settings=settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path, metadata=_clean(meta))
+
+
+def _write_report(path: Path | None, report: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_clean(report), indent=2) + "\n")
+
+
+def cmd_tune(run: _Run) -> int:
+    from ..evaluation import param_summary
+    from ..tune import tune_shares
+
+    a, t0 = run.args, time.perf_counter()
+    loaded = run.checkpoints()
+    models, tasks = [m for m, _, _ in loaded], [t for _, _, t in loaded]
+    letters = TASK_LETTERS[: len(models)]
+    bar = run.bar(1, "tune")
+
+    def progress(done: int, total: int, text: str) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+        bar.set_postfix_str(text)
+
+    keys = ("method", "matching", "hessian", "flatten_hessian", "batch_norm", "recalibrate")
+    options = {k: getattr(a, k) for k in keys}
+    if a.damping is not None:
+        options["damping"] = a.damping
+    plan = tune_shares(
+        models,
+        tasks,
+        max_drop_points=a.max_drop,
+        grid=a.grid,
+        retrain_iterations=a.retrain_iterations,
+        calib_samples=a.calib_samples,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        seed=a.seed,
+        device=run.device,
+        progress=progress,
+        **options,
+    )
+    bar.close()
+    sources = _sources(run, loaded)
+    summary = plan.summary()
+    report = dict(models=sources, plan=summary, out=a.out, report=a.report)
+    run.say(
+        f"tuned {' + '.join(t.name for t in tasks)} within {a.max_drop:g} points on val "
+        f"({len(plan.trials)} plans zipped, {plan.seconds:.1f} s):"
+    )
+    for name, share in plan.shares.items():
+        err, saved = plan.estimates[name].get(share, (0.0, 0))
+        run.say(
+            f"  {name:<20} share {share:<5g} (alone: predicted error {err:.4g}, saves {saved:,})"
+        )
+    losses = ", ".join(
+        f"{w.upper()} {100 * v:.2f}% (-{loss:.2f})"
+        for w, v, loss in zip(letters, plan.val_accuracy, plan.losses_points)
+    )
+    run.say(f"saves {_pct(plan.saved_fraction)} of the originals; val accuracy {losses}")
+    if a.out is not None:
+        if plan.result is None:
+            run.say(f"no share fits {a.max_drop:g} points: {a.out} not written")
+        else:
+            accuracy = {"val": dict(zip(letters, plan.val_accuracy))}
+            settings = dict(shares=plan.shares, max_drop=a.max_drop, **options)
+            params = param_summary(plan.result.params)
+            _save_zipped(a.out, plan.result.model, tasks, sources, params, accuracy, settings)
+            run.say(f"wrote {a.out}")
+    report.update(seconds=time.perf_counter() - t0)
+    _write_report(a.report, report)
     run.emit(report)
     return 0
 
@@ -511,4 +592,6 @@ def cmd_demo(run: _Run) -> int:
     return 0
 
 
-COMMANDS = dict(train=cmd_train, eval=cmd_eval, zip=cmd_zip, sweep=cmd_sweep, demo=cmd_demo)
+COMMANDS = dict(
+    train=cmd_train, eval=cmd_eval, zip=cmd_zip, sweep=cmd_sweep, tune=cmd_tune, demo=cmd_demo
+)
