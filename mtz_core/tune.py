@@ -36,7 +36,7 @@ from .config import TASK_LETTERS, ZipConfig
 from .data.task import SplitData
 from .evaluation import evaluate
 from .pipeline import zip_many
-from .progress import CancelToken
+from .progress import CancelToken, ZipCancelled
 from .records import ZipResult
 from .session import ZipSession
 from .training import RETRAIN_LR
@@ -172,11 +172,12 @@ def tune_shares(
     `max_drop_points` points of accuracy (100 × fraction) on its `val` split; see the module
     docstring for the search. `options` are `ZipConfig`'s (method, damping, batch_norm, …);
     `retrain_iterations` retrains that many iterations after each group in every trial (on
-    the `calib` split, as `sweep` does). `progress(done, total, text)` reports trials (total
-    is the most there can be); `cancel` stops between trials and returns the best plan so
-    far with `cancelled=True`."""
+    the `calib` split, as `sweep` does); `seed` seeds random pairs and the retraining order.
+    `progress(done, total, text)` reports trials (total is the most there can be); `cancel`
+    stops the search (a trial under way is dropped) and returns the best plan so far with
+    `cancelled=True`."""
     grid_l = _check(models, tasks, max_drop_points, grid)
-    config = ZipConfig(**{"damping": ZipConfig.default_damping(), **options})
+    config = ZipConfig(**{"damping": ZipConfig.default_damping(), **options, "seed": seed})
     if isinstance(retrain_iterations, bool) or not isinstance(retrain_iterations, int):
         raise ValueError(f"retrain_iterations must be an int >= 0, got {retrain_iterations!r}")
     if retrain_iterations < 0:
@@ -270,7 +271,13 @@ def tune_shares(
         plan = {**current, name: next_share(name)}
         if progress is not None:
             progress(len(trials), total, f"trying {name} at share {plan[name]:g}")
-        tr, result = trial(plan)
+        try:
+            tr, result = trial(plan)
+        except ZipCancelled:
+            if cancel is None or not cancel.cancelled:
+                raise
+            cancelled = True  # the trial under way is dropped; the best plan so far stands
+            break
         trials.append(tr)
         if tr.accepted:
             current = plan

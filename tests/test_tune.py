@@ -110,3 +110,30 @@ def test_bad_settings_are_refused_before_any_work(pair, kwargs, message):
     models, tasks = pair
     with pytest.raises(ValueError, match=message):
         tune_shares(models, tasks, **kwargs)
+
+
+def test_cancel_during_a_trial_keeps_the_best_plan_so_far(pair):
+    """A cancel that lands while a plan is being zipped drops that trial and returns the plan
+    kept before it (the zip of the trial raises ZipCancelled inside)."""
+    from mtz_core import CancelToken
+
+    models, tasks = pair
+    token = CancelToken()
+    seen = []
+
+    def progress(done, total, text):
+        seen.append(done)
+        if done == 2:  # two trials done: cancel as the third one starts zipping
+            token.cancel()
+
+    plan = tune_shares(
+        models,
+        tasks,
+        max_drop_points=100,
+        grid=(0.5, 1.0),
+        calib_samples=CALIB,
+        progress=progress,
+        cancel=token,
+    )
+    assert plan.cancelled and len(plan.trials) == 2
+    assert plan.shares == plan.trials[-1].shares and plan.result is not None
