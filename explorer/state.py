@@ -65,6 +65,10 @@ class K:
     SWEEP_ITS = "sweep.iterations"
     SWEEP_CALIB = "sweep.calib"
     TUNE_ITS = "tune.iterations"
+    BEST_DROP = "best.drop"  # best plan within x points: x
+    BEST_ITS = "best.iterations"
+    BEST_GRID = "best.grid"
+    BEST_CALIB = "best.calib"
     # Learn
     LEARN_SHARE = "learn.share"
     LEARN_ITS = "learn.iterations"

@@ -22,6 +22,7 @@ from mtz_core.training import RETRAIN_LR
 
 from .jobs import Job, SubJob
 from .loaded import LoadedModels
+from .tuning import RUN_BUTTON, TunedPlan, TuneRequest, check_tune, points_text, run_tune
 from .zipper import (
     CostView,
     ZipSettings,
@@ -57,6 +58,7 @@ class Workspace:
     job: Job | None = None
     points: list[dict[str, Any]] = field(default_factory=list)
     sweep: pd.DataFrame | None = None
+    tuned: TunedPlan | None = None  # the last "best plan within x points" (see `current_tuned`)
     flashes: list[Flash] = field(default_factory=list)
     learn: dict[Any, Any] = field(default_factory=dict)  # the Learn page's computed examples
     cache: dict[Any, Any] = field(default_factory=dict)  # the models' derived data (pages)
@@ -144,6 +146,7 @@ class Workspace:
         self.estimates = {}
         self.points = []
         self.sweep = None
+        self.tuned = None
         self.cache = {}
         self.plan = (
             default_plan([(g["group"], *loaded.widths(g)) for g in loaded.groups])
@@ -182,6 +185,7 @@ class Workspace:
                 raise ValueError(refused)
         self.settings = settings
         self.zip = None
+        self.tuned = None  # computed with the old settings
 
     def step(self, k: int) -> dict[str, Any]:
         self.require_idle("zip a layer")
@@ -295,7 +299,7 @@ class Workspace:
             its = retrain_iterations * len(state.layers)
             self.points.append(
                 point_row(
-                    "yours (tuned plan)",
+                    "yours (evaluated plan)",
                     settings.method,
                     state.label() if not its else f"{state.label()} · retrain {its} its",
                     state.accuracy,
@@ -340,6 +344,52 @@ class Workspace:
                 job.message = f"Sweep done: {len(df)} configurations in {job.elapsed:.1f} s"
 
         return self.start_job("sweep", "Sweep", work, apply, keep_partial=True)
+
+    @property
+    def current_tuned(self) -> TunedPlan | None:
+        """The last tuned plan, if it was computed for the models and settings in use."""
+        tuned = self.tuned
+        if tuned is None or not tuned.belongs_to(self.loaded, self.settings):
+            return None
+        return tuned
+
+    def start_tune(self, request: TuneRequest) -> Job:
+        """Find the best plan within `request.max_drop_points` points (`mtz_core.tune_shares`)
+        in the background. When it ends (also when cancelled, with the best plan so far) the
+        plan's shares go into the per-layer plan and its point onto the Trade-off chart."""
+        self.require_idle("find the best plan")
+        loaded = self.require_models()
+        if not loaded.zippable:
+            raise ValueError(f"these models cannot be zipped: {loaded.reason}")
+        check_tune(request)
+        settings = self.settings
+
+        def apply(job: Job) -> None:
+            tuned: TunedPlan = job.result
+            if not tuned.belongs_to(self.loaded, self.settings):
+                job.message = (
+                    "The best plan was found for models or settings that have changed since: "
+                    f"it was dropped. Press {RUN_BUTTON} again."
+                )
+                return
+            self.tuned = tuned
+            if tuned.found:
+                self.plan.update(tuned.ks)
+                self.points.append(tuned.point())
+                job.message = tuned.message()
+            elif not tuned.cancelled:  # the budget admits no share: an error, not a success
+                job.status, job.error = "failed", tuned.problem()
+            else:
+                job.message = tuned.problem()
+
+        title = f"Finding the best plan within {points_text(request.max_drop_points)}"
+        return self.start_job(
+            "tune",
+            title,
+            lambda job: run_tune(job, loaded, settings, request),
+            apply,
+            keep_partial=True,
+        )
 
     # -- the trade-off table -------------------------------------------------------------
     def points_frame(self) -> pd.DataFrame:

@@ -320,11 +320,11 @@ def test_ratio_tuning_counts_parameters_live_and_evaluates():
     at.button(key="tune.evaluate").click().run()
     wait_job(at)
     point = ws(at).points[-1]
-    assert point["series"] == "yours (tuned plan)"
+    assert point["series"] == "yours (evaluated plan)"
     assert point["saved_fraction"] == pytest.approx(saved / sum(pair.params))
     fig = figure(at, "Accuracy vs parameters saved")
     names = [t.get("name") for t in fig["data"]]
-    assert "yours (tuned plan)" in names and "Pareto front" in names
+    assert "yours (evaluated plan)" in names and "Pareto front" in names
     # the layers ahead now have costs: the predicted error is live
     assert metric(at, "Predicted error (Σ layers)") != "–"
 
@@ -354,6 +354,178 @@ def test_bad_sweep_settings_are_an_error():
     at.multiselect(key="sweep.methods").set_value([]).run()
     at.button(key="sweep.run").click().run()
     assert any("at least one method" in e.value for e in at.error)
+    assert ws(at).job is None
+
+
+# ------------------------------------------------------------------ best plan within x points
+
+
+def find_best_plan(at: AppTest, x: float, grid: list[float], calib: int = 128) -> None:
+    """On the Trade-off page: set the budget, the grid and the samples, press the button."""
+    at.number_input(key="best.drop").set_value(x).run()
+    at.multiselect(key="best.grid").set_value(grid).run()
+    at.number_input(key="best.calib").set_value(calib).run()
+    at.button(key="best.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def table(at: AppTest, column: str):
+    """The first dataframe on the page with `column`."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no table with a column {column!r}")
+
+
+def trace(at: AppTest, name: str) -> dict:
+    fig = figure(at, "Accuracy vs parameters saved")
+    found = [t for t in fig["data"] if t.get("name") == name]
+    assert found, [t.get("name") for t in fig["data"]]
+    return found[0]
+
+
+def test_best_plan_within_x_points_is_the_engines_in_the_sliders_and_on_the_chart():
+    from explorer.zipper import plan_savings
+    from mtz_core import tune_shares
+
+    at = goto(new_app(), "tradeoff")
+    sliders = {n: at.slider(key=f"plan.tune.{n}").value for n in ("fc1", "fc2")}
+    find_best_plan(at, 1.0, [0.5, 1.0])
+    job = ws(at).job
+    assert job.kind == "tune"
+    wait_job(at)
+    loaded = ws(at).loaded
+    # the oracle: the engine called directly with the same settings
+    plan = tune_shares(
+        loaded.nets, loaded.tasks, max_drop_points=1.0, grid=(0.5, 1.0), calib_samples=128
+    )
+    shown = table(at, "predicted error alone")
+    assert dict(zip(shown["layer"], shown["share"])) == plan.shares
+    for name, share, err, saved in zip(
+        shown["layer"],
+        shown["share"],
+        shown["predicted error alone"],
+        shown["parameters saved alone"],
+    ):
+        assert (err, saved) == pytest.approx(plan.estimates[name][share])
+    tasks = table(at, "points lost")
+    assert list(tasks["tuned plan (val)"]) == pytest.approx(list(plan.val_accuracy))
+    assert list(tasks["original (val)"]) == pytest.approx(list(plan.original_val))
+    assert list(tasks["points lost"]) == pytest.approx(list(plan.losses_points))
+    assert all(loss <= 1.0 + 1e-9 for loss in tasks["points lost"])
+    assert metric(at, "Saved (tuned plan)") == f"{plan.saved_fraction:.2%}"
+    assert metric(at, "Plans tried") == str(len(plan.trials))
+    assert any("Best plan within 1 point saves" in s.value for s in at.success)
+    # the per-layer controls hold the plan's shares (a fraction of the narrowest width)
+    widths = {g["group"]: min(loaded.widths(g)) for g in loaded.groups}
+    want = {n: int(plan.shares[n] * widths[n]) for n in widths}
+    assert {n: at.slider(key=f"plan.tune.{n}").value for n in widths} == want != sliders
+    assert ws(at).plan == want
+    saved = sum(plan_savings(loaded.layers, loaded.groups, [want["fc1"], want["fc2"]]))
+    assert metric(at, "Parameters saved") == f"{saved:,}"
+    # its own marker on the Trade-off chart, at the plan's saved fraction
+    tuned = trace(at, "tuned plan")
+    assert tuned["marker"]["symbol"] == "hexagram"
+    assert values(tuned["x"]) == pytest.approx([plan.saved_fraction])
+    assert ws(at).points[-1]["series"] == "tuned plan"
+    # other zip settings: the plan is no longer shown
+    goto(at, "step")
+    at.number_input(key="settings.calib").set_value(1024).run()
+    at.button(key="step.apply_settings").click().run()
+    goto(at, "tradeoff")
+    assert ws(at).settings.calib_samples == 1024 and ws(at).current_tuned is None
+    assert not any(m.label == "Saved (tuned plan)" for m in at.metric)
+    assert not any("Tuned plan" in m.value for m in at.markdown)
+
+
+def test_cancelling_the_search_keeps_the_best_plan_so_far():
+    at = goto(new_app(), "tradeoff")
+    find_best_plan(at, 1.0, [0.25, 0.5, 0.75, 1.0])
+    job = ws(at).job
+    t0 = time.perf_counter()
+    while job.running and job.done < 1:  # the first plan is scored
+        assert time.perf_counter() - t0 < 60
+        time.sleep(0.02)
+    at.button(key="job.cancel").click().run()
+    wait_job(at)
+    tuned = ws(at).current_tuned
+    assert job.status == "cancelled" and tuned is not None and tuned.cancelled
+    plan = tuned.plan
+    kept = [t for t in plan.trials if t.accepted]
+    assert kept, "the first plan tried on the demo keeps every task"
+    assert plan.shares == kept[-1].shares and plan.result is not None
+    assert all(loss <= 1.0 + 1e-9 for loss in plan.losses_points)
+    assert any("best plan found so far" in w.value for w in at.warning)
+    assert dict(zip(table(at, "share")["layer"], table(at, "share")["share"])) == plan.shares
+    assert {n: at.slider(key=f"plan.tune.{n}").value for n in plan.shares} == tuned.ks
+    assert values(trace(at, "tuned plan")["x"]) == pytest.approx([plan.saved_fraction])
+
+
+def _tune_stand_in(*, cancelled: bool):
+    """A stand-in for `mtz_core.tune_shares` with no plan: the budget admits no share (one
+    rejected trial), or (`cancelled`) it reads validation data until the job's cancel reaches
+    it, as the engine does while it measures the originals."""
+    from mtz_core import TunePlan
+    from mtz_core.tune import TuneTrial
+
+    def stand_in(models, tasks, *, max_drop_points, cancel, **_):
+        original = (0.99,) * len(models)
+        trials = [TuneTrial({"fc1": 0.0, "fc2": 0.5}, 0.1, (0.99, 0.95), 0.001, False, 0.1)]
+        if cancelled:
+            t0 = time.perf_counter()
+            while not cancel.cancelled:
+                assert time.perf_counter() - t0 < 60, "the job's cancel never reached the search"
+                for t in tasks:
+                    t.batches("val", 256)
+                time.sleep(0.01)
+            trials = []
+        shares = {"fc1": 0.0, "fc2": 0.0}
+        return TunePlan(
+            shares, 0.0, original, original, 0.0, max_drop_points, trials, 0.5, None, cancelled
+        )
+
+    return stand_in
+
+
+def test_a_budget_no_share_fits_is_explained_with_the_control_to_change(monkeypatch):
+    import explorer.tuning
+
+    monkeypatch.setattr(explorer.tuning, "tune_shares", _tune_stand_in(cancelled=False))
+    at = goto(new_app(), "tradeoff")
+    before = dict(ws(at).plan)
+    find_best_plan(at, 0.5, [0.5])
+    wait_job(at)
+    assert ws(at).job.status == "failed"
+    errors = " ".join(e.value for e in at.error)
+    assert "No share fits within 0.5 points" in errors
+    assert "4.0 points of validation accuracy on task B" in errors
+    assert "Most points lost per task" in errors and "Shares tried per group" in errors
+    assert ws(at).plan == before, "the per-layer plan is unchanged"
+    assert not any(p["series"] == "tuned plan" for p in ws(at).points)
+
+
+def test_a_search_cancelled_before_any_plan_says_none_was_found(monkeypatch):
+    import explorer.tuning
+
+    monkeypatch.setattr(explorer.tuning, "tune_shares", _tune_stand_in(cancelled=True))
+    at = goto(new_app(), "tradeoff")
+    before = dict(ws(at).plan)
+    find_best_plan(at, 1.0, [0.5])
+    assert ws(at).job.running
+    at.button(key="job.cancel").click().run()
+    wait_job(at)
+    assert ws(at).job.status == "cancelled"
+    said = texts(at) + " ".join(e.value for e in at.error)
+    assert "Cancelled before a plan within 1 point was found" in said
+    assert "Find the best plan" in said
+    assert ws(at).plan == before
+
+
+def test_bad_best_plan_settings_name_the_control():
+    at = goto(new_app(), "tradeoff")
+    at.multiselect(key="best.grid").set_value([]).run()
+    at.button(key="best.run").click().run()
+    assert any("Shares tried per group" in e.value for e in at.error)
     assert ws(at).job is None
 
 

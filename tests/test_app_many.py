@@ -476,9 +476,53 @@ def test_tradeoff_of_three_models_counts_tunes_and_sweeps():
     at.segmented_control(key="trade.y").set_value("acc_c").run()
     fig = figure(at, "Accuracy vs parameters saved")
     assert fig["layout"]["yaxis"]["title"]["text"] == "accuracy task C"
-    assert {"original", "mtz", "Pareto front", "yours (tuned plan)"} <= {
+    assert {"original", "mtz", "Pareto front", "yours (evaluated plan)"} <= {
         t.get("name") for t in fig["data"]
     }
+
+
+def test_best_plan_within_x_points_for_three_models_then_other_models_drop_it():
+    from mtz_core import tune_shares
+
+    at = goto(load_three(), "tradeoff")
+    at.number_input(key="best.drop").set_value(1.0).run()
+    at.multiselect(key="best.grid").set_value([0.5, 1.0]).run()
+    at.number_input(key="best.calib").set_value(128).run()
+    at.button(key="best.run").click().run()
+    wait_job(at)
+    loaded = ws(at).loaded
+    plan = tune_shares(
+        loaded.nets, loaded.tasks, max_drop_points=1.0, grid=(0.5, 1.0), calib_samples=128
+    )
+    assert plan.saved_fraction > 0
+    shown = next(df.value for df in at.dataframe if "predicted error alone" in df.value.columns)
+    assert dict(zip(shown["layer"], shown["share"])) == plan.shares
+    tasks = next(df.value for df in at.dataframe if "points lost" in df.value.columns)
+    assert len(tasks) == 3
+    assert list(tasks["points lost"]) == pytest.approx(list(plan.losses_points))
+    assert all(loss <= 1.0 + 1e-9 for loss in tasks["points lost"])
+    assert [m.label for m in at.metric if m.label.startswith("Validation")] == [
+        f"Validation {x} (tuned plan)" for x in "ABC"
+    ]
+    assert metric(at, "Saved (tuned plan)") == f"{plan.saved_fraction:.2%}"
+    widths = {g["group"]: min(loaded.widths(g)) for g in loaded.groups}
+    want = {n: int(plan.shares[n] * widths[n]) for n in widths}
+    assert {n: at.slider(key=f"plan.tune.{n}").value for n in widths} == want
+    fig = figure(at, "Accuracy vs parameters saved")
+    tuned = next(t for t in fig["data"] if t.get("name") == "tuned plan")
+    assert tuned["marker"]["symbol"] == "hexagram"
+    point = ws(at).points[-1]
+    assert point["series"] == "tuned plan" and point["saved_fraction"] == plan.saved_fraction
+    assert {"acc_a", "acc_b", "acc_c"} <= set(point)
+    # other models: the plan (and its point) is gone
+    goto(at, "load")
+    at.selectbox(key="load.demo").set_value("digits-mlp").run()
+    at.button(key="load.demo_button").click().run()
+    goto(at, "tradeoff")
+    assert ws(at).tuned is None
+    assert not any(m.label == "Saved (tuned plan)" for m in at.metric)
+    fig = figure(at, "Accuracy vs parameters saved")
+    assert "tuned plan" not in {t.get("name") for t in fig["data"]}
 
 
 # --------------------------------------------------------------------------------- recipes

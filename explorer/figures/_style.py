@@ -27,6 +27,7 @@ METHOD_COLORS = {
     "random": "#8c8c8c",
     "original": "#000000",
     "yours": "#d62728",
+    "tuned": "#e6ab02",  # the best plans within x points
 }
 #: the most cells a heatmap side may have; larger matrices are pooled in blocks
 MAX_CELLS = 256

@@ -10,7 +10,10 @@ import plotly.graph_objects as go
 
 from ._style import COLORS, MARGIN, METHOD_COLORS, task_letters
 
-__all__ = ["tradeoff_figure"]
+__all__ = ["tradeoff_figure", "TUNED"]
+
+#: the series of the best plans found within x points (`explorer.tuning.SERIES`): their own marker
+TUNED = "tuned plan"
 
 
 def _percent_format(span: float | None) -> str:
@@ -31,7 +34,8 @@ def tradeoff_figure(
 
     `points`: a pandas DataFrame with columns `saved_fraction`, one accuracy per task (`acc_a`,
     `acc_b`, `acc_c`, …), `mean_acc` (over all tasks), `method` and optionally `series`,
-    `label`; `front`: the rows on the Pareto front (drawn as a line). `y` is `mean_acc` or one
+    `label` (series `tuned plan`: the best plans within x points, drawn as large hexagrams);
+    `front`: the rows on the Pareto front (drawn as a line). `y` is `mean_acc` or one
     task's `acc_<letter>`.
     """
     columns = list(points.columns) if points is not None else []
@@ -51,10 +55,10 @@ def tradeoff_figure(
         symbols = {"mtz": "circle", "mtz-avg": "diamond", "euclidean": "square", "random": "x"}
         for series, group in df.groupby("series", sort=False):
             name = str(series)
-            color = METHOD_COLORS.get(name.split(" ")[0], None)
+            color = METHOD_COLORS.get(name.split(" ")[0], None)  # "tuned plan": "tuned"
             if name.startswith("yours"):
                 color = METHOD_COLORS["yours"]
-            symbol = "star" if name == "original" else symbols.get(name, "circle")
+            symbol = {"original": "star", TUNED: "hexagram"}.get(name, symbols.get(name, "circle"))
             swept = name in symbols  # a sweep's method: one line through its shares
             group = group.sort_values("saved_fraction") if swept else group
             fig.add_trace(
@@ -65,7 +69,7 @@ def tradeoff_figure(
                     line={"width": 1.5, "dash": "dot"} if swept else None,
                     opacity=0.85,
                     marker={
-                        "size": 14 if name == "original" else 10,
+                        "size": 14 if name in ("original", TUNED) else 10,
                         "color": color,
                         "symbol": symbol,
                     },

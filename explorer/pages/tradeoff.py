@@ -6,10 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer import figures, state, ui
+from explorer import figures, state, tuning, ui
 from explorer.recipe import points_csv
 from explorer.state import K
 from explorer.sweeping import pareto_mask
+from explorer.tuning import DEFAULT_GRID, GRID_CHOICES, SERIES, TuneRequest, grid_of
 from explorer.workspace import joined
 from explorer.zipper import acc_columns, plan_savings
 from mtz_core import METHODS
@@ -19,8 +20,9 @@ ws = state.workspace()
 st.title("Trade-off: accuracy vs parameters saved")
 st.caption(
     "Every configuration you evaluate lands here: each step and retraining of **Step through**, "
-    "every tuned plan, and sweeps over shares × methods. The baselines (mtz-avg, euclidean, "
-    "random) are their own series; the dashed line is the Pareto front."
+    "every evaluated plan, the best plans found within x points, and sweeps over shares × "
+    "methods. The baselines (mtz-avg, euclidean, random) are their own series; the dashed line "
+    "is the Pareto front."
 )
 ui.show_flashes("tradeoff", ws)
 pair = ui.require_models(ws)
@@ -81,7 +83,10 @@ if len(df):
         ]
         st.dataframe(df[cols], hide_index=True)
 else:
-    st.info("No configuration evaluated yet: zip a layer, tune a plan or run a sweep below.")
+    st.info(
+        "No configuration evaluated yet: zip a layer, evaluate or find a plan, or run a sweep "
+        "below."
+    )
 
 # ------------------------------------------------------------------------------ ratio tuning
 st.subheader("Ratio tuning")
@@ -101,12 +106,14 @@ for i, g in enumerate(groups):
     name = g["group"]
     k_max = min(pair.widths(g))
     key = state.tune_key(name)
+    # the plan is the truth (a tuned plan or another page may have changed it): the slider
+    # shows it, and moving the slider changes it
+    st.session_state[key] = int(min(ws.plan.get(name, k_max // 2), k_max))
     with cols[i % len(cols)]:
         k = st.slider(
             f"{name} (of {k_max})",
             0,
             k_max,
-            int(min(ws.plan.get(name, k_max // 2), k_max)),
             key=key,
             on_change=lambda name=name, key=key: ws.set_plan(name, st.session_state[key]),
             help=None if len(g["members"]) == 1 else "members: " + ", ".join(g["members"]),
@@ -178,6 +185,92 @@ c2.button(
     disabled=busy,
     key="tune.evaluate",
 )
+
+# ---------------------------------------------------------------- best plan within x points
+st.subheader("Best plan within x points")
+st.caption(
+    f"The most parameters saved such that no task loses more than x points of accuracy on its "
+    f"**validation** split (`mtz_core.tune_shares`; the test split is never read to choose). "
+    f"Each {pair.unit_name}'s share grows one grid step at a time, cheapest predicted error per "
+    "parameter saved first; every plan tried is zipped in full with the zip settings of **Step "
+    "through** and scored on validation data. Cancel stops once the plan being tried is scored "
+    "and keeps the best plan found so far."
+)
+
+
+def start_tune() -> None:
+    ws.start_tune(
+        TuneRequest(
+            max_drop_points=float(st.session_state.get(K.BEST_DROP, 1.0)),
+            retrain_iterations=int(st.session_state.get(K.BEST_ITS, 0)),
+            grid=grid_of(st.session_state.get(K.BEST_GRID, DEFAULT_GRID)),
+            calib_samples=int(st.session_state.get(K.BEST_CALIB, 512)),
+        )
+    )
+
+
+c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
+c1.number_input(tuning.DROP_LABEL, 0.0, 100.0, 1.0, step=0.5, key=K.BEST_DROP)
+c2.multiselect(tuning.GRID_LABEL, list(GRID_CHOICES), default=list(DEFAULT_GRID), key=K.BEST_GRID)
+c3.number_input(tuning.ITS_LABEL, 0, 100_000, 0, step=50, key=K.BEST_ITS)
+c4.number_input(tuning.CALIB_LABEL, 10, 100_000, 512, step=128, key=K.BEST_CALIB)
+st.button(
+    tuning.RUN_LABEL,
+    type="primary",
+    on_click=ui.callback("tradeoff", start_tune),
+    disabled=busy,
+    key="best.run",
+)
+tuned = ws.current_tuned  # None when the models or settings changed since
+if tuned is not None:
+    p = tuned.plan
+    if not tuned.found:
+        (st.warning if tuned.cancelled else st.error)(tuned.problem())
+    else:
+        if tuned.cancelled:
+            st.warning(
+                f"Cancelled after {len(p.trials)} plan(s) tried: this is the best plan found "
+                "so far."
+            )
+        st.markdown(f"**Tuned plan** ({tuned.request.describe()}, method {tuned.settings.method})")
+        cols = st.columns(min(pair.n_tasks, 4) + 3)
+        cols[0].metric("Saved (tuned plan)", f"{p.saved_fraction:.2%}", help="saved_fraction")
+        cols[1].metric("Plans tried", f"{len(p.trials)}")
+        cols[2].metric("Seconds", f"{p.seconds:.1f}")
+        for t, (x, acc, loss) in enumerate(zip(labels, p.val_accuracy, p.losses_points)):
+            cols[3 + t % (len(cols) - 3)].metric(
+                f"Validation {x} (tuned plan)",
+                f"{acc:.1%}",
+                delta=f"{-loss:+.1f} pts vs {p.original_val[t]:.1%}",
+                delta_color="normal" if loss > 0 else "off",
+            )
+        st.dataframe(tuned.plan_table(), hide_index=True, key="best.plan")
+        st.dataframe(tuned.tasks_table(), hide_index=True, key="best.tasks")
+        st.caption(
+            f"Its shares are now in the sliders of **Ratio tuning** above: **Evaluate this plan** "
+            f"zips it with the app's own settings and measures it. On the chart it is the "
+            f"**{SERIES}** marker, at its test accuracy like every point (the table: validation)."
+        )
+    with st.expander(f"Every plan tried ({len(p.trials)})"):
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        **t.shares,
+                        "kept": t.accepted,
+                        "saved_fraction": t.saved_fraction,
+                        "predicted error": t.predicted_error,
+                        **{
+                            f"points lost {x}": 100 * (o - v)
+                            for x, o, v in zip(labels, p.original_val, t.val_accuracy)
+                        },
+                    }
+                    for t in p.trials
+                ]
+            ),
+            hide_index=True,
+            key="best.trials",
+        )
 
 # ------------------------------------------------------------------------------------ sweep
 st.subheader("Sweep")
