@@ -10,12 +10,10 @@ retraining on `calib`, every choice on `val`, `test` only reports. Each seed pai
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
@@ -23,8 +21,8 @@ from mtz_core import ZipSession
 from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR, TrainingDiverged
 
 from . import originals as orig
-from .paper import QUICK, ROOT, Pair, Setup, mean_std, pairs_for
-from .report import Report
+from .paper import QUICK, Pair, Setup, mean_std, pairs_for
+from .report import Report, page_arguments
 
 MODES = (
     ("fold", {"batch_norm": "fold"}),
@@ -110,11 +108,7 @@ def batch_norm_table(report: Report, pairs: list[Pair], its: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results-batchnorm.md"))
-    parser.add_argument("--quick", action="store_true", help="1 seed, small sizes")
-    args = parser.parse_args(argv)
+    args = page_arguments(__doc__, "results-batchnorm.md", argv)
     setup = Setup()
     if args.quick:
         setup = dataclasses.replace(QUICK, originals=orig.quick_original)
@@ -127,9 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     vgg = pairs_for("vgg11_bn", "mnist:0-4", "mnist:5-9", setup, args.data_root)
     batch_norm_table(report, vgg, setup.vgg_retrain)
     report.choices_summary()
-    report.finish(time.perf_counter() - t0, args, dataclasses.replace(setup, calib=setup.vgg_calib))
-    Path(args.out).write_text(report.text())
-    print(report.text())
+    report.write(args, dataclasses.replace(setup, calib=setup.vgg_calib), t0)
 
 
 if __name__ == "__main__":

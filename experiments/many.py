@@ -15,7 +15,6 @@ validation split first, and the rest of the page uses the chosen one.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -23,17 +22,14 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
 
 from mtz_core import ZipResult, evaluate, zip_many, zip_models
 from mtz_core.config import METHODS
 from mtz_core.data import Task
 
 from . import originals as orig
-from .paper import ROOT, Setup, mean_std
-from .report import Report
+from .paper import Setup, mean_std
+from .report import Report, page_arguments
 
 ARCH = "lenet300"
 TASKS = ("mnist:0-3", "mnist:4-6", "mnist:7-9")
@@ -552,14 +548,7 @@ def run_tables(report: Report, triples: list[Triple], setup: ManySetup) -> tuple
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results-many.md"))
-    parser.add_argument(
-        "--quick", action="store_true", help="CI's reduced run (1 seed, small sizes)"
-    )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+    args = page_arguments(__doc__, "results-many.md", argv)
     setup = ManySetup()
     if args.quick:
         setup = dataclasses.replace(QUICK, originals=orig.quick_original)
@@ -577,9 +566,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     originals_table(report, triples)
     run_tables(report, triples, setup)
     report.choices_summary()
-    report.finish(time.perf_counter() - t0, args, setup)
-    Path(args.out).write_text(report.text())
-    print(report.text())
+    report.write(args, setup, t0)
 
 
 if __name__ == "__main__":

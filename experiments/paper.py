@@ -13,14 +13,12 @@ only reports. The held-out layer error is measured on validation images.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -30,9 +28,7 @@ from mtz_core.demo import load_demo
 from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR, TrainingDiverged
 
 from . import originals as orig
-from .report import Report
-
-ROOT = Path(__file__).resolve().parents[1]
+from .report import Report, page_arguments
 
 
 @dataclass(frozen=True)
@@ -638,14 +634,7 @@ def digits_table(report: Report, setup: Setup):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
-    parser.add_argument(
-        "--quick", action="store_true", help="CI's reduced run (1 seed, small sizes)"
-    )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+    args = page_arguments(__doc__, "results.md", argv)
     setup = QUICK if args.quick else Setup()
     if args.quick:
         setup = Setup(**{**QUICK.__dict__, "originals": orig.quick_original})
@@ -708,9 +697,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report.note(MANY_POINTER)
     report.targets(same_res, diff_res, base_res, setup.retrain)
     report.choices_summary()
-    report.finish(time.perf_counter() - t0, args, setup)
-    Path(args.out).write_text(report.text())
-    print(report.text())
+    report.write(args, setup, t0)
 
 
 if __name__ == "__main__":

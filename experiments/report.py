@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +16,21 @@ from mtz_core.config import ZipConfig
 from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR
 
 from . import originals as orig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def page_arguments(doc: str, page: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments every results page takes: --data-root, --out (default docs/`page`) and
+    --quick (CI's reduced run)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / page))
+    parser.add_argument(
+        "--quick", action="store_true", help="CI's reduced run (1 seed, small sizes)"
+    )
+    torch.set_num_threads(torch.get_num_threads())
+    return parser.parse_args(argv)
 
 
 class Report:
@@ -198,6 +215,12 @@ class Report:
             f"32 per task, plain SGD lr {RETRAIN_LR:g} (no momentum), gradient norm clipped at "
             f"{RETRAIN_CLIP:g}; damping {ZipConfig.default_damping():g}."
         )
+
+    def write(self, args: argparse.Namespace, setup, started: float) -> None:
+        """The page's last note (`finish`), written to `args.out` and printed."""
+        self.finish(time.perf_counter() - started, args, setup)
+        Path(args.out).write_text(self.text())
+        print(self.text())
 
     def text(self) -> str:
         head = (

@@ -16,14 +16,12 @@ uses the chosen one.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -33,8 +31,8 @@ from mtz_core.models import create_model
 from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR, TrainingDiverged
 
 from . import originals as orig
-from .paper import ROOT, Pair, Setup, mean_std, pairs_for
-from .report import Report
+from .paper import Pair, Setup, mean_std, pairs_for
+from .report import Report, page_arguments
 
 ARCH = "resnet20"
 TASKS = ("mnist:0-4", "mnist:5-9")
@@ -445,14 +443,7 @@ def run_tables(report: Report, pairs: list[ResnetPair], setup: ResnetSetup) -> s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results-resnet.md"))
-    parser.add_argument(
-        "--quick", action="store_true", help="CI's reduced run (1 seed, small sizes)"
-    )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+    args = page_arguments(__doc__, "results-resnet.md", argv)
     setup = ResnetSetup()
     if args.quick:
         setup = dataclasses.replace(QUICK, originals=orig.quick_original)
@@ -466,9 +457,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     originals_table(report, pairs)
     run_tables(report, pairs, setup)
     report.choices_summary()
-    report.finish(time.perf_counter() - t0, args, setup)
-    Path(args.out).write_text(report.text())
-    print(report.text())
+    report.write(args, setup, t0)
 
 
 if __name__ == "__main__":

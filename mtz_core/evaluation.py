@@ -15,7 +15,10 @@ from torch import nn
 
 from .devices import place
 
-__all__ = ["TaskScore", "evaluate", "evaluate_zipped", "param_summary"]
+__all__ = ["TaskScore", "evaluate", "evaluate_zipped", "param_summary", "EVAL_BATCH_SIZE"]
+
+#: Evaluation only reads the data, so it can use larger batches than training.
+EVAL_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)

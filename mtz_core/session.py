@@ -846,51 +846,19 @@ class ZipSession:
         """A member's errors per tuple when they are measured (None when `many.errors` gives
         them in closed form for the whole group), and its kept norm's mean shifts (k × T;
         None without a kept norm)."""
-        if many.scales[member] is None:
-            if many.exact:
-                return None, None
-            return self._streamed_errors(layer_index, before, pairs, weight, bias), None
+        kept = many.scales[member] is not None
         if many.exact:
-            return None, many.mean_shifts(member, merged, pairs)
-        errors, shifts = centred_pair_errors(
-            self.model,
-            layer_index,
-            before,
-            pairs.cpu(),
-            weight,
-            bias,
-            self.data,
-            self.algebra_device,
-            many.pair_scales(member, pairs),
+            return None, (many.mean_shifts(member, merged, pairs) if kept else None)
+        args = (self.model, layer_index, before, pairs.cpu(), weight, bias, self.data)
+        kw = dict(
             hessian_samples_only=self.config.damping == "auto",
             check=self._check,
             on_batch=self._on_batch(self._running_group(), "errors"),
         )
-        return errors, shifts
-
-    def _streamed_errors(
-        self,
-        layer_index: int,
-        before: ZippedLayer,
-        pairs: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Per tuple, the increase of Σ_t E_t the weights cause at a layer, measured on the
-        Hessian samples (one pass; the blocked Hessians drop cross-block terms)."""
-        return pair_errors(
-            self.model,
-            layer_index,
-            before,
-            pairs.cpu(),
-            weight,
-            bias,
-            self.data,
-            self.algebra_device,
-            hessian_samples_only=self.config.damping == "auto",
-            check=self._check,
-            on_batch=self._on_batch(self._running_group(), "errors"),
-        )
+        if not kept:
+            return pair_errors(*args, self.algebra_device, **kw), None
+        scales = many.pair_scales(member, pairs)
+        return centred_pair_errors(*args, self.algebra_device, scales, **kw)
 
     def _layer_analysis(
         self, index: int, layer_index: int, view: ZippedLayer | None = None

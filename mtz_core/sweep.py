@@ -27,7 +27,7 @@ from torch import nn
 from .config import ZipConfig
 from .data import Task
 from .data.task import SplitData
-from .evaluation import evaluate
+from .evaluation import EVAL_BATCH_SIZE, evaluate
 from .extras import require
 from .pipeline import zip_many
 from .progress import CancelToken, ProgressCallback, ZipCancelled
@@ -78,8 +78,6 @@ def sweep_columns(n_tasks: int) -> tuple[str, ...]:
 
 #: The columns of a two-model sweep (`sweep`); `sweep_columns(T)` for T models.
 COLUMNS = sweep_columns(2)
-#: Evaluation only reads the data, so it can use larger batches than training.
-EVAL_BATCH_SIZE = 256
 
 SweepProgress = Callable[[int, int, str], None]
 
@@ -110,11 +108,6 @@ def _check_grid(
         if isinstance(it, bool) or not isinstance(it, int) or it < 0:
             raise ValueError(f"retrain_iterations entry {it!r} must be an int >= 0")
     return fractions, list(methods), list(retrain_iterations)
-
-
-def _inputs(task: Task, split: str, batch_size: int, limit: int) -> list[Any]:
-    """Input-only batches (what the Hessians and the held-out error read)."""
-    return [x for x, _ in task.batches(split, batch_size, limit=limit)]
 
 
 def _series_label(method: str, its: int) -> str:
@@ -223,10 +216,10 @@ def sweep_many(
                 f"{type(t).__name__}"
             )
 
-    calibs = [_inputs(t, "calib", batch_size, calib_samples) for t in tasks]
+    calibs = [t.inputs("calib", batch_size, calib_samples) for t in tasks]
     helds = None
     if heldout_samples is not None:
-        helds = [_inputs(t, "val", batch_size, heldout_samples) for t in tasks]
+        helds = [t.inputs("val", batch_size, heldout_samples) for t in tasks]
 
     def test_batches(task: Task) -> Any:
         return task.batches("test", EVAL_BATCH_SIZE)

@@ -29,12 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from .config import TASK_LETTERS, ZipConfig
 from .data.task import SplitData
-from .evaluation import evaluate
+from .evaluation import EVAL_BATCH_SIZE, evaluate
 from .pipeline import zip_many
 from .progress import CancelToken, ZipCancelled
 from .records import ZipResult
@@ -45,8 +44,6 @@ __all__ = ["tune_shares", "TunePlan", "TuneTrial", "DEFAULT_GRID"]
 
 #: the shares tried per group, after 0
 DEFAULT_GRID = (0.25, 0.5, 0.75, 1.0)
-#: evaluation only reads data: larger batches than training
-_EVAL_BATCH = 256
 
 TuneProgress = Callable[[int, int, str], None]
 
@@ -147,11 +144,6 @@ def _check(models, tasks, max_drop_points, grid) -> list[float]:
     return out
 
 
-def _inputs(task: SplitData, split: str, batch_size: int, limit: int) -> list[torch.Tensor]:
-    """The first `limit` inputs of a split, in batches (what the Hessians read)."""
-    return [x for x, _ in task.batches(split, batch_size, limit=limit)]
-
-
 def tune_shares(
     models: Sequence[nn.Module],
     tasks: Sequence[SplitData],
@@ -183,16 +175,16 @@ def tune_shares(
     if retrain_iterations < 0:
         raise ValueError(f"retrain_iterations must be >= 0, got {retrain_iterations}")
     t0 = time.perf_counter()
-    calib = [_inputs(t, "calib", batch_size, calib_samples) for t in tasks]
+    calib = [t.inputs("calib", batch_size, calib_samples) for t in tasks]
 
     def val_accuracy(zipped: nn.Module) -> tuple[float, ...]:
         return tuple(
-            evaluate(zipped, t.batches("val", _EVAL_BATCH), task=i).accuracy
+            evaluate(zipped, t.batches("val", EVAL_BATCH_SIZE), task=i).accuracy
             for i, t in enumerate(tasks)
         )
 
     original = tuple(
-        evaluate(m, t.batches("val", _EVAL_BATCH)).accuracy for m, t in zip(models, tasks)
+        evaluate(m, t.batches("val", EVAL_BATCH_SIZE)).accuracy for m, t in zip(models, tasks)
     )
     # 1. estimate: every group alone at every grid share, through the original models
     session = ZipSession.many(list(models), calib, config=config, device=device)

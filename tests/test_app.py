@@ -13,94 +13,26 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
+from app_helpers import (  # noqa: E402
+    figure,
+    figures,
+    goto,
+    metric,
+    new_app,
+    texts,
+    values,
+    wait_job,
+    ws,
+    zip_layer,
+)
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-WS = "mtz.workspace"
 PAGES = ["load", "costs", "sharing", "step", "retrain", "tradeoff", "learn", "keep"]
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demos" / "digits-mlp"
 #: the demo pair's test accuracies as the Load page shows them (read from the cards)
 DEMO_ACC = [
     f"{100 * json.loads((DEMO / f'{w}.json').read_text())['accuracy']['test']:.1f}%" for w in "ab"
 ]
-
-
-def new_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"explorer/pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def ws(at: AppTest):
-    return at.session_state[WS]
-
-
-def wait_job(at: AppTest, timeout: float = 60.0) -> None:
-    """Poll like the page does until the background job ends, then let the page apply it."""
-    job = ws(at).job
-    t0 = time.perf_counter()
-    while job is not None and job.running:
-        assert time.perf_counter() - t0 < timeout, f"{job.title} did not finish in {timeout} s"
-        time.sleep(0.05)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def values(data) -> np.ndarray:
-    """A figure's array, plain or in Plotly's typed-array encoding ({dtype, bdata, shape})."""
-    if isinstance(data, dict) and "bdata" in data:
-        import base64
-
-        arr = np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
-        if "shape" in data:
-            arr = arr.reshape([int(v) for v in str(data["shape"]).split(",")])
-        return arr
-    return np.asarray(data)
-
-
-def metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}; metrics: {[m.label for m in at.metric]}")
-
-
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def figure(at: AppTest, title_part: str) -> dict:
-    for fig in figures(at):
-        title = fig["layout"].get("title", {})
-        text = title.get("text", "") if isinstance(title, dict) else str(title)
-        if title_part in text:
-            return fig
-    titles = [f["layout"].get("title", {}).get("text") for f in figures(at)]
-    raise AssertionError(f"no figure titled {title_part!r}; figures: {titles}")
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += (
-        [e.value for e in at.success] + [e.value for e in at.info] + [e.value for e in at.warning]
-    )
-    return "\n".join(parts)
-
-
-def zip_layer(at: AppTest, k: int) -> None:
-    """On the Step page: set the next layer's share and press Zip."""
-    z = ws(at).ensure_zip()
-    name = z.layers[z.next_index][0]
-    at.slider(key=f"plan.step.{name}").set_value(k).run()
-    at.button(key="step.zip").click().run()
-    assert not at.exception, [e.value for e in at.exception]
 
 
 # ------------------------------------------------------------------------------- start

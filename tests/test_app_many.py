@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
+import app_helpers  # noqa: E402
+from app_helpers import figure, goto, metric, new_app, wait_job, ws, zip_layer  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from explorer.figures import COLORS, TASK_COLORS  # noqa: E402
@@ -25,63 +26,13 @@ from explorer.recipe import build_recipe, parse_recipe, rebuild, recipe_json  # 
 from explorer.tuple_costs import comparisons  # noqa: E402
 from explorer.zipper import ZipSettings, ZipState, plan_savings, settings_refusal  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-WS = "mtz.workspace"
 THREE = Path(__file__).resolve().parents[1] / "assets" / "demos" / "digits-three"
 CARDS = [json.loads((THREE / f"{w}.json").read_text()) for w in "abc"]
 SMALL = ZipSettings(calib_samples=256, heldout_samples=64, eval_samples=128)
 
 
-def new_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"explorer/pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def ws(at: AppTest):
-    return at.session_state[WS]
-
-
-def wait_job(at: AppTest, timeout: float = 120.0) -> None:
-    job = ws(at).job
-    t0 = time.perf_counter()
-    while job is not None and job.running:
-        assert time.perf_counter() - t0 < timeout, f"{job.title} did not finish in {timeout} s"
-        time.sleep(0.05)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}; metrics: {[m.label for m in at.metric]}")
-
-
-def figure(at: AppTest, title_part: str) -> dict:
-    figs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-    for fig in figs:
-        title = fig["layout"].get("title", {})
-        text = title.get("text", "") if isinstance(title, dict) else str(title)
-        if title_part in text:
-            return fig
-    titles = [f["layout"].get("title", {}).get("text") for f in figs]
-    raise AssertionError(f"no figure titled {title_part!r}; figures: {titles}")
-
-
 def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [e.value for e in at.success] + [e.value for e in at.info]
-    parts += [e.value for e in at.warning] + [e.value for e in at.error]
-    return "\n".join(parts)
+    return app_helpers.texts(at, errors=True)
 
 
 def load_three() -> AppTest:
@@ -90,14 +41,6 @@ def load_three() -> AppTest:
     at.button(key="load.demo_button").click().run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def zip_layer(at: AppTest, k: int) -> None:
-    z = ws(at).ensure_zip()
-    name = z.layers[z.next_index][0]
-    at.slider(key=f"plan.step.{name}").set_value(k).run()
-    at.button(key="step.zip").click().run()
-    assert not at.exception, [e.value for e in at.exception]
 
 
 @pytest.fixture(scope="module")

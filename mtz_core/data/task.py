@@ -106,6 +106,11 @@ class SplitData:
     def size(self, split: str = "calib") -> int:
         return int(self.split(split)[1].shape[0])
 
+    def inputs(self, split: str, batch_size: int, limit: int) -> list[torch.Tensor]:
+        """The first `limit` inputs of a split in batches, without labels (what Hessians and
+        held-out layer errors read)."""
+        return [x for x, _ in self.batches(split, batch_size, limit=limit)]
+
     def batches(
         self,
         split: str = "calib",
