@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mtz_core import ZipResult, evaluate, zip_many, zip_models
-from mtz_core.config import METHODS
+from mtz_core.config import MANY_METHODS as METHODS
 from mtz_core.data import Task
 
 from . import originals as orig

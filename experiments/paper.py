@@ -113,6 +113,16 @@ RESNET_POINTER = (
     "with the numbers."
 )
 
+#: the comparison with ZipIt! writes its own page; this one links to it
+PEER_POINTER = (
+    "### Against ZipIt!, and merges inside one model ([results-peer.md](results-peer.md))\n\n"
+    "`python -m experiments.peer` compares MTZ with the ZipIt! baseline (`method='zipit'`, its "
+    "α and β chosen on the validation split) and with MTZ's within-model merges "
+    "(`within_model=True`) on same-task and different-task LeNet-300-100 pairs, before and "
+    "after retraining, with the parameters each stores, and runs `tune_shares` with a 1-point "
+    "budget; it writes its own page, [results-peer.md](results-peer.md), with the numbers."
+)
+
 #: the three-task experiment writes its own page; this one links to it
 MANY_POINTER = (
     "### Three tasks: three LeNet-300-100 zipped into one ([results-many.md](results-many.md))\n\n"
@@ -695,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     digits_table(report, setup)
     report.note(RESNET_POINTER)
     report.note(MANY_POINTER)
+    report.note(PEER_POINTER)
     report.targets(same_res, diff_res, base_res, setup.retrain)
     report.choices_summary()
     report.write(args, setup, t0)

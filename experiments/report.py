@@ -40,8 +40,10 @@ class Report:
         *,
         module: str = "experiments.paper",
         title: str = "Results: the MTZ paper's experiments, reproduced",
+        head: str | None = None,
     ) -> None:
         self.quick, self.module, self.title = quick, module, title
+        self.head = head  # the page's opening paragraph (None: the paper page's)
         self.parts: list[str] = []
         self.choices: list[tuple[str, Any, Any, str]] = []
         self._since = time.perf_counter()
@@ -223,6 +225,8 @@ class Report:
         print(self.text())
 
     def text(self) -> str:
+        if self.head is not None:
+            return f"# {self.title}\n\n{self.head}\n\n" + "\n".join(self.parts)
         head = (
             f"# {self.title}\n\n"
             "Accuracies are % on each task's held-out test split (mean ± std over seeds) unless "

@@ -227,6 +227,9 @@ class GroupAnalysis:
 
     name: str
     members: list[tuple[int, LayerAnalysis]]  # (layer index, analysis)
+    #: output_weighted: each pair's weight 2 g_i g_j / (g_i + g_j) on the summed costs when
+    #: choosing (None: the plain costs)
+    pair_weights: torch.Tensor | None = None
 
     @property
     def first(self) -> LayerAnalysis:
@@ -261,7 +264,8 @@ class GroupAnalysis:
         def distance() -> torch.Tensor:
             return sum(squared_distance(a.va, a.vb) for _, a in self.members)
 
-        return choose_pairs(variant.cost, distance, k, config, index)
+        cost = variant.cost if self.pair_weights is None else variant.cost * self.pair_weights
+        return choose_pairs(cost, distance, k, config, index)
 
     def merge(self, variant: GroupVariant, pairs: torch.Tensor, method: str) -> list[torch.Tensor]:
         """Each member's merged vectors for the pairs."""

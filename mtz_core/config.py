@@ -10,6 +10,7 @@ __all__ = [
     "TASK_LETTERS",
     "ZipConfig",
     "METHODS",
+    "MANY_METHODS",
     "MATCHINGS",
     "CONV_HESSIANS",
     "FLATTEN_HESSIANS",
@@ -23,8 +24,11 @@ TASK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 #: mtz: Hessian cost pairs + Hessian-weighted merge (the method). The rest are baselines at equal
 #: shares: mtz-avg (MTZ pairs, plain average), euclidean (closest incoming vectors, plain
-#: average), random (random pairs, plain average).
-METHODS = ("mtz", "mtz-avg", "euclidean", "random")
+#: average), random (random pairs, plain average), zipit (ZipIt!: feature-correlation merges
+#: over both models' units, within-model merges allowed, plain average; `mtz_core.clusters`).
+METHODS = ("mtz", "mtz-avg", "euclidean", "random", "zipit")
+#: the methods that zip more than two models (zipit is defined for two)
+MANY_METHODS = ("mtz", "mtz-avg", "euclidean", "random")
 #: greedy is the method's own choice; optimal (min-cost k pairs) is a comparison.
 MATCHINGS = ("greedy", "optimal")
 CONV_HESSIANS = ("exact", "channel")
@@ -61,6 +65,20 @@ class ZipConfig:
     # with batch_norm="keep": after each zipped layer, re-estimate that layer's per-task norm
     # statistics on each task's calibration data (REPAIR; ZipIt!'s reset of the statistics).
     recalibrate: bool = False
+    # mtz only: a unit may also merge with a unit of its own model (A–A pairs cost the exact
+    # increase of that task's layer error; mtz_core.clusters). Off by default: measured on
+    # validation data in docs/results.md.
+    within_model: bool = False
+    # method="zipit": the paper's α (a merged unit's similarities are scaled by α before it
+    # merges again; ≤ 0: never again) and β (each model merges at most β·m/2 pairs of its own
+    # units). The defaults are ZipIt!'s code's; experiments validate them.
+    # mtz / mtz-avg, research option: rank pairs by the layer error weighted by how much each
+    # task's loss cares about each unit (the diagonal Fisher of the layer's outputs): pair
+    # (i, j) costs d[i, j] · 2 g_i g_j / (g_i + g_j), exact when H_A = H_B. Merged weights
+    # and recorded errors stay the plain ones. Off: measured in docs/results-peer.md.
+    output_weighted: bool = False
+    zipit_alpha: float = 0.3
+    zipit_beta: float = 0.125
 
     @staticmethod
     def default_damping() -> float:
@@ -88,5 +106,22 @@ class ZipConfig:
             raise ValueError(
                 "recalibrate=True re-estimates kept batch norms; it needs batch_norm='keep'"
             )
+        if not isinstance(self.within_model, bool):
+            raise ValueError(f"within_model must be True or False, got {self.within_model!r}")
+        if self.within_model and self.method != "mtz":
+            raise ValueError(f"within_model=True is an option of method 'mtz', not {self.method!r}")
+        if not isinstance(self.output_weighted, bool):
+            raise ValueError(f"output_weighted must be True or False, got {self.output_weighted!r}")
+        if self.output_weighted and (self.method not in ("mtz", "mtz-avg") or self.within_model):
+            raise ValueError(
+                "output_weighted=True weighs MTZ's pair costs: methods 'mtz' and 'mtz-avg' "
+                f"without within_model, not method={self.method!r}"
+                + (" with within_model=True" if self.within_model else "")
+            )
+        for name in ("zipit_alpha", "zipit_beta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, Real) or not 0 <= v <= 1:
+                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+            object.__setattr__(self, name, float(v))
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")

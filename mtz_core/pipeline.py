@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from . import resume
 from .config import ZipConfig
 from .matching import resolve_plan, validate_tuples
 from .progress import CancelToken, ProgressCallback, ZipCancelled
@@ -60,6 +61,10 @@ def zip_models(
     seed: int = 0,
     batch_norm: str = "fold",
     recalibrate: bool = False,
+    within_model: bool = False,
+    output_weighted: bool = False,
+    zipit_alpha: float = ZipConfig.zipit_alpha,
+    zipit_beta: float = ZipConfig.zipit_beta,
     device: Any = None,
     progress: ProgressCallback | None = None,
     retrain_iterations: Any = 0,
@@ -71,6 +76,8 @@ def zip_models(
     heldout_b: Any = None,
     after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
     cancel: CancelToken | None = None,
+    checkpoint_dir: Any = None,
+    checkpoint_every: int = 0,
 ) -> ZipResult:
     """Zip every hidden layer of two models (bottom-up), retraining after each if asked.
 
@@ -88,6 +95,9 @@ def zip_models(
     into the layers; "keep" keeps every task's own norm after every hidden layer (the merge
     then weighs each task's error by its norm's scale, `mtz_core.scaled`), and `recalibrate`
     re-estimates each zipped layer's norm statistics on the calibration data.
+    `within_model` (method "mtz") lets a unit merge with a unit of its own model;
+    `method="zipit"` is the ZipIt! baseline with its α and β (`mtz_core.clusters`);
+    `output_weighted` ranks MTZ's pairs by a loss-weighted cost (a research option, `ZipConfig`).
     """
     if (heldout_a is None) != (heldout_b is None):
         raise ValueError("give both heldout_a and heldout_b, or neither")
@@ -109,6 +119,10 @@ def zip_models(
         seed=seed,
         batch_norm=batch_norm,
         recalibrate=recalibrate,
+        within_model=within_model,
+        output_weighted=output_weighted,
+        zipit_alpha=zipit_alpha,
+        zipit_beta=zipit_beta,
         device=device,
         progress=progress,
         retrain_iterations=retrain_iterations,
@@ -118,6 +132,8 @@ def zip_models(
         heldout=None if heldout_a is None else [heldout_a, heldout_b],
         after_step=after_step,
         cancel=cancel,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
     )
 
 
@@ -145,6 +161,10 @@ def zip_many(
     seed: int = 0,
     batch_norm: str = "fold",
     recalibrate: bool = False,
+    within_model: bool = False,
+    output_weighted: bool = False,
+    zipit_alpha: float = ZipConfig.zipit_alpha,
+    zipit_beta: float = ZipConfig.zipit_beta,
     device: Any = None,
     progress: ProgressCallback | None = None,
     retrain_iterations: Any = 0,
@@ -154,11 +174,18 @@ def zip_many(
     heldout: Sequence[Any] | None = None,
     after_step: Callable[[ZipSession, LayerRecord], None] | None = None,
     cancel: CancelToken | None = None,
+    checkpoint_dir: Any = None,
+    checkpoint_every: int = 0,
 ) -> ZipResult:
     """Zip T ≥ 2 models of one architecture, each trained for its own task, into one network
     (`ZipSession.many`): a shared unit is shared by all T tasks. The arguments mean what they
     mean for `zip_models` (its two-model case), with one entry per model in `data`, `trains`
-    and `heldout`; a share is a fraction of the narrowest model's units; `pairs` are k × T."""
+    and `heldout`; a share is a fraction of the narrowest model's units; `pairs` are k × T.
+
+    `checkpoint_dir` (a folder, or a `mtz_core.resume.Checkpointer`): the run's state is written
+    there after every zipped group and, with `checkpoint_every` = N, every N retraining
+    iterations; called again with the same arguments, the run resumes from it and ends as an
+    uninterrupted one would (`mtz_core.resume`)."""
     config = ZipConfig(
         method=method,
         matching=matching,
@@ -168,6 +195,10 @@ def zip_many(
         seed=seed,
         batch_norm=batch_norm,
         recalibrate=recalibrate,
+        within_model=within_model,
+        output_weighted=output_weighted,
+        zipit_alpha=zipit_alpha,
+        zipit_beta=zipit_beta,
     )
 
     def between_layers(session: ZipSession, record: LayerRecord) -> None:
@@ -208,24 +239,33 @@ def zip_many(
             f"retrain_iterations > 0 needs trains: one (inputs, labels) source per model "
             f"({len(models)})"
         )
-    if pairs is not None:
-        if share is not None or k is not None:
-            raise ValueError("pass pairs= alone, without share= or k=")
-        if not isinstance(pairs, Mapping):
-            raise TypeError(
-                f"pairs must be a dict {{layer name: k×2 array}}, got {type(pairs).__name__}"
-            )
-        unknown = sorted(set(pairs) - set(names))
-        if unknown:
-            raise ValueError(f"pairs names unknown layers {unknown}; the layers are {names}")
-        t = len(models)
-        checked = {
-            name: validate_tuples(pairs.get(name, np.zeros((0, t), np.int64)), widths, name)
-            for name, *widths in layers
-        }
-        for name in names:
-            session.step(pairs=checked[name])
-        return session.result()
-    # a share is a fraction of the narrowest model's units
-    plan = layers if len(models) == 2 else [(n, min(w), min(w)) for n, *w in layers]
-    return session.run(resolve_plan(share, k, plan))
+    ck = None
+    if checkpoint_dir is not None:  # restores a saved state of this run into the session
+        settings = dict(config=config, share=share, k=k, pairs=pairs, iterations=iterations)
+        settings.update(lr=lr, optimizer=optimizer, models=len(models))
+        sources = [*data, *(trains or ()), *(heldout or ())]
+        ck = resume.begin(
+            checkpoint_dir, checkpoint_every, session, settings, models, data, sources
+        )
+    with resume.activate(ck):
+        if pairs is not None:
+            if share is not None or k is not None:
+                raise ValueError("pass pairs= alone, without share= or k=")
+            if not isinstance(pairs, Mapping):
+                raise TypeError(
+                    f"pairs must be a dict {{layer name: k×2 array}}, got {type(pairs).__name__}"
+                )
+            unknown = sorted(set(pairs) - set(names))
+            if unknown:
+                raise ValueError(f"pairs names unknown layers {unknown}; the layers are {names}")
+            t = len(models)
+            checked = {
+                name: validate_tuples(pairs.get(name, np.zeros((0, t), np.int64)), widths, name)
+                for name, *widths in layers
+            }
+            for name in names[len(session.records) :]:  # all, unless resumed
+                session.step(pairs=checked[name])
+            return session.result()
+        # a share is a fraction of the narrowest model's units
+        plan = layers if len(models) == 2 else [(n, min(w), min(w)) for n, *w in layers]
+        return session.run(resolve_plan(share, k, plan))

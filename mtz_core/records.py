@@ -65,9 +65,18 @@ class LayerRecord:
     # more than two models: every model's width; pairs then has one column per model, `cost`
     # is the first two models' matrix and pair_costs the damped cost of each whole tuple
     widths: tuple[int, ...] = ()
+    # within-model merges or zipit (mtz_core.clusters): each task's unit -> merged unit
+    # (int64 per task; units 0..n_shared-1 are shared), and how many are shared. `pairs` then
+    # lists the shared units made of exactly one unit per task; `pair_costs` / `pair_errors`
+    # are per merged unit of more than one member, in merge id order (see `merged_units`)
+    clusters: tuple[np.ndarray, ...] | None = None
+    n_shared: int | None = None
 
     @property
     def k(self) -> int:
+        """Shared units: pairs, or shared clusters (some may hold several units per task)."""
+        if self.n_shared is not None:
+            return self.n_shared
         return int(self.pairs.shape[0])
 
     def saved_parameters(self) -> int:

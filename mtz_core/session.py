@@ -19,17 +19,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .analysis import GroupAnalysis, LayerAnalysis, ManyAnalysis, best_damping, hessian_kind
 from .architecture import check_compatible, trace_model, trace_norms
 from .batches import CalibrationData
+from .clusters import union_ward, within_costs, zipit_clusters
 from .config import AUTO_DAMPING_GRID, ZipConfig
 from .devices import device_of, resolve_device
+from .hessian import LayerHessian
 from .layout import incoming_vectors, vectors_to_weights
 from .matching import resolve_plan, validate_tuples
 from .norms import recalibrate
 from .progress import CancelToken, ProgressCallback, ProgressEvent, ZipCancelled
 from .records import LayerRecord, SharePreview, ZipResult
-from .streams import centred_pair_errors, layer_hessian, pair_errors
+from .streams import (
+    centred_pair_errors,
+    layer_hessian,
+    pair_errors,
+    unit_correlations,
+    unit_sensitivity,
+)
 from .training import TASK_LETTERS, TrainReport, retrain_tasks
 from .zipped import GroupUndo, LayerSizes, ZippedLayer, ZippedNet
 
@@ -154,6 +163,7 @@ class ZipSession:
         for arch in archs[1:]:
             check_compatible(archs[0], arch)
         self.architecture = archs[0]
+        self._check_clusters(len(models))
         move = [
             [(w.to(self.device), None if b is None else b.to(self.device)) for w, b in ws]
             for _, ws in traced
@@ -284,6 +294,13 @@ class ZipSession:
             asked = None if k_l is not None else float(1.0 if share_l is None else share_l)
             chosen = None
         self._check()
+        if self.config.method == "zipit" or self.config.within_model:
+            if chosen is not None:
+                raise ValueError(
+                    "pairs= sets one-to-one pairs; method='zipit' and within_model=True "
+                    "choose merges of their own (pass share= or k=)"
+                )
+            return self._cluster_step(index, count, asked)
         analysis = self._analysis(index)
         self._check()
         cfg = self.config
@@ -424,6 +441,11 @@ class ZipSession:
                 self.model.restore_group(undo)
                 raise
             record.seconds["recalibrate"] = time.perf_counter() - t3
+        distributed.sync_step(self.model, pairs_np)  # ranks agree; rank 0's weights (no-op alone)
+        return self._finish_step(index, undo, record)
+
+    def _finish_step(self, index: int, undo: GroupUndo, record: LayerRecord) -> LayerRecord:
+        """Record a zipped group (undo entry, record, version), then run `after_step`."""
         entry = _Undo(index, undo, self._version)
         self._undo.append(entry)
         self.records.append(record)
@@ -436,6 +458,272 @@ class ZipSession:
             finally:
                 self._bump()  # the callback may have changed weights (retraining)
         return record
+
+    def _cluster_step(self, index: int, count: int, asked: float | None) -> LayerRecord:
+        """Zip group `index` with `count` merges by clusters (`mtz_core.clusters`): MTZ with
+        within-model merges, or ZipIt!. Errors are exact for the exact Hessian kinds: each
+        task's unit j moves from its row v_j to the row r_j its merged unit applies for that
+        task, and the layer error grows by ½ (r_j − v_j)ᵀ H_t (r_j − v_j), H_t over all of
+        task t's inputs."""
+        cfg = self.config
+        group = self._groups[index]
+        (li,) = group.members
+        layer = self.model.layers[li]
+        spec, sizes = layer.spec, layer.sizes
+        kind = hessian_kind(layer, cfg)
+        dev = self.algebra_device
+        n_a, n_b = sizes.out_own
+        t0 = time.perf_counter()
+        on_batch = self._on_batch(index, "hessian")
+        full_h, full_v = [], []
+        for t in (0, 1):
+            units = sizes.in_shared + sizes.in_own[t]
+            h, _ = layer_hessian(
+                self.model,
+                li,
+                t,
+                self.data[t],
+                kind,
+                False,
+                dev,
+                check=self._check,
+                on_batch=on_batch,
+                units=units,
+            )
+            full_h.append(h)
+            full_v.append(self._vectors(layer, t, units, kind))
+        t1 = time.perf_counter()
+        damping = cfg.damping
+        lambdas = (0.0, 0.0)
+        seconds = {"hessian": t1 - t0}
+        if cfg.method == "zipit":
+            reader = group.readers[0]
+            sims = unit_correlations(
+                self.model,
+                reader,
+                self.data,
+                dev,
+                check=self._check,
+                on_batch=self._on_batch(index, "features"),
+            )
+            assign, shared = zipit_clusters(sims, n_a, count, cfg.zipit_alpha, cfg.zipit_beta)
+            cost = (1 - sims[:n_a, n_a:]).clone()
+            union = 1 - sims
+            merged = self._cluster_means(layer, assign, shared, kind)
+        else:
+            analysis = self._analysis(index).first
+            variant = analysis.variant(damping)
+            lambdas = variant.lambdas
+            cost = variant.cost
+            within = [within_costs(h.damped(damping)[0], v) for h, v in zip(full_h, full_v)]
+            union = torch.cat(
+                [torch.cat([within[0], cost], 1), torch.cat([cost.T, within[1]], 1)], 0
+            )
+            assign, shared = union_ward(within[0], within[1], cost, count)
+            cross = self._shared_members(assign, shared)
+            merged = analysis.merge(variant, cross.to(dev), "mtz")
+        seconds["matching"] = time.perf_counter() - t1
+        w, b = vectors_to_weights(merged, spec, sizes.in_shared, kind, layer.has_bias)
+        dtype = layer.like.dtype
+        w = w.to(self.device, dtype)
+        b = None if b is None else b.to(self.device, dtype)
+        before = self.model.num_parameters()
+        held_h = None
+        if self.heldout is not None:
+            held_h = [
+                layer_hessian(
+                    self.model,
+                    li,
+                    t,
+                    self.heldout[t],
+                    kind,
+                    False,
+                    dev,
+                    check=self._check,
+                    on_batch=self._on_batch(index, "heldout"),
+                    units=sizes.in_shared + sizes.in_own[t],
+                )[0]
+                for t in (0, 1)
+            ]
+        undo = self.model.zip_clusters(index, [a.to(self.device) for a in assign], shared, w, b)
+        try:
+            unit_err, held = self._cluster_errors(li, assign, kind, full_h, full_v, held_h)
+        except BaseException:
+            self.model.restore_group(undo)
+            raise
+        sizes_of = [
+            torch.bincount(a, minlength=int(max(a.max() for a in assign)) + 1) for a in assign
+        ]
+        members = sizes_of[0] + sizes_of[1]
+        merged_ids = torch.nonzero(members > 1).flatten()
+        pair_costs = np.array(
+            [self._cluster_cost(union, assign, int(u), n_a) for u in merged_ids.tolist()]
+        )
+        one_each = torch.nonzero((sizes_of[0][:shared] == 1) & (sizes_of[1][:shared] == 1))
+        pairs_np = self._shared_members(assign, shared)[one_each.flatten()].numpy()
+        record = LayerRecord(
+            name=group.name,
+            index=index,
+            kind=spec.kind,
+            n_a=n_a,
+            n_b=n_b,
+            shared_inputs=sizes.in_shared,
+            per_unit=spec.kernel_positions if spec.kind == "conv" else spec.positions,
+            bias=layer.has_bias,
+            share=asked,
+            pairs=pairs_np.astype(np.int64),
+            cost=cost.cpu().numpy(),
+            pair_costs=pair_costs,
+            pair_errors=unit_err[merged_ids.to(unit_err.device)].cpu().numpy(),
+            predicted_error=float(unit_err.sum()),
+            method=cfg.method,
+            matching=cfg.matching,
+            hessian=kind,
+            hessian_dim=full_h[0].s + int(layer.has_bias),
+            hessian_blocks=full_h[0].k,
+            damping=damping if cfg.method == "mtz" else 0.0,
+            lambdas=lambdas,
+            n_samples=(full_h[0].n_samples, full_h[1].n_samples),
+            seconds=seconds,
+            heldout_error=held,
+            members=(spec.name,),
+            saved=before - self.model.num_parameters(),
+            clusters=tuple(a.cpu().numpy() for a in assign),
+            n_shared=shared,
+        )
+        distributed.sync_step(self.model, np.concatenate(record.clusters))  # ranks agree
+        return self._finish_step(index, undo, record)
+
+    def _pair_weights(self, index: int, layer_index: int) -> torch.Tensor:
+        """output_weighted: 2 g_i g_j / (g_i + g_j) for unit i of A and j of B, g each task's
+        Fisher sensitivity of the unit (`unit_sensitivity`; 0 where neither matters)."""
+        g_a, g_b = (
+            unit_sensitivity(
+                self.model,
+                layer_index,
+                t,
+                self.data[t],
+                check=self._check,
+                on_batch=self._on_batch(index, "sensitivity"),
+            ).to(self.algebra_device)
+            for t in (0, 1)
+        )
+        both = g_a[:, None] + g_b[None, :]
+        return torch.where(both > 0, 2 * g_a[:, None] * g_b[None, :] / both.clamp_min(1e-300), 0.0)
+
+    def _check_clusters(self, n_models: int) -> None:
+        """method='zipit' and within_model=True merge units of one model: refused, naming the
+        reason, where that is not defined yet."""
+        cfg = self.config
+        if cfg.output_weighted:
+            if n_models != 2 or self.architecture.graph is not None:
+                raise ValueError(
+                    "output_weighted=True weighs the units of one layer: two models, chains of "
+                    "layers (no residual additions)"
+                )
+        if cfg.method != "zipit" and not cfg.within_model:
+            return
+        what = "method='zipit'" if cfg.method == "zipit" else "within_model=True"
+        if n_models != 2:
+            raise ValueError(f"{what} zips two models; got {n_models}")
+        if self.architecture.graph is not None:
+            raise ValueError(
+                f"{what} supports chains of layers; these models have residual "
+                "additions (use method='mtz' without within_model)"
+            )
+        if cfg.batch_norm == "keep" and any(sp.norm for sp in self.architecture.layers):
+            raise ValueError(
+                f"{what} merges units of one model, which a kept batch norm cannot follow: "
+                "use batch_norm='fold'"
+            )
+        if cfg.damping == "auto":
+            raise ValueError(f"{what} takes a fixed damping factor, not 'auto'")
+
+    def _vectors(self, layer: ZippedLayer, task: int, units: int, kind: str) -> torch.Tensor:
+        """Task `task`'s rows of `layer` over its first `units` input units (+ bias), float64."""
+        bias = layer.own_bias[task]
+        return incoming_vectors(
+            layer.own_weight[task].detach().to(self.algebra_device, torch.float64),
+            None if bias is None else bias.detach().to(self.algebra_device, torch.float64),
+            layer.spec,
+            units,
+            kind,
+        )
+
+    @staticmethod
+    def _shared_members(assign: Sequence[torch.Tensor], shared: int) -> torch.Tensor:
+        """(shared, 2): the first unit of each task in each shared cluster."""
+        cols = []
+        for a in assign:
+            first = torch.full((shared,), -1, dtype=torch.int64)
+            for j in reversed(range(a.numel())):
+                u = int(a[j])
+                if u < shared:
+                    first[u] = j
+            cols.append(first)
+        return torch.stack(cols, 1)
+
+    def _cluster_means(
+        self, layer: ZippedLayer, assign: Sequence[torch.Tensor], shared: int, kind: str
+    ) -> torch.Tensor:
+        """ZipIt!'s merged rows over the shared inputs: the mean of every member's row."""
+        s = layer.sizes.in_shared
+        vs = [self._vectors(layer, t, s, kind) for t in (0, 1)]
+        total = vs[0].new_zeros((shared, vs[0].shape[1]))
+        count = vs[0].new_zeros(shared)
+        for a, v in zip(assign, vs):
+            a = a.to(v.device)
+            inside = a < shared
+            total.index_add_(0, a[inside], v[inside])
+            count.index_add_(0, a[inside], torch.ones_like(a[inside], dtype=v.dtype))
+        return total / count[:, None]
+
+    def _cluster_errors(
+        self,
+        li: int,
+        assign: Sequence[torch.Tensor],
+        kind: str,
+        hs: Sequence[LayerHessian],
+        vs: Sequence[torch.Tensor],
+        held: Sequence[LayerHessian] | None,
+    ) -> tuple[torch.Tensor, float | None]:
+        """Each merged unit's E_A + E_B increase (by merged unit id), and the held-out total."""
+        layer = self.model.layers[li]
+        n_units = int(max(int(a.max()) for a in assign)) + 1
+        err = torch.zeros(n_units, dtype=torch.float64, device=self.algebra_device)
+        held_total = 0.0
+        for t, a in enumerate(assign):
+            w, b = layer.task_weight(t)
+            rows = incoming_vectors(
+                w.detach().to(self.algebra_device, torch.float64),
+                None if b is None else b.detach().to(self.algebra_device, torch.float64),
+                layer.spec,
+                self._units(layer, t),
+                kind,
+            )
+            present = torch.bincount(a, minlength=n_units) > 0
+            position = torch.cumsum(present.long(), 0) - 1  # merged id -> row in t's layout
+            delta = rows[position[a].to(rows.device)] - vs[t]
+            err.index_add_(0, a.to(err.device), 0.5 * hs[t].quad(delta))
+            if held is not None:
+                held_total += float(0.5 * held[t].quad(delta).sum())
+        return err, (held_total if held is not None else None)
+
+    @staticmethod
+    def _units(layer: ZippedLayer, task: int) -> int:
+        return layer.sizes.in_shared + layer.sizes.in_own[task]
+
+    @staticmethod
+    def _cluster_cost(
+        union: torch.Tensor, assign: Sequence[torch.Tensor], u: int, n_a: int
+    ) -> float:
+        """The matching's cost of merged unit u: its members' largest pairwise union cost."""
+        ids = torch.cat(
+            [torch.nonzero(assign[0] == u).flatten(), n_a + torch.nonzero(assign[1] == u).flatten()]
+        )
+        sub = union[ids][:, ids].cpu()
+        sub = sub[~torch.eye(len(ids), dtype=torch.bool)]
+        return float(sub.max())
 
     def _heldout_error(
         self,
@@ -535,6 +823,12 @@ class ZipSession:
             )
         if self.model.n_tasks > 2:
             raise ValueError("a preview of every share covers two models; step(k=...) instead")
+        if cfg.method == "zipit" or cfg.within_model:
+            what = "method='zipit'" if cfg.method == "zipit" else "within_model=True"
+            raise ValueError(
+                f"a preview of every share covers one-to-one pairs; {what} merges groups of "
+                "units: step(k=...) and read the record"
+            )
         group = self._analysis(index)
         if len(group.members) > 1:
             raise ValueError(
@@ -773,6 +1067,8 @@ class ZipSession:
         else:
             members = [(i, self._layer_analysis(index, i)) for i in group.members]
             analysis = GroupAnalysis(group.name, members)
+            if self.config.output_weighted:
+                analysis.pair_weights = self._pair_weights(index, group.members[0])
         self._emit(index, "costs", 1, 1)
         self._cache[key] = analysis
         while len(self._cache) > 2:

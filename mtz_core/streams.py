@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from . import distributed
 from .batches import CalibrationData
 from .config import AUTO_HOLDOUT_EVERY, TASK_LETTERS
 from .hessian import (
@@ -24,7 +25,14 @@ from .hessian import (
 )
 from .zipped import ZippedLayer, ZippedNet
 
-__all__ = ["stream_inputs", "layer_hessian", "pair_errors", "centred_pair_errors"]
+__all__ = [
+    "stream_inputs",
+    "layer_hessian",
+    "pair_errors",
+    "centred_pair_errors",
+    "unit_correlations",
+    "unit_sensitivity",
+]
 
 #: called after each batch with (batches done, total or None, task)
 OnBatch = Callable[[int, int | None, int], None]
@@ -39,9 +47,15 @@ def stream_inputs(
     *,
     check: Callable[[], None],
     on_batch: OnBatch,
+    at: Callable[[int], None] | None = None,
+    count_as: str | None = None,
 ) -> int:
     """Feed layer `index`'s inputs for task `task` on every batch of `data` to `take`;
-    returns the number of samples. `check` runs before each batch (cancellation)."""
+    returns the number of samples. `check` runs before each batch (cancellation).
+
+    Under `torch.distributed` (`mtz_core.distributed`) only this rank's batches are fed and the
+    returned count is over every rank; `at(offset)` gets each fed batch's global offset of its
+    first sample; `count_as` records this rank's samples ("calib": Hessians)."""
     layer = model.layers[index]
     total = data.total()
     samples = 0
@@ -49,14 +63,18 @@ def stream_inputs(
     model.eval()
     try:
         with torch.no_grad(), capture_inputs(layer, take) as run:
-            for i, x in enumerate(data):
+            for i, offset, x in distributed.shard_batches(data):
                 check()
+                if at is not None:
+                    at(offset)
                 run(lambda x=x: model(x, task))
                 samples += x.shape[0]
                 on_batch(i + 1, total, task)
     finally:
         model.train(was_training)
-    return samples
+    if count_as is not None:
+        distributed.record(count_as, task, samples)
+    return distributed.sum_int(samples, device=data.device)
 
 
 def _held_out(start: int, count: int, device: torch.device) -> torch.Tensor:
@@ -76,11 +94,13 @@ def layer_hessian(
     *,
     check: Callable[[], None],
     on_batch: OnBatch,
+    units: int | None = None,
 ) -> tuple[LayerHessian, LayerHessian | None]:
-    """Task `task`'s Hessian of layer `index` over its shared inputs; with `split`, every
+    """Task `task`'s Hessian of layer `index` over its shared inputs (over its first `units`
+    input units when given: all of them for a within-model merge); with `split`, every
     AUTO_HOLDOUT_EVERY-th sample goes to a second, held-out Hessian instead."""
     layer = model.layers[index]
-    spec, s = layer.spec, layer.sizes.in_shared
+    spec, s = layer.spec, (layer.sizes.in_shared if units is None else units)
     blocks, dim = hessian_shape(spec, s, kind)
     k = weight_blocks(spec, kind)
     if s == 0:  # no shared inputs: a shared neuron shares only its bias, and E[1·1] = 1
@@ -103,7 +123,15 @@ def layer_hessian(
             hold.update(hessian_rows(x[out], spec, kind))
         seen[0] += x.shape[0]
 
-    samples = stream_inputs(model, index, task, data, take, check=check, on_batch=on_batch)
+    def at(offset: int) -> None:  # the global sample index (distributed: other ranks' too)
+        seen[0] = offset
+
+    samples = stream_inputs(
+        model, index, task, data, take, check=check, on_batch=on_batch, at=at, count_as="calib"
+    )
+    distributed.all_reduce_moment(acc)
+    if hold is not None:
+        distributed.all_reduce_moment(hold)
     if hold is not None and (hold.n == 0 or acc.n == 0):
         raise ValueError(
             f"damping='auto' holds out every {AUTO_HOLDOUT_EVERY}th calibration sample; "
@@ -265,6 +293,110 @@ def _pair_moments(
             sq.add_((dy**2).sum(dim=dims))
             lin.add_(dy.sum(dim=dims))
 
-        stream_inputs(model, index, task, source, take, check=check, on_batch=on_batch)
-        rows_all.append(count[1] * per_sample)
+        def at(offset: int, count=count) -> None:  # the global sample index
+            count[0] = offset
+
+        stream_inputs(model, index, task, source, take, check=check, on_batch=on_batch, at=at)
+        distributed.all_reduce_(sq, lin)
+        rows_all.append(distributed.sum_int(count[1], device) * per_sample)
     return sq_all, lin_all, rows_all
+
+
+def unit_correlations(
+    model: ZippedNet,
+    reader: int,
+    data: Sequence[CalibrationData],
+    device: torch.device,
+    *,
+    check: Callable[[], None],
+    on_batch: OnBatch,
+) -> torch.Tensor:
+    """Correlations of the units a layer's reader sees, tasks' units side by side: every
+    sample of every `data` run through task 0's and task 1's networks (ZipIt!'s features: the
+    post-activation outputs, each spatial or flatten position a sample). Float64, (n_0 + n_1)²;
+    a unit that never varies correlates 0 with everything."""
+    layer = model.layers[reader]
+    spec = layer.spec
+    got: list[torch.Tensor] = []
+    s1 = s2 = None
+    n = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), capture_inputs(layer, lambda xs: got.append(xs[0])) as run:
+            for d_i, d in enumerate(data):
+                total = d.total()
+                for i, x in enumerate(d):
+                    check()
+                    feats = []
+                    for t in (0, 1):
+                        got.clear()
+                        run(lambda x=x, t=t: model(x, t))
+                        feats.append(_unit_rows(got[0], spec))
+                    f = torch.cat(feats, dim=1).to(device, torch.float64)
+                    s1 = f.sum(0) if s1 is None else s1 + f.sum(0)
+                    s2 = f.T @ f if s2 is None else s2.addmm_(f.T, f)
+                    n += f.shape[0]
+                    on_batch(i + 1, total, d_i)
+    finally:
+        model.train(was_training)
+    mean = s1 / n
+    cov = s2 / n - mean[:, None] * mean[None, :]
+    std = torch.diagonal(cov).clamp_min(0).sqrt()
+    scale = std[:, None] * std[None, :]
+    return torch.where(scale > 0, cov / scale.clamp_min(1e-300), torch.zeros_like(cov))
+
+
+def _unit_rows(x: torch.Tensor, spec) -> torch.Tensor:
+    """A layer's input as (samples, units): conv channels over every pixel, a flatten's
+    channel-major columns over every position."""
+    if x.dim() == 4:
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    p = spec.positions if spec.kind == "linear" else 1
+    n = x.shape[1] // p
+    return x.reshape(x.shape[0], n, p).transpose(1, 2).reshape(-1, n)
+
+
+def unit_sensitivity(
+    model: ZippedNet,
+    index: int,
+    task: int,
+    data: CalibrationData,
+    *,
+    check: Callable[[], None],
+    on_batch: OnBatch,
+) -> torch.Tensor:
+    """How much task `task`'s loss cares about each output unit of layer `index`: the diagonal
+    of the Fisher information of the layer's outputs, E_x E_{y~p(y|x)} (∂(−log p(y|x))/∂z_j)²,
+    summed over a conv unit's pixels (float64, one per unit). Exact: one backward pass per
+    class through the current network, in eval mode, on every sample of `data`."""
+    layer = model.layers[index]
+    got: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _a, out: got.append(out[0][0]))
+    total = None
+    n = 0
+    was_training = model.training
+    model.eval()
+    try:
+        total_batches = data.total()
+        for i, x in enumerate(data):
+            check()
+            got.clear()
+            with torch.enable_grad():
+                logp = torch.log_softmax(model.logits(x, task).double(), dim=1)
+                z = got[0]
+                p = logp.detach().exp()
+                classes = logp.shape[1]
+                for c in range(classes):
+                    (g,) = torch.autograd.grad(-logp[:, c].sum(), z, retain_graph=c < classes - 1)
+                    sq = g.double().square()
+                    if sq.dim() == 4:
+                        sq = sq.sum(dim=(2, 3))
+                    part = (p[:, c : c + 1] * sq).sum(0)
+                    total = part if total is None else total + part
+            n += x.shape[0]
+            on_batch(i + 1, total_batches, task)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return total / n

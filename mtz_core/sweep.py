@@ -159,6 +159,8 @@ def sweep_many(
     seed: int = 0,
     batch_norm: str = "fold",
     recalibrate: bool = False,
+    zipit_alpha: float = ZipConfig.zipit_alpha,
+    zipit_beta: float = ZipConfig.zipit_beta,
     device: Any = None,
     progress: SweepProgress | None = None,
     zip_progress: ProgressCallback | None = None,
@@ -208,6 +210,8 @@ def sweep_many(
             seed,
             batch_norm=batch_norm,
             recalibrate=recalibrate,
+            zipit_alpha=zipit_alpha,
+            zipit_beta=zipit_beta,
         )
     for x, t in zip(letters, tasks):
         if not isinstance(t, SplitData):
@@ -239,6 +243,8 @@ def sweep_many(
         seed=seed,
         batch_norm=batch_norm,
         recalibrate=recalibrate,
+        zipit_alpha=zipit_alpha,
+        zipit_beta=zipit_beta,
         device=device,
         progress=zip_events,
         lr=lr,

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed, resume
 from .config import TASK_LETTERS
 from .devices import place, resolve_device
 from .progress import CancelToken
@@ -136,7 +137,12 @@ def _run(
     cancel: CancelToken | None,
     schedule: str = "constant",
     clip_grad_norm: float | None = None,
+    reduce_losses: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
+    resume: Any = None,
 ) -> TrainReport:
+    """The loop. `reduce_losses`: the reported losses from this process's (distributed: every
+    rank's, `mtz_core.distributed.TaskLosses.reduce`); `resume`: a `mtz_core.resume` hook that
+    may restore a checkpointed iteration (`begin`) and writes checkpoints (`after`)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
@@ -166,17 +172,20 @@ def _run(
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            for it in range(iterations):
+            first = 0 if resume is None else resume.begin(model, opt, cycles, report)
+            for it in range(first, iterations):
                 if cancel is not None and cancel.cancelled:
                     report.cancelled = True
                     break
                 batches = [next(c) for c in cycles]
                 losses = loss_fn(batches)
                 total = torch.stack(losses).sum()
-                if not torch.isfinite(total):
+                shown = losses if reduce_losses is None else reduce_losses(losses)
+                seen = total if reduce_losses is None else torch.stack(shown).sum()
+                if not torch.isfinite(seen):
                     model.load_state_dict(start)
                     raise TrainingDiverged(
-                        f"the loss became {float(total.detach())} at iteration {it + 1}; the "
+                        f"the loss became {float(seen.detach())} at iteration {it + 1}; the "
                         f"weights were restored to before training (try a lower lr than {lr})"
                     )
                 opt.zero_grad(set_to_none=True)
@@ -187,12 +196,14 @@ def _run(
                 opt.step()
                 if sched is not None:
                     sched.step()
-                values = tuple(float(v.detach()) for v in losses)
+                values = tuple(float(v.detach()) for v in shown)
                 report.losses.append(values)
                 report.iterations = it + 1
                 report.samples += sum(b[0].shape[0] for b in batches)
                 if progress is not None:
                     progress(TrainProgress(it + 1, iterations, values))
+                if resume is not None:
+                    resume.after(it + 1, model, opt, report)
     finally:
         model.train(was_training)
         report.seconds = time.perf_counter() - t0
@@ -309,14 +320,32 @@ def retrain_tasks(
     device: str | torch.device | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: CancelToken | None = None,
+    autocast: str | None = None,
 ) -> TrainReport:
     """`retrain` for T tasks: the sum of the T task losses, one batch of each task per step
-    (`trains[t]` the training data of task t)."""
+    (`trains[t]` the training data of task t). `autocast="bf16"`: the forward and backward in
+    bfloat16 autocast (the weights, the optimizer and every Hessian stay in their own dtype)."""
+    if autocast not in (None, "bf16"):
+        raise ValueError(f"autocast must be None or 'bf16', got {autocast!r}")
     dev = place(device, model)
     logits = getattr(model, "logits", model)
 
     def loss_fn(batches):
+        for t, (x, _) in enumerate(batches):
+            distributed.record("train", t, x.shape[0])
         return [F.cross_entropy(logits(x, t), y) for t, (x, y) in enumerate(batches)]
+
+    reduce_losses = None
+    ddp = distributed.task_losses(model, dev) if iterations else None
+    if ddp is not None:  # DistributedDataParallel: each rank its slice of every global batch
+        loss_fn, reduce_losses = ddp.loss_fn, ddp.reduce
+        seed += distributed.SEED_STRIDE * distributed.rank()  # dropout: each rank its own masks
+    if autocast is not None:
+        plain_loss = loss_fn
+
+        def loss_fn(batches):  # noqa: F811  (the same loss, under bf16 autocast)
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                return [v.float() for v in plain_loss(batches)]
 
     return _run(
         model,
@@ -332,4 +361,6 @@ def retrain_tasks(
         progress=progress,
         cancel=cancel,
         clip_grad_norm=clip_grad_norm,
+        reduce_losses=reduce_losses,
+        resume=resume.retraining_hook(),
     )

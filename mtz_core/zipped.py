@@ -528,6 +528,80 @@ class ZippedNet(nn.Module):
             self.layers[i] = layer
         return GroupUndo(group, old, old_orders, pending)
 
+    def zip_clusters(
+        self,
+        group: int,
+        assign: Sequence[torch.Tensor],
+        shared: int,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> GroupUndo:
+        """Zip group `group` of a chain by clusters: `assign[t][j]` is the merged unit that unit
+        j of task t becomes (ids 0..K-1; several units of one task may share an id).
+
+        Units 0..`shared`-1 hold units of both tasks: they become shared neurons with `weight`
+        (shared-input weights) and `bias`, and each task's own-input weights the mean of its
+        members'. Units from `shared` on hold one task's units: that task's own neuron, the mean
+        of its members' rows (the least-squares row for units that see the same inputs). Each
+        reader's input columns of a merged unit are the sum of its members' columns: the unit
+        stands for every one of them. With one unit per task in each cluster this is `zip_group`.
+        Chains without kept batch norm only (the caller checks and names what it refuses).
+        """
+        groups = self.groups
+        if not 0 <= group < len(groups):
+            raise ValueError(f"group index must be in [0, {len(groups) - 1}], got {group}")
+        g = groups[group]
+        (i,) = g.members
+        old_layer = self.layers[i]
+        if old_layer.sizes.shared or any(self.layers[r].sizes.in_shared for r in g.readers):
+            raise ValueError(f"group {g.name!r} is already zipped")
+        like = old_layer.like
+        n_units = int(max(int(a.max()) for a in assign if a.numel())) + 1
+        members = []  # per task: (n_t, K) membership, and each unit's member count
+        for t, a in enumerate(assign):
+            if a.numel() != old_layer.out_width(t):
+                raise ValueError(
+                    f"assign[{t}] has {a.numel()} entries for {old_layer.out_width(t)} units"
+                )
+            m = torch.zeros(a.numel(), n_units, dtype=like.dtype, device=like.device)
+            m[torch.arange(a.numel(), device=like.device), a.to(like.device)] = 1
+            members.append(m)
+        counts = [m.sum(0) for m in members]
+        both = torch.stack([c > 0 for c in counts]).all(0)
+        if not bool(both[:shared].all()) or bool(both[shared:].any()):
+            raise ValueError(
+                f"clusters 0..{shared - 1} must hold units of every task and the rest of one"
+            )
+        keep = [torch.nonzero(c > 0).flatten() for c in counts]  # each task's units, in id order
+        sz = old_layer.sizes
+        out_own = tuple(int(len(k_t)) - shared for k_t in keep)
+        new = ZippedLayer(
+            old_layer.spec, LayerSizes(sz.in_shared, sz.in_own, shared, out_own), like
+        )
+        s_cols = old_layer.input_columns(sz.in_shared)
+        with torch.no_grad():
+            new.shared_weight.copy_(weight.reshape(new.shared_weight.shape))
+            if new.has_bias:
+                new.shared_bias.copy_(bias)
+            for t, (m, c, k_t) in enumerate(zip(members, counts, keep)):
+                mean = (m / c.clamp_min(1)).T[k_t]  # (units of t, n_t): the mean over members
+                w = old_layer.own_weight[t]
+                rows = (mean @ w.reshape(w.shape[0], -1)).reshape(len(k_t), *w.shape[1:])
+                new.shared_own_weight[t].copy_(rows[:shared, s_cols:])
+                new.own_weight[t].copy_(rows[shared:])
+                if new.has_bias:
+                    new.own_bias[t].copy_((mean @ old_layer.own_bias[t])[shared:])
+        old = {i: old_layer}
+        self.layers[i] = new.train(old_layer.training)
+        for r in g.readers:
+            reader = self.layers[r]
+            old[r] = reader
+            self.layers[r] = _sum_columns(
+                reader, [m[:, k_t] for m, k_t in zip(members, keep)], shared
+            )
+            self.layers[r].train(reader.training)
+        return GroupUndo(group, old, {}, {})
+
     def set_shared_rows(
         self,
         index: int,
@@ -691,6 +765,31 @@ def _follow_columns(
             if new.has_bias:
                 new.shared_bias.copy_(old.shared_bias)
     return new, pending
+
+
+def _sum_columns(old: ZippedLayer, members: list[torch.Tensor], shared: int) -> ZippedLayer:
+    """`old` reading merged units: each task's input columns of a merged unit are the sum of
+    its members' columns (`members[t]`: (n_t, units of t) 0/1, shared units first)."""
+    sz = old.sizes
+    if sz.shared:
+        raise ValueError(f"layer {old.spec.name!r} already has shared rows: zip in order")
+    like = old.like
+    widths = [m.shape[1] for m in members]
+    new = ZippedLayer(
+        old.spec, LayerSizes(shared, tuple(w - shared for w in widths), sz.shared, sz.out_own), like
+    )
+    p = old.spec.positions if old.spec.kind == "linear" else 1
+    with torch.no_grad():
+        for t, m in enumerate(members):
+            w = old.own_weight[t]
+            if old.spec.kind == "linear":
+                cols = torch.einsum("onp,nk->okp", w.reshape(w.shape[0], -1, p), m)
+                new.own_weight[t].copy_(cols.reshape(w.shape[0], -1))
+            else:
+                new.own_weight[t].copy_(torch.einsum("onhw,nk->okhw", w, m))
+            if new.has_bias:
+                new.own_bias[t].copy_(old.own_bias[t])
+    return new
 
 
 def _task_layer(layer: ZippedLayer, task: int) -> list[nn.Module]:

@@ -433,3 +433,53 @@ def test_tune_keeps_every_task_within_the_budget_and_writes_the_plan(tmp_path, c
             assert tasks[w]["accuracy"] == pytest.approx(plan["val_accuracy"][w])
     code, _, err = run(capsys, f"tune {MLP_A} {MLP_B} --max-drop 101" + QUICK)
     assert code == 2 and "--max-drop" in err
+
+
+# ------------------------------------------------------------------- round trip with the app
+
+
+@pytest.fixture(scope="module")
+def app_zip():
+    """The explorer's zip of the digits demo with fc1 zipped, as the Keep page holds it."""
+    from explorer.loaded import demo_models
+    from explorer.zipper import ZipState
+
+    state = ZipState(demo_models("digits-mlp"))
+    state.step(40)
+    return state
+
+
+def test_eval_reads_the_app_zipped_download_without_task_options(app_zip, tmp_path, capsys):
+    """Issue 11 (9): `mtz eval` on the app's download failed with "records no task A" though
+    the file named both tasks (in the app's own layout). Both the app's layout now and the one
+    it wrote before load, with each task's accuracy as the app measured it."""
+    from explorer.recipe import zipped_bytes, zipped_metadata
+
+    pair = app_zip.pair
+    early = {"title": pair.title, "tasks": pair.task_sources(), "shares": app_zip.shares()}
+    for name, meta in (("now", zipped_metadata(pair, app_zip)), ("early", early)):
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(zipped_bytes(app_zip, meta))
+        code, stdout, err = run(capsys, f"eval {path} --json")
+        assert code == 0, f"{name}: {err}"
+        tasks = json.loads(stdout)["tasks"]
+        assert [tasks[w]["task"] for w in "ab"] == ["digits:0-4", "digits:5-9"]
+        for t, w in enumerate("ab"):
+            assert tasks[w]["accuracy"] == pytest.approx(app_zip.accuracy[t], abs=1e-9)
+        assert ZippedNet.load(path).n_tasks == 2  # and the Python API, without arguments
+
+
+def test_app_metadata_matches_the_cli_layout(app_zip, zipped):
+    """The keys `mtz zip` writes are the keys the app writes (the same reader serves both)."""
+    from safetensors import safe_open
+
+    from explorer.recipe import zipped_metadata
+
+    _, cli_file, _ = zipped
+    with safe_open(str(cli_file), framework="pt") as f:
+        cli_meta = json.loads(f.metadata()["mtz_metadata"])
+    app_meta = zipped_metadata(app_zip.pair, app_zip)
+    for key in ("tasks", "data", "task_a", "task_b", "data_a", "data_b"):
+        assert key in app_meta, key
+    assert app_meta["tasks"] == cli_meta["tasks"]
+    assert app_meta["data"][0]["data_seed"] == cli_meta["data"][0]["data_seed"]

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as exc:  # --help and --version exit through argparse
             return exc.code if isinstance(exc.code, int) else 0
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # `mtz zip --nproc` relaunches
         return COMMANDS[args.command](_Run(args))
     except UsageError as exc:
         print(f"mtz: error: {_one_line(exc)}", file=sys.stderr)

@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="with --batch-norm keep: re-estimate each zipped layer's norm statistics",
         )
+        frac = _arg(_num, float, 0, 1)
+        p.add_argument("--zipit-alpha", type=frac, default=0.3, help="method zipit: its α")
+        p.add_argument("--zipit-beta", type=frac, default=0.125, help="method zipit: its β")
         architecture(p, "every checkpoint, where a file has no card")
 
     def architecture(p: argparse.ArgumentParser, which: str) -> None:
@@ -256,10 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     k_help = "a number of pairs instead: 3 in every layer, or per layer fc1=3,fc2=5"
     how_much.add_argument("--k", type=_arg(_by_layer, _pair_count), help=k_help)
     p.add_argument("--method", choices=METHODS, default="mtz")
+    within_help = "method mtz: a unit may also merge with a unit of its own model"
+    p.add_argument("--within-model", action="store_true", help=within_help)
+    weighted_help = "rank pairs by the layer error weighted by the loss's sensitivity (research)"
+    p.add_argument("--output-weighted", action="store_true", help=weighted_help)
     its_help = "after each layer: 100, or per layer 100,50 or fc1=100"
     p.add_argument("--retrain-iterations", type=_arg(_iterations), default=0, help=its_help)
     p.add_argument("--out", type=_arg(_safetensors), help="zipped network to write")
     p.add_argument("--report", type=Path, help="JSON report to write")
+    nproc_help = "processes on this machine (torchrun; NCCL on GPUs, gloo on CPU): each streams "
+    nproc_help += "its share of the calibration data and retrains on its slice of every batch"
+    p.add_argument("--nproc", type=int1, default=1, help=nproc_help)
+    ckpt_help = "folder for the run's state after every zipped layer: the same command again "
+    ckpt_help += "resumes from it"
+    p.add_argument("--checkpoint-dir", type=Path, help=ckpt_help)
+    every_help = "with --checkpoint-dir: also every N retraining iterations (0: never)"
+    p.add_argument("--checkpoint-every", type=int0, default=0, help=every_help)
 
     p = command(
         "sweep",
@@ -284,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=drop, default=1.0, help="points of accuracy (default 1)")
     p.add_argument("--grid", type=shares, default=[0.25, 0.5, 0.75, 1], help="shares to try")
     p.add_argument("--method", choices=METHODS, default="mtz")
+    within_help = "method mtz: a unit may also merge with a unit of its own model"
+    p.add_argument("--within-model", action="store_true", help=within_help)
     its_help = "retraining after each layer of every tried plan (default 0)"
     p.add_argument("--retrain-iterations", type=int0, default=0, help=its_help)
     p.add_argument("--out", type=_arg(_safetensors), help="the chosen plan's zipped network")

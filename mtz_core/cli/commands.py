@@ -248,7 +248,10 @@ def cmd_eval(run: _Run) -> int:
     n = net.n_tasks
     given = run.task_texts(n, f"tasks in {a.checkpoint}")
     # files written before T-task zips record only task_a/task_b and data_a/data_b
-    recorded = list(meta.get("tasks") or [meta.get(f"task_{w}") for w in "ab"])
+    recorded = meta.get("tasks") or [meta.get(f"task_{w}") for w in "ab"]
+    if isinstance(recorded, dict):  # the explorer's early downloads: {letter: {"task": ...}}
+        recorded = [(recorded.get(w) or {}).get("task") for w in TASK_LETTERS[:n]]
+    recorded = list(recorded)
     data = list(meta.get("data") or [meta.get(f"data_{w}") for w in "ab"])
     recorded, data = recorded + [None] * (n - len(recorded)), data + [None] * (n - len(data))
     for t, w in enumerate(TASK_LETTERS[:n]):
@@ -265,7 +268,7 @@ def cmd_eval(run: _Run) -> int:
     return 0
 
 
-def _zip(run: _Run, models, tasks, data, iterations, score_layers: bool):
+def _zip(run: _Run, models, tasks, data, iterations, score_layers: bool, checkpoint=None):
     """Zip with `zip_many`. With `score_layers`, every task is scored after each layer's zip
     and again after its retraining, which then runs here, from `after_step`, exactly as
     `zip_many` runs it (same data, seed and order)."""
@@ -309,11 +312,16 @@ def _zip(run: _Run, models, tasks, data, iterations, score_layers: bool):
         seed=a.seed,
         batch_norm=a.batch_norm,
         recalibrate=a.recalibrate,
+        within_model=a.within_model,
+        output_weighted=a.output_weighted,
+        zipit_alpha=a.zipit_alpha,
+        zipit_beta=a.zipit_beta,
         device=run.device,
         progress=None if a.no_progress else tqdm_progress(),
         retrain_iterations=unretrained,
         heldout=helds,
         after_step=after_step if score_layers else None,
+        checkpoint_dir=checkpoint,
     )
     for r in result.layers:
         scores.setdefault(r.name, {"after_zip": None})
@@ -333,7 +341,24 @@ def _layer_report(record, scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_zip(run: _Run) -> int:
+    from .. import distributed
+
     a, t0 = run.args, time.perf_counter()
+    if a.nproc > 1 and not distributed.under_launcher():
+        return distributed.launch(a.argv, a.nproc)  # torchrun runs this command N times
+    try:
+        run.device = distributed.init_from_env(run.device)  # under torchrun: the group
+        if not distributed.is_main():  # rank 0 alone prints and writes
+            a.no_progress, run.say, run.emit = True, lambda *_: None, lambda *_: None
+        distributed.reset_counts()
+        return _cmd_zip(run, a, t0)
+    finally:
+        distributed.shutdown()
+
+
+def _cmd_zip(run: _Run, a, t0: float) -> int:
+    from .. import distributed
+
     if a.share is None and a.k is None:
         a.share = 0.5  # the command's default
     loaded = run.checkpoints()
@@ -342,7 +367,17 @@ def cmd_zip(run: _Run) -> int:
     data = [run.zip_data(task) for task in tasks]
     its = a.retrain_iterations
     retraining = any(its.values()) if isinstance(its, dict) else any(np.atleast_1d(its))
-    result, scores = _zip(run, models, tasks, data, its, score_layers=retraining)
+    checkpoint = None
+    if a.checkpoint_every and a.checkpoint_dir is None:
+        raise UsageError("--checkpoint-every needs --checkpoint-dir")
+    if a.checkpoint_dir is not None:  # resumes a run of the same arguments killed before
+        from ..resume import Checkpointer
+
+        extra = dict(retrain_iterations=its, lr=a.lr, batch_size=a.batch_size, seed=a.seed)
+        trains = [train for _, _, train in data]
+        checkpoint = Checkpointer(a.checkpoint_dir, a.checkpoint_every, extra, sources=trains)
+    result, scores = _zip(run, models, tasks, data, its, retraining, checkpoint)
+    per_rank = distributed.gather_counts()  # what each rank streamed and trained on
 
     def final(model) -> dict[str, Any]:
         return {w: _score(model, tasks[t], index=t) for t, w in enumerate(letters)}
@@ -364,13 +399,18 @@ def cmd_zip(run: _Run) -> int:
     settings = {k: getattr(a, k) for k in (*keys, "heldout_samples", "batch_size", "lr", "seed")}
     settings.update(damping=result.config.damping, retrain_iterations=its, device=str(run.device))
     settings.update(batch_norm=a.batch_norm, recalibrate=a.recalibrate)
+    settings.update(within_model=a.within_model, output_weighted=a.output_weighted)
+    if a.method == "zipit":
+        settings.update(zipit_alpha=a.zipit_alpha, zipit_beta=a.zipit_beta)
     layers = [_layer_report(r, scores[r.name]) for r in result.layers]
     report = dict(models=sources, settings=settings, params=params, accuracy=accuracy)
     report.update(layers=layers, retrain_samples=result.retrain_samples, out=a.out)
-    if a.out is not None:
+    report.update(distributed=distributed.report_section(per_rank, letters))
+    if a.out is not None and distributed.is_main():
         _save_zipped(a.out, result.model, tasks, sources, params, accuracy, settings)
     report.update(report=a.report, seconds=time.perf_counter() - t0)
-    _write_report(a.report, report)
+    if distributed.is_main():
+        _write_report(a.report, report)
     _print_zip(run, result, accuracy, params)
     run.emit(report)
     return 0
@@ -424,7 +464,7 @@ def cmd_tune(run: _Run) -> int:
         bar.set_postfix_str(text)
 
     keys = ("method", "matching", "hessian", "flatten_hessian", "batch_norm", "recalibrate")
-    options = {k: getattr(a, k) for k in keys}
+    options = {k: getattr(a, k) for k in (*keys, "within_model", "zipit_alpha", "zipit_beta")}
     if a.damping is not None:
         options["damping"] = a.damping
     plan = tune_shares(
@@ -529,6 +569,7 @@ def cmd_sweep(run: _Run) -> int:
     keys = ("calib_samples", "heldout_samples", "batch_size", "lr", "damping", "matching")
     options = {k: getattr(a, k) for k in (*keys, "hessian", "flatten_hessian", "seed")}
     options.update(batch_norm=a.batch_norm, recalibrate=a.recalibrate)
+    options.update(zipit_alpha=a.zipit_alpha, zipit_beta=a.zipit_beta)
     grid = dict(shares=a.shares, methods=a.methods, retrain_iterations=a.retrain_iterations)
     df = sweep_many(models, tasks, **grid, **options, device=run.device, progress=progress)
     bar.close()

@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""One prepared check for a lent GPU machine: the engine tests on CUDA, then a table to put in
+docs/benchmarks.md (with the card named).
+
+    python scripts/gpu_check.py                      # on the GPU: under 8 minutes
+    python scripts/gpu_check.py --tiny --device cpu  # the same code paths, tiny (CI)
+
+Needs torch, numpy and scipy only (no torchvision: the VGG-16 below is torchvision's layout
+written out; no app packages; no network). Rows of the table:
+
+* **float64 GEMM**: n × n float64 products on the device (n = 4096): the floor's rate.
+* **costs + matching, n = 4096**: `sharing_operator` + `cost_matrix` + `greedy_pairs` for one
+  layer of n neurons per model (D = n + 1, random SPD Hessians) against the floor: float64
+  `solve(H_A + H_B, H_B)`, `A @ X`, `(AX) @ Bᵀ` on the same device (the dense products any
+  implementation needs; as benchmarks/cost_matching.py). Goal: ≤ 2×.
+* **VGG-16 pair, 224×224, share 1.0, 256 images per task**: `zip_models` on the device (exact
+  conv Hessians; fc6 with the exact 25,089-wide Hessian when the device has ≥ 48 GB, else the
+  block form), wall time against the GEMM floor of its float64 work (Hessian products
+  2·rows·D² per task, and per layer 8/3·D³ + 2nD² + 2n²D for the costs). Goal: < 60 s.
+* **retraining**: iterations per second of `retrain_tasks` on the zipped VGG-16 (two tasks,
+  32 images each per step) against a plain PyTorch loop of the same network and step (SGD,
+  the same clip). Goal: ≥ 0.8×. Again with bf16 autocast (`retrain_tasks(autocast="bf16")`),
+  both sides.
+
+`--budget` (seconds, default 450) skips what would not fit; the engine tests are
+`MTZ_TEST_DEVICE=<device> pytest tests/test_gpu_check.py -k engine` (every engine path on the
+device, compared with the CPU). Exit code 1 when a test fails (the table still prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import mtz_core  # noqa: E402, I001  (before torch: thread defaults)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from mtz_core.costs import sharing_operator  # noqa: E402
+from mtz_core.hessian import LayerHessian  # noqa: E402
+from mtz_core.matching import greedy_pairs  # noqa: E402
+from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR, retrain_tasks  # noqa: E402
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn, dev: torch.device, repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds of fn() on `dev` (synchronised)."""
+    for _ in range(warmup):
+        fn()
+    sync(dev)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def gemm_rate(dev: torch.device, n: int) -> float:
+    """float64 GEMM FLOP/s on `dev` at n × n."""
+    a = torch.randn(n, n, dtype=torch.float64, device=dev)
+    b = torch.randn(n, n, dtype=torch.float64, device=dev)
+    return 2 * n**3 / timed(lambda: a @ b, dev, repeats=5)
+
+
+# -- costs + matching ----------------------------------------------------------------------
+def _hessian(n: int, gen: torch.Generator, dev: torch.device) -> LayerHessian:
+    m = 2 * n
+    x = torch.randn(m, n, generator=gen, dtype=torch.float64).to(dev)
+    x = torch.cat([x, torch.ones(m, 1, dtype=torch.float64, device=dev)], dim=1)
+    return LayerHessian.from_moment((x.T @ x / m)[None], 1, True, "exact").damped(0.1)[0]
+
+
+def costs_check(dev: torch.device, n: int) -> tuple[float, float]:
+    """(ours, floor) median seconds at n neurons per model."""
+    gen = torch.Generator().manual_seed(0)
+    h_a, h_b = _hessian(n, gen, dev), _hessian(n, gen, dev)
+    scale = (n + 1) ** -0.5
+    va = (torch.randn(n, n + 1, generator=gen, dtype=torch.float64) * scale).to(dev)
+    vb = (torch.randn(n, n + 1, generator=gen, dtype=torch.float64) * scale).to(dev)
+
+    def ours():
+        greedy_pairs(sharing_operator(h_a, h_b).cost_matrix(va, vb), n)
+
+    s, hb = h_a.dense() + h_b.dense(), h_b.dense()
+
+    def floor():
+        x = torch.linalg.solve(s, hb)
+        (va @ x) @ vb.T
+
+    return timed(ours, dev), timed(floor, dev)
+
+
+# -- VGG-16 --------------------------------------------------------------------------------
+class VGG(nn.Module):
+    """torchvision's VGG (features, 7×7 adaptive pool, three-layer classifier), written out so
+    the GPU machine needs no torchvision; `div` divides every width (the tiny check)."""
+
+    def __init__(self, classes: int = 10, div: int = 1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for v in VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(c, v // div, 3, padding=1), nn.ReLU(inplace=True)]
+                c = v // div
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        hidden = 4096 // div
+        self.classifier = nn.Sequential(
+            nn.Linear(c * 49, hidden),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(hidden, classes),
+        )
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def vgg_floor_flops(model: nn.Module, side: int, images: int) -> float:
+    """float64 FLOPs of a VGG zip's unavoidable products: each hidden layer's Hessian per task
+    (2·rows·D²) and its costs (8/3·D³ + 2nD² + 2n²D)."""
+    flops, h = 0.0, side
+    c = 3
+    for v in VGG16:
+        if v == "M":
+            h //= 2
+            continue
+        out = next(m for m in model.features if isinstance(m, nn.Conv2d) and m.in_channels == c)
+        d, n = c * 9 + 1, out.out_channels
+        flops += 2 * 2 * images * h * h * d * d + 8 / 3 * d**3 + 2 * n * d * d + 2 * n * n * d
+        c = out.out_channels
+    fcs = [m for m in model.classifier if isinstance(m, nn.Linear)][:2]
+    for fc in fcs:
+        d, n = fc.in_features + 1, fc.out_features
+        flops += 2 * 2 * images * d * d + 8 / 3 * d**3 + 2 * n * d * d + 2 * n * n * d
+    return flops
+
+
+def make_vgg_pair(dev: torch.device, div: int) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    a = VGG(div=div).to(dev).eval()
+    torch.manual_seed(1)
+    b = VGG(div=div).to(dev).eval()
+    return a, b
+
+
+def vgg_check(dev, side, images, batch, div, fc6):
+    a, b = make_vgg_pair(dev, div)
+    gen = torch.Generator().manual_seed(2)
+    calib = [
+        [torch.randn(batch, 3, side, side, generator=gen) for _ in range(images // batch)]
+        for _ in range(2)
+    ]
+    sync(dev)
+    t0 = time.perf_counter()
+    result = mtz_core.zip_models(
+        a, b, calib[0], calib[1], share=1.0, device=dev, flatten_hessian=fc6
+    )
+    sync(dev)
+    seconds = time.perf_counter() - t0
+    stages: dict[str, float] = {}
+    for r in result.layers:
+        for k, v in r.seconds.items():
+            stages[k] = stages.get(k, 0.0) + v
+    return result, seconds, stages, vgg_floor_flops(a, side, images)
+
+
+def retrain_check(dev, result, side, batch, iterations, autocast=None):
+    """(ours, plain) iterations per second on the zipped network (`autocast="bf16"`: both
+    under bfloat16 autocast)."""
+    gen = torch.Generator().manual_seed(3)
+    trains = [
+        [
+            (
+                torch.randn(batch, 3, side, side, generator=gen).to(dev),
+                torch.randint(0, 10, (batch,), generator=gen).to(dev),
+            )
+            for _ in range(2)
+        ]
+        for _ in range(2)
+    ]
+    net = copy.deepcopy(result.model)
+
+    def ours():
+        retrain_tasks(net, trains, iterations=iterations, device=dev, autocast=autocast)
+
+    plain_net = copy.deepcopy(result.model).to(dev)
+    params = [p for p in plain_net.parameters() if p.numel()]
+    opt = torch.optim.SGD(params, lr=RETRAIN_LR)
+
+    def plain():
+        plain_net.train()
+        for it in range(iterations):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast is not None):
+                loss = sum(
+                    F.cross_entropy(plain_net.logits(x, t), y).float()
+                    for t, (x, y) in enumerate(b[it % 2] for b in trains)
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, RETRAIN_CLIP)
+            opt.step()
+
+    t_ours = timed(ours, dev, repeats=3)
+    t_plain = timed(plain, dev, repeats=3)
+    return iterations / t_ours, iterations / t_plain
+
+
+def run_tests(device: str) -> tuple[str, bool]:
+    env = dict(os.environ, MTZ_TEST_DEVICE=device)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    cmd += [str(ROOT / "tests" / "test_gpu_check.py"), "-k", "engine"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n", flush=True)
+    return f"{last} ({time.perf_counter() - t0:.0f} s)", proc.returncode == 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes (CPU, CI): same code paths")
+    p.add_argument("--skip-tests", action="store_true", help="only the table")
+    p.add_argument("--budget", type=float, default=450, help="seconds; later rows are skipped")
+    a = p.parse_args(argv)
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: CUDA is not available here (use --device cpu --tiny)", file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    if a.tiny:
+        n_gemm, n_cost, side, images, batch, div, its = 256, 256, 32, 4, 2, 32, 3
+    else:
+        n_gemm, n_cost, side, images, batch, div, its = 4096, 4096, 224, 256, 32, 1, 20
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        card = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+        big = props.total_memory >= 48 * 2**30
+    else:
+        card, big = f"CPU, {torch.get_num_threads()} threads", False
+    fc6 = "exact" if big else ("auto" if a.tiny else "block")
+    print(f"gpu_check: {card}; torch {torch.__version__}; tiny={a.tiny}", flush=True)
+    ok = True
+    rows: list[tuple[str, str, str, str, str, str]] = []
+
+    def left() -> float:
+        return a.budget - (time.perf_counter() - t_start)
+
+    if not a.skip_tests:
+        text, ok = run_tests(a.device)
+        rows.append(("engine tests on " + a.device, text, "", "", "all pass", _yes(ok)))
+    rate = gemm_rate(dev, n_gemm)
+    rows.append((f"float64 GEMM, n = {n_gemm}", f"{rate / 1e12:.2f} TFLOP/s", "", "", "", ""))
+    ours, floor = costs_check(dev, n_cost)
+    rows.append(
+        (
+            f"costs + matching, n = {n_cost}",
+            f"{ours:.3f} s",
+            f"floor {floor:.3f} s",
+            f"{ours / floor:.2f}x",
+            "<= 2x",
+            _yes(ours / floor <= 2),
+        )
+    )
+    result = None
+    if left() > 60 or a.tiny:
+        name = f"VGG-16 pair, {side}x{side}, share 1.0, {images} images/task, fc6 {fc6}"
+        if div > 1:
+            name += f", widths/{div}"
+        result, seconds, stages, flops = vgg_check(dev, side, images, batch, div, fc6)
+        split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if v >= 0.05 or a.tiny)
+        rows.append(
+            (
+                name,
+                f"{seconds:.1f} s ({split})",
+                f"floor {flops / rate:.1f} s",
+                f"{seconds / (flops / rate):.2f}x",
+                "< 60 s",
+                _yes(seconds < 60),
+            )
+        )
+    else:
+        rows.append(("VGG-16 pair", "skipped (budget)", "", "", "< 60 s", "-"))
+    if result is not None and (left() > 30 or a.tiny):
+        ours_its, plain_its = retrain_check(dev, result, side, batch, its)
+        rows.append(
+            (
+                f"retraining, VGG-16 zipped, 2 x {batch} images/step",
+                f"{ours_its:.2f} it/s",
+                f"plain loop {plain_its:.2f} it/s",
+                f"{ours_its / plain_its:.2f}x",
+                ">= 0.8x",
+                _yes(ours_its / plain_its >= 0.8),
+            )
+        )
+    else:
+        rows.append(("retraining", "skipped (budget)", "", "", ">= 0.8x", "-"))
+    if result is not None and (left() > 30 or a.tiny):
+        ours_its, plain_its = retrain_check(dev, result, side, batch, its, autocast="bf16")
+        rows.append(
+            (
+                "retraining, bf16 autocast (Hessians stay float64)",
+                f"{ours_its:.2f} it/s",
+                f"plain loop {plain_its:.2f} it/s",
+                f"{ours_its / plain_its:.2f}x",
+                ">= 0.8x",
+                _yes(ours_its / plain_its >= 0.8),
+            )
+        )
+    print()
+    print("| check | measured | reference | ratio | goal | met |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    total = time.perf_counter() - t_start
+    print(f"\n{card}; torch {torch.__version__}; {total:.0f} s in all", flush=True)
+    return 0 if ok else 1
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
