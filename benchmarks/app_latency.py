@@ -10,7 +10,10 @@ under `streamlit run`; the time is the rerun's, without the browser and the webs
 
 For information, also two background jobs on the digits demo, started as the pages start
 them (their own time in the worker thread, the page idle meanwhile): retraining 10
-iterations, and a sweep of 4 shares × every method (not in ``--smoke``).
+iterations, and a sweep of 4 shares × every method (not in ``--smoke``). And a ratio (target
+≥ 80%): the app's retraining job, polled as the page polls it, against `ZipSession.retrain` on
+the same zipped net (1,500 iterations; 300 in ``--smoke``); with the browser, the same in
+Chromium with the live loss chart drawn.
 
 The same three on a synthetic pair with 4096-wide layers: two random MLPs 64 → 4096 → 4096 → 5
 (registry `mlp`, tasks `digits:0-4` / `digits:5-9`), saved as safetensors to a temporary folder
@@ -49,6 +52,8 @@ SMOKE_ARGV = ["--smoke"]
 
 # targets (seconds); None: shown for information
 OPEN_S, SHARE_S, ZIP_S, CHART_S = 3.0, 0.3, 1.5, 3.0
+RETRAIN_RATIO = 0.8  # the app's retraining job at least 80% of the library's it/s
+RETRAIN_ITS, RETRAIN_ITS_SMOKE = 1500, 300
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +77,14 @@ class Table:
             (case, "–" if target is None else f"≤ {_s(target)}", _s(med), str(len(times)), met)
         )
         print(f"  {case}: {_s(med)} (runs: {', '.join(_s(t) for t in times)})", file=sys.stderr)
+
+    def add_ratio(self, case: str, target: float, ratios: list[float], detail: str) -> None:
+        """A row whose value is a ratio (higher is better), e.g. app speed / library speed."""
+        med = statistics.median(ratios)
+        met = "yes" if med >= target else "**no**"
+        self.rows.append((case, f"≥ {target:.0%}", f"{med:.0%} ({detail})", str(len(ratios)), met))
+        each = ", ".join(f"{r:.0%}" for r in ratios)
+        print(f"  {case}: {med:.0%} (runs: {each})", file=sys.stderr)
 
     def markdown(self) -> str:
         head = ("case", "target", "median", "runs", "met")
@@ -192,6 +205,74 @@ def job_seconds(at: Any, start: Callable[[Any], Any]) -> float:
     return job.elapsed
 
 
+def polled_job_its(at: Any, iterations: int) -> float:
+    """Iterations per second of the app's retraining job (`Workspace.start_retrain`, as the
+    Retrain page starts it) while this thread polls it as the page's fragment does: every
+    `ui.POLL_SECONDS`, `ui.job_panel` draws the progress and the live loss chart (here without
+    a browser: the figure is built and serialised, not drawn), followed by the full garbage
+    collection Streamlit runs after every script run unless `runner.postScriptGC` is off. The
+    user's wait: the job's own time, including the evaluation after it."""
+    import gc
+
+    from streamlit import config
+
+    from explorer import ui
+
+    # what the server does after every script run, the panel's fragment runs included, as the
+    # app's config says (.streamlit/config.toml, read from the working folder)
+    post_gc = config.get_option("runner.postScriptGC")
+    ws = at.session_state[WS]
+    job = ws.start_retrain(iterations=iterations, lr=0.01, batch_size=32, device="cpu")
+    while job.running:
+        ui.job_panel(ws)
+        if post_gc:
+            gc.collect(2)
+        time.sleep(ui.POLL_SECONDS)
+    _check(at.run())  # the page applies the results
+    if job.status != "done":
+        raise RuntimeError(f"{job.title}: {job.status} {job.error}")
+    if not job.losses:
+        raise RuntimeError("the retraining job reported no losses: the live chart had nothing")
+    return iterations / job.elapsed
+
+
+def library_its(at: Any, iterations: int) -> float:
+    """Iterations per second of `ZipSession.retrain` on the same zipped network, batch size and
+    data, called directly in this thread (what a script using `mtz_core` gets)."""
+    import torch
+
+    z = at.session_state[WS].zip
+    trains = [
+        task.batches("calib", 32, shuffle=True, seed=7 + t) for t, task in enumerate(z.pair.tasks)
+    ]
+    snapshot = {k: v.detach().clone() for k, v in z.session.model.state_dict().items()}
+    t0 = time.perf_counter()
+    z.session.retrain(*trains, iterations=iterations, lr=0.01, device="cpu", seed=7)
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        z.session.model.load_state_dict(snapshot)  # the app's job starts from the same weights
+    return iterations / seconds
+
+
+def retrain_speed(table: Table, at: Any, runs: int, iterations: int) -> None:
+    """App retraining speed against the library's on the same zipped net (issue 11, item 4):
+    the two alternate, so a load from elsewhere on the machine hits both alike."""
+    library_its(at, 20)  # warm-up: the first iterations allocate
+    app, lib = [], []
+    for _ in range(runs):
+        lib.append(library_its(at, iterations))
+        app.append(polled_job_its(at, iterations))
+    ratios = [a / b for a, b in zip(app, lib)]
+    detail = f"app {statistics.median(app):.0f} it/s, mtz_core {statistics.median(lib):.0f} it/s"
+    table.add_ratio(
+        f"digits-mlp: retrain {iterations} iterations in the app (live chart polled) "
+        "/ `ZipSession.retrain`",
+        RETRAIN_RATIO,
+        ratios,
+        detail,
+    )
+
+
 def digits_cases(table: Table, runs: int, smoke: bool) -> None:
     cold = _timed(new_session)
     table.add("digits-mlp: first session of a cold process (imports, demo load)", None, [cold])
@@ -208,6 +289,7 @@ def digits_cases(table: Table, runs: int, smoke: bool) -> None:
 
     times = [job_seconds(at, retrain) for _ in range(runs)]
     table.add("digits-mlp: retrain 10 iterations (background job)", None, times)
+    retrain_speed(table, at, runs, RETRAIN_ITS_SMOKE if smoke else RETRAIN_ITS)
     if not smoke:
         from mtz_core import METHODS
 
@@ -305,7 +387,90 @@ def browser_cases(table: Table, runs: int) -> None:
                 visit("Load models", load_page)
                 times.append(visit("Costs", heatmap))
             table.add("browser: click **Costs** → heatmap drawn", CHART_S, times)
+            browser_retrain(table, browser, url, runs)
             browser.close()
+
+
+def browser_retrain_its(page: Any, url: str, iterations: int) -> tuple[float, int]:
+    """In a fresh session of the served app: zip fc1 at its planned share on Step through,
+    retrain `iterations` on Retrain and wait for the end, with the browser drawing the polled
+    progress and live loss chart all along. Returns the job's iterations per second (from its
+    "Retrained N iterations in X s" message) and how many times the live chart was seen."""
+    import re
+
+    from playwright.sync_api import expect
+
+    wait = TIMEOUT_S * 1000
+    page.goto(url)
+    expect(page.get_by_text("These two can be zipped")).to_be_visible(timeout=wait)
+
+    def open_page(title: str) -> None:
+        page.locator('[data-testid="stSidebarNav"] a', has_text=title).click()
+        expect(page.get_by_role("heading", name=title).first).to_be_visible(timeout=wait)
+
+    open_page("Step through")
+    page.get_by_role("button", name="Zip fc1", exact=True).click(timeout=wait)
+    expect(page.get_by_text(re.compile(r"fc1 \d+/300 shared"))).to_be_visible(timeout=wait)
+    open_page("Retrain")
+    box = page.get_by_label("Iterations")
+    box.fill(str(iterations))
+    box.press("Enter")
+    page.wait_for_timeout(1500)  # the rerun that takes the new value
+    page.get_by_role("button", name="Start retraining").click(timeout=wait)
+    live = page.locator(".js-plotly-plot").filter(
+        has=page.locator(".gtitle", has_text="Training loss")
+    )
+    done = page.get_by_text(re.compile(rf"Retrained {iterations} iterations in [\d.]+ s"))
+    seen, t0 = 0, time.perf_counter()
+    while not done.count():
+        if time.perf_counter() - t0 > TIMEOUT_S:
+            raise RuntimeError(f"retraining {iterations} iterations did not end in {TIMEOUT_S} s")
+        seen += bool(live.count())
+        page.wait_for_timeout(1000)
+    text = done.first.inner_text()
+    seconds = float(re.search(r"iterations in ([\d.]+) s", text).group(1))
+    return iterations / seconds, seen
+
+
+def zipped_library_its(iterations: int) -> float:
+    """`ZipSession.retrain` it/s on the digits pair with fc1 zipped at the share the browser's
+    Step page plans (150 of 300), in this process with the server idle."""
+    from explorer.loaded import demo_models
+    from explorer.zipper import ZipState
+
+    z = ZipState(demo_models("digits-mlp"))
+    z.step(150)
+    trains = [
+        task.batches("calib", 32, shuffle=True, seed=7 + t) for t, task in enumerate(z.pair.tasks)
+    ]
+    z.session.retrain(*trains, iterations=20, lr=0.01, device="cpu", seed=7)  # warm-up
+    t0 = time.perf_counter()
+    z.session.retrain(*trains, iterations=iterations, lr=0.01, device="cpu", seed=7)
+    return iterations / (time.perf_counter() - t0)
+
+
+def browser_retrain(table: Table, browser: Any, url: str, runs: int) -> None:
+    """The issue's case in a real browser: the app's retraining job / the library's, same net
+    and job, alternating (issue 11, item 4)."""
+    app, lib, seen = [], [], []
+    for _ in range(runs):
+        lib.append(zipped_library_its(RETRAIN_ITS))
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        its, n = browser_retrain_its(page, url, RETRAIN_ITS)
+        page.close()
+        app.append(its)
+        seen.append(n)
+    ratios = [a / b for a, b in zip(app, lib)]
+    table.add_ratio(
+        f"browser: retrain {RETRAIN_ITS} iterations, live chart drawn / `ZipSession.retrain`",
+        RETRAIN_RATIO,
+        ratios,
+        f"app {statistics.median(app):.0f} it/s, mtz_core {statistics.median(lib):.0f} it/s",
+    )
+    table.notes.append(
+        f"browser retraining: the live loss chart was on screen at {min(seen)} or more of the "
+        "once-a-second looks during each run."
+    )
 
 
 # -------------------------------------------------------------------------------------- run

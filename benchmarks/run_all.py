@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 
-from . import cost_matching, kept_norm, resnet, vgg, zip_layer
+from . import app_latency, cost_matching, kept_norm, resnet, vgg, zip_layer
 from ._common import machine_line
 
 SECTIONS = (
@@ -21,6 +21,8 @@ SECTIONS = (
     ("kept_norm", kept_norm),
     ("vgg", vgg),
     ("resnet", resnet),
+    # the app's waits, and its retraining against the library's (issue 11): AppTest in --smoke
+    ("app_latency", app_latency),
 )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from explorer import state, ui
+from explorer import autosave, guide, state, ui
 
 #: the page files (package data, so `pip install .` ships them)
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
@@ -34,8 +34,10 @@ def main() -> None:
     ]
 
     page = st.navigation(pages)
+    state.keep_widgets()  # the pages' controls keep their values when another page is open
     ws = state.workspace()
     ws.collect()  # a background job that ended: apply its results before anything is drawn
+    autosave.track(ws, autosave.session_id())  # a reload can restore the zip (Load page)
 
     with st.sidebar:
         st.markdown("### MTZ Explorer")
@@ -54,5 +56,6 @@ def main() -> None:
         if ws.busy:
             st.caption(f":material/hourglass_top: {ws.job.title} is running")
 
-    ui.job_panel(ws)
+    ui.job_panel(ws, page.url_path or "load")  # the default page's path is ""
     page.run()
+    guide.next_step(page.url_path or "load")  # a page that stopped early said what to do

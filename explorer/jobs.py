@@ -9,17 +9,32 @@ error's message, never a traceback, for the page). Jobs never call Streamlit.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from mtz_core import CancelToken, ZipCancelled
 
 __all__ = ["Job", "JobCancelled", "NullJob", "SubJob"]
 
 log = logging.getLogger("explorer.jobs")
+
+
+def worker_threads(cpus: int | None = None) -> int:
+    """Intra-op threads for a job's worker thread: every core but one (at least one).
+
+    The page's thread (Streamlit, the poll that draws the progress and the loss chart) needs a
+    core too. With the worker's pool on every core, each poll stalled a pool thread and the
+    others waited for it at the next barrier: on two cores retraining ran at a fraction of the
+    library's speed. `torch.set_num_threads` called in the worker sets that thread's own
+    pool; the page's thread keeps all its threads for its own computations."""
+    n = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(n - 1, torch.get_num_threads()))
 
 
 class JobCancelled(RuntimeError):
@@ -123,6 +138,7 @@ class Job:
             return list(self.losses)
 
     def _run(self) -> None:
+        torch.set_num_threads(worker_threads())  # this thread's own pool (OpenMP, per thread)
         outcome = "done"
         try:
             self.result = self._target(self)

@@ -13,12 +13,17 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent / "streamlit_main.py"
 #: what the checkout's .streamlit/config.toml sets (an installed app has no checkout to read it
-#: from): uploads up to 1 GiB (a VGG-16 checkpoint is about 530 MB), no usage statistics
+#: from): uploads up to 1 GiB (a VGG-16 checkpoint is about 530 MB), no usage statistics, no
+#: file watcher (not needed to run the app; on a large tree it floods the log)
 SETTINGS = [
     "--server.maxUploadSize",
     "1024",
     "--server.headless",
     "true",
+    "--server.fileWatcherType",
+    "none",
+    "--runner.postScriptGC",  # a full GC after each poll held the GIL from the running job
+    "false",
     "--browser.gatherUsageStats",
     "false",
     "--theme.base",

@@ -16,7 +16,14 @@ from .jobs import NullJob
 from .loaded import LoadedModels
 from .zipper import CostView, ZipSettings, ZipState, plan_savings
 
-__all__ = ["PairNumbers", "pair_numbers", "BoundaryStages", "boundary_stages"]
+__all__ = [
+    "PairNumbers",
+    "pair_numbers",
+    "BoundaryStages",
+    "boundary_stages",
+    "shows_boundaries",
+    "zip_boundaries",
+]
 
 
 @dataclass
@@ -145,17 +152,74 @@ def _probs(state: ZipState, grid: torch.Tensor, n: int) -> list[np.ndarray]:
     model = state.session.model
     was = model.training
     model.eval()
-    out = []
-    for t in (0, 1):
-        logits = model(grid.to(state.session.device), t)
-        p = (
-            torch.softmax(logits, dim=1)[:, 1]
-            if logits.shape[1] > 1
-            else torch.sigmoid(logits[:, 0])
-        )
-        out.append(p.cpu().numpy().reshape(n, n))
+    out = [_class1(model(grid.to(state.session.device), t), n) for t in (0, 1)]
     model.train(was)
     return out
+
+
+def _class1(logits: torch.Tensor, n: int) -> np.ndarray:
+    """p(class 1) from a grid's logits, as an (n, n) image."""
+    p = torch.softmax(logits, dim=1)[:, 1] if logits.shape[1] > 1 else torch.sigmoid(logits[:, 0])
+    return p.cpu().numpy().reshape(n, n)
+
+
+@torch.no_grad()
+def _original_probs(pair: LoadedModels, grid: torch.Tensor, n: int) -> list[np.ndarray]:
+    """Each original model's p(class 1) on the grid (the loaded models, never the zip's)."""
+    out = []
+    for net in (pair.model_a, pair.model_b):
+        was = net.training
+        net.eval()
+        device = next(net.parameters()).device
+        out.append(_class1(net(grid.to(device)), n))
+        net.train(was)
+    return out
+
+
+def shows_boundaries(pair: LoadedModels) -> bool:
+    """Decision boundaries can be drawn: two tasks on 2-D points (the moons-circles pair)."""
+    return not pair.many and tuple(pair.task_a.input_shape) == (2,)
+
+
+def zip_boundaries(
+    pair: LoadedModels, state: ZipState, seen: dict[int, Any], *, grid: int = 70
+) -> BoundaryStages:
+    """The Step page's boundaries: the original models', then the zip's after each layer it
+    zipped (the Learn page's pictures, for the zip the student is making).
+
+    A layer's stage is drawn when the page first sees it and kept in `seen` (the page keeps
+    it for this zip: the engine does not keep the network of every step); the current stage is
+    redrawn each time (a retraining changes it); stages past an undo are dropped."""
+    if not shows_boundaries(pair):
+        raise ValueError("decision boundaries need two tasks on 2-D inputs (moons-circles)")
+    xs, ys, g = _grid(pair, grid)
+    done = len(state.records)
+    for k in [k for k in seen if k > done]:
+        del seen[k]
+    if 0 not in seen:
+        seen[0] = ("original", _original_probs(pair, g, grid), tuple(state.baseline))
+    if done:
+        r = state.records[-1]
+        width = min(dict((n, w) for n, *w in state.layers)[r.name])
+        title = f"after {r.name} ({len(r.pairs)}/{width} shared)"
+        if r.retraining is not None:
+            title += ", retrained"
+        seen[done] = (title, _probs(state, g, grid), tuple(state.accuracy))
+    stages = [seen[k] for k in sorted(seen)]
+    points = []
+    for task in (pair.task_a, pair.task_b):
+        x, y = task.test
+        points.append((x[:200].numpy(), y[:200].numpy()))
+    return BoundaryStages(
+        xs,
+        ys,
+        [s[0] for s in stages],
+        [s[1] for s in stages],
+        [s[2] for s in stages],
+        points,
+        [len(r.pairs) for r in state.records],
+        [],
+    )
 
 
 def boundary_stages(

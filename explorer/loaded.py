@@ -28,7 +28,10 @@ from mtz_core.checkpoints import (
 )
 from mtz_core.demo import DEMOS, load_demo
 from mtz_core.models import ModelSpec, create_model, get_model_spec, list_models, model_options
+from mtz_core.recognize import recognize_state_dict
 from mtz_core.training import TASK_LETTERS
+
+from .screen_errors import text_file_problem
 
 __all__ = [
     "LoadedModels",
@@ -73,6 +76,20 @@ class LoadedModels:
     zippable: bool = False
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: each model's weight layers from its own trace, by label (A, B, …; absent: it did not
+    #: trace): what a model is, even when the models differ and `layers` cannot line them up
+    own_layers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def lined_up(self) -> bool:
+        """Every model traced and has the same weight layers (names, kinds, in order) as A: only
+        then do one table's rows describe every model's layers."""
+        if len(self.own_layers) != self.n_tasks:
+            return False
+        first = [(r["layer"], r["kind"]) for r in self.own_layers[self.labels[0]]]
+        return all(
+            [(r["layer"], r["kind"]) for r in rows] == first for rows in self.own_layers.values()
+        )
 
     @property
     def n_tasks(self) -> int:
@@ -228,11 +245,35 @@ def summarize_models(
             except ArchitectureError as exc:
                 reason = str(exc)
                 break
+    for label, tr in zip(labels, traced):
+        if tr is not None:
+            loaded.own_layers[label] = _own_rows(*tr)
     if traced[0] is not None:
         _describe_layers(loaded, traced)
     loaded.zippable = reason is None and complete
     loaded.reason = reason
     return loaded
+
+
+def _own_rows(arch: Any, weights: Any) -> list[dict[str, Any]]:
+    """One model's weight layers as its own trace has them (name, kind, inputs, width,
+    parameters, role): the last is its head."""
+    last = len(arch.layers) - 1
+    return [
+        {
+            "layer": spec.name,
+            "kind": spec.kind,
+            "role": "head" if i == last else "hidden",
+            "inputs": spec.in_units,
+            "width": spec.out_units,
+            "params": sum(t.numel() for t in weights[i] if t is not None),
+        }
+        for i, spec in enumerate(arch.layers)
+    ]
+
+
+def _same_layer(a: Any, b: Any) -> bool:
+    return a.name == b.name and a.kind == b.kind
 
 
 def _describe_layers(loaded: LoadedModels, traced: list[tuple[Any, Any] | None]) -> None:
@@ -256,6 +297,10 @@ def _describe_layers(loaded: LoadedModels, traced: list[tuple[Any, Any] | None])
         for label, tr in zip(loaded.labels, traced):
             arch, weights = tr if tr is not None else (None, None)
             own = arch.layers[i] if arch is not None and i < len(arch.layers) else None
+            if own is not None and not (
+                len(arch.layers) == len(arch_a.layers) and _same_layer(own, spec)
+            ):
+                own = None  # another model's layer i is another layer: never under A's name
             row[f"width {label}"] = own.out_units if own is not None else None
             row[f"params {label}"] = (
                 sum(t.numel() for t in weights[i] if t is not None) if own is not None else None
@@ -342,6 +387,9 @@ def load_uploaded_model(
             f"{file_name}: checkpoints must be {', '.join(ACCEPTED_EXTENSIONS)} files, got "
             f"{suffix or 'no extension'}"
         )
+    text_file = text_file_problem(file_name, data)
+    if text_file:
+        raise ValueError(text_file)
     fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="mtz-upload-")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -380,7 +428,10 @@ def _load(
         if card["model_spec"] is not None:
             return model_from_state_dict(sd, card)
         # no card: a torchvision ResNet or VGG is recognised by its keys, for the task's inputs
-        model, card = model_from_state_dict(sd, card, input_shape=tuple(task.input_shape))
+        try:
+            model, card = model_from_state_dict(sd, card, input_shape=tuple(task.input_shape))
+        except ValueError as exc:
+            raise ValueError(_named(sd, str(exc))) from None
         card["assumed"] = (
             f"built as the registry's {card['model_spec'].describe()}, the input shape "
             f"{tuple(task.input_shape)} taken from task {task.name}"
@@ -398,6 +449,16 @@ def _load(
         )
     spec = ModelSpec.make(architecture, tuple(task.input_shape), int(task.num_classes), **options)
     return load_checkpoint(tmp, architecture=spec)
+
+
+def _named(sd: dict[str, Any], text: str) -> str:
+    """An error about a bare state dict, starting with what its keys say it is (a torchvision
+    resnet18, …) when the engine's message does not say so already: "resnet18 needs inputs of
+    at least 32x32" alone leaves the user guessing what was recognised."""
+    found = recognize_state_dict(sd)
+    if found is None or "its keys are those of" in text:
+        return text
+    return f"its keys are those of a {found.describe()} state dict, but {text}"
 
 
 def train_pair(

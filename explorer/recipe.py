@@ -36,6 +36,7 @@ __all__ = [
     "check_recipe_fits",
     "rebuild",
     "zipped_bytes",
+    "zipped_metadata",
     "task_bytes",
 ]
 
@@ -274,6 +275,22 @@ def rebuild(job: Job, loaded: LoadedModels, recipe: dict[str, Any]) -> ZipState:
             done += int(run["iterations"])
     job.progress(total, total, "rebuilt")
     return state
+
+
+def zipped_metadata(loaded: LoadedModels, state: ZipState) -> dict[str, Any]:
+    """The metadata of the zipped download, in the layout `mtz zip` writes and `mtz eval`
+    reads: `tasks` (one task text per model) and `data` (each task's split seed and padding),
+    plus `task_a`/`task_b`/`data_a`/`data_b` for two models (older readers know only these).
+    The app's own task sources (uploaded .npz files included) go under `sources`: a file that
+    `mtz eval` cannot read without `--task-a` is no download at all."""
+    data = [{"data_seed": int(t.seed), "pad_to": t.pad_to} for t in loaded.tasks]
+    meta: dict[str, Any] = {"title": loaded.title}
+    if loaded.n_tasks == 2:
+        meta.update(task_a=loaded.tasks[0].name, task_b=loaded.tasks[1].name)
+        meta.update(data_a=data[0], data_b=data[1])
+    meta.update(tasks=[t.name for t in loaded.tasks], data=data)
+    meta.update(sources=loaded.task_sources(), shares=state.shares())
+    return meta
 
 
 def zipped_bytes(state: ZipState, metadata: dict[str, Any] | None = None) -> bytes:

@@ -11,10 +11,21 @@ from typing import Any
 
 import streamlit as st
 
-from . import resources
+from mtz_core.training import TASK_LETTERS
+
+from . import autosave, resources
 from .workspace import Workspace
 
-__all__ = ["workspace", "K", "plan_key", "tune_key", "upload_key", "DEFAULT_DEMO", "widget"]
+__all__ = [
+    "workspace",
+    "K",
+    "plan_key",
+    "tune_key",
+    "upload_key",
+    "DEFAULT_DEMO",
+    "widget",
+    "keep_widgets",
+]
 
 WORKSPACE = "mtz.workspace"
 DEFAULT_DEMO = "digits-mlp"
@@ -91,6 +102,41 @@ def tune_key(layer: str) -> str:
     return plan_key("tune", layer)
 
 
+#: widgets whose values outlive their page, with the value each starts with (its page draws it
+#: without a default of its own: Streamlit warns when both set one). Streamlit forgets a
+#: widget's value in a run that does not draw it, so leaving Load forgot the upload mode and
+#: Learn's sliders; `keep_widgets` carries them across.
+WIDGET_DEFAULTS: dict[str, Any] = {
+    K.SOURCE: "Demo",
+    K.TRAIN_TASK_A: "digits:0-4",
+    K.TRAIN_TASK_B: "digits:5-9",
+    K.TRAIN_ITS: 300,
+    K.TRAIN_LR: 0.05,
+    K.LEARN_SHARE: 1.0,
+    K.LEARN_ITS: 0,
+    upload_key("task", "a"): "digits:0-4",
+    upload_key("task", "b"): "digits:5-9",
+}
+#: widgets kept across pages once set (they start at their first choice or empty)
+KEPT_WIDGETS: tuple[str, ...] = (
+    K.DEMO,
+    K.TRAIN_MODEL,
+    K.TRAIN_OPTS,
+    *(upload_key(f, x) for f in ("arch", "opts", "tasksrc", "task") for x in TASK_LETTERS),
+)
+
+
+def keep_widgets() -> None:
+    """Keep the values of `WIDGET_DEFAULTS` and `KEPT_WIDGETS` while their pages are not
+    drawn (call it on every run, before the page): a value written through
+    `st.session_state` is not cleaned up with the widgets of the page left."""
+    for key, default in WIDGET_DEFAULTS.items():
+        st.session_state[key] = st.session_state.get(key, default)
+    for key in KEPT_WIDGETS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 def widget(key: str, default: Any = None) -> Any:
     """A widget's current value (its default before it is first drawn)."""
     return st.session_state.get(key, default)
@@ -101,6 +147,7 @@ def workspace() -> Workspace:
     ws = st.session_state.get(WORKSPACE)
     if ws is None:
         ws = Workspace()
+        ws.restorable = autosave.read(autosave.session_id())  # this tab's work before a reload
         try:
             ws.set_models(resources.demo_models(DEFAULT_DEMO))
         except Exception as exc:  # noqa: BLE001 - the app still opens; the Load page says why

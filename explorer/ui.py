@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,12 @@ from .workspace import Workspace
 log = logging.getLogger("explorer")
 
 PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
-POLL_SECONDS = 0.5
+#: the running job's panel reruns this often (a fragment); each rerun takes the GIL and a core
+#: from the job, so it is no more often than a reader follows a progress bar
+POLL_SECONDS = 1.0
+#: the live loss chart is rebuilt at most this often (the polls in between send the same
+#: figure again: the chart stays, the worker keeps its CPU; issue 11, item 4)
+LIVE_REDRAW_SECONDS = 2.0
 
 
 def message(exc: BaseException) -> str:
@@ -48,10 +54,12 @@ def callback(area: str, fn: Callable[..., Any]) -> Callable[..., None]:
 
 
 def show_flashes(area: str, ws: Workspace | None = None) -> None:
-    for f in (ws or state.workspace()).take_flashes(area):
-        {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}[f.level](
-            f.text
-        )
+    # one container, messages or none: the widgets below keep their place in the page (a file
+    # uploader that moved when a message came or went was redrawn empty, dropping its new file)
+    show = {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}
+    with st.container():
+        for f in (ws or state.workspace()).take_flashes(area):
+            show[f.level](f.text)
 
 
 def plot(fig: Any, key: str | None = None) -> None:
@@ -92,8 +100,9 @@ def require_zip(ws: Workspace, area: str):
     return ws.zip
 
 
-def job_panel(ws: Workspace) -> None:
-    """Progress of the running job (polled), or the outcome of the last one."""
+def job_panel(ws: Workspace, page: str = "") -> None:
+    """Progress of the running job (polled), or the outcome of the last one where it belongs
+    (`Workspace.shows`: its models and zip, and for some jobs their own `page`)."""
     ws.collect()
     job = ws.job
     if job is None:
@@ -119,22 +128,23 @@ def job_panel(ws: Workspace) -> None:
                     disabled=current.token.cancelled,
                     width="stretch",
                 )
-                rows = current.loss_rows()
-                if rows:
-                    plot(figures.loss_curves(rows), key="job.losses")
+                fig = live_losses(current)
+                if fig is not None:
+                    plot(fig, key="job.losses")
             return
         if not getattr(current, "applied", True):
             st.rerun(scope="app")  # the job just ended: redraw the whole page with its results
-        if not current.dismissed:
-            # The outcome stays on every page until dismissed or the next job starts: a message
-            # shown only once vanished on the next rerun, before anyone had read it.
+        if not current.dismissed and ws.shows(current, page):
+            # The outcome stays until dismissed, the next job starts, or its models or zip
+            # change: a message shown only once vanished on the next rerun, before anyone had
+            # read it; one shown everywhere told about another pair.
             text = current.message or current.title
             show = {"done": st.success, "cancelled": st.warning}.get(current.status, st.error)
-            cols = st.columns([12, 1], vertical_alignment="center")
+            cols = st.columns([10, 2], vertical_alignment="center")
             with cols[0]:
                 show(text)
             cols[1].button(
-                "",
+                "Dismiss",  # the accessible name; the icon alone gave the button none
                 icon=":material/close:",
                 key="job.dismiss",
                 help="Dismiss this message",
@@ -142,6 +152,23 @@ def job_panel(ws: Workspace) -> None:
             )
 
     panel()
+
+
+def live_losses(job: Any, now: float | None = None) -> Any:
+    """The running job's loss chart, or None before its first loss. Rebuilt only when new
+    losses came in and `LIVE_REDRAW_SECONDS` have passed since the last build (and thinned to
+    `figures.training.LOSS_POINTS` per line): a chart rebuilt from every row at every poll cost
+    the retraining it showed most of its speed. The built figure is kept on the job."""
+    now = time.perf_counter() if now is None else now
+    cached = getattr(job, "_live_chart", None)  # (rows drawn, built at, figure)
+    n = len(job.losses)
+    if n == 0:
+        return None
+    if cached is not None and (cached[0] == n or now - cached[1] < LIVE_REDRAW_SECONDS):
+        return cached[2]
+    fig = figures.loss_curves(job.loss_rows())
+    job._live_chart = (n, now, fig)
+    return fig
 
 
 def busy_note(ws: Workspace) -> bool:

@@ -34,11 +34,41 @@ from .zipper import (
     settings_refusal,
 )
 
-__all__ = ["Workspace", "Flash", "BusyError"]
+__all__ = ["Workspace", "Flash", "BusyError", "RESULT_PAGES"]
+
+#: the pages (file names) that show the outcome of a job that leaves the zip alone (by kind);
+#: the other kinds' outcomes show on every page while their models and zip are unchanged
+RESULT_PAGES: dict[str, tuple[str, ...]] = {
+    "plan": ("costs", "tradeoff"),
+    "sweep": ("tradeoff",),
+    "tune": ("tradeoff",),
+}
 
 
 class BusyError(RuntimeError):
     """Another job is running; the action would disturb it."""
+
+
+@dataclass
+class Pending:
+    """An action waiting for a yes because it discards work: `what` it does ("load the demo
+    digits-conv"), what it would `lose`, and the `action` itself."""
+
+    what: str
+    lose: str
+    action: Callable[[], None]
+
+
+def models_key(loaded: LoadedModels) -> tuple[Any, ...]:
+    """Names the same models across loads (a demo loaded again, the same files uploaded
+    again): their title, and each model's source, name and task."""
+    return (
+        loaded.title,
+        tuple(
+            (e.get("source"), e.get("name"), t.name)
+            for e, t in zip((loaded.models.get(x, {}) for x in loaded.letters), loaded.tasks)
+        ),
+    )
 
 
 @dataclass
@@ -64,6 +94,16 @@ class Workspace:
     cache: dict[Any, Any] = field(default_factory=dict)  # the models' derived data (pages)
     history: list[str] = field(default_factory=list)  # finished jobs, newest last
     last_losses: dict[str, list[tuple[float, ...]]] = field(default_factory=dict)  # by job kind
+    #: the Trade-off points and sweep of models worked on before, by `models_key`: loading
+    #: them again brings their points back
+    shelf: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    #: an action that would discard work, waiting for the user's yes (`ask_before_discarding`)
+    pending: Pending | None = None
+    #: uploaded files by widget key, kept when the Load page is left (the widget forgets them)
+    uploads: dict[str, Any] = field(default_factory=dict)
+    #: what was last written by `explorer.autosave` (the context), and a session to restore
+    autosaved: Any = None
+    restorable: dict[str, Any] | None = None
 
     # -- messages ------------------------------------------------------------------------
     def flash(self, area: str, level: str, text: str) -> None:
@@ -123,10 +163,30 @@ class Workspace:
             job.message = job.message or f"{job.title}: cancelled. {job.error or ''}".strip()
         else:
             job.message = f"{job.title} failed: {job.error}"
+        job.context = self.context()  # type: ignore[attr-defined]
         self.history.append(job.message)
         if job.losses:
             self.last_losses[job.kind] = job.loss_rows()
         return job
+
+    def context(self) -> tuple[Any, ...]:
+        """What a job's outcome is about: the models, and the zip as it stands (its object and
+        how often it changed). A zip not yet stepped counts as none, so opening a page that
+        starts one keeps a fresh outcome (e.g. "Trained the pair") in view."""
+        z = self.zip
+        changed = z is not None and (z.epoch > 0 or bool(z.records))
+        return (id(self.loaded), (id(z), z.epoch) if changed else None)
+
+    def shows(self, job: Job, page: str) -> bool:
+        """Whether `job`'s outcome belongs on `page` now: only while the models and the zip are
+        as the job left them (a result of other models or another zip misleads), and for the
+        jobs that do not change the zip (an evaluated plan, a sweep, a search) only on the pages
+        where they are started and read (next to "No layer is zipped yet", "Plan evaluated:
+        saves 34.5%" reads as if the zip saved it)."""
+        if getattr(job, "context", None) != self.context():
+            return False
+        pages = RESULT_PAGES.get(job.kind)
+        return pages is None or page in pages
 
     # -- the models ----------------------------------------------------------------------
     @property
@@ -135,17 +195,22 @@ class Workspace:
         return self.loaded
 
     def set_models(self, loaded: LoadedModels) -> None:
-        """Work on other models (the zip, plan, points and sweep of the old ones are dropped).
-        Settings that the new models cannot use (three or more refuse some) go back to the
-        defaults."""
+        """Work on other models: the zip and plan of the old ones are dropped (pages ask first:
+        `ask_before_discarding`), their Trade-off points and sweep are shelved and come back
+        when those models are loaded again. Settings that the new models cannot use (three or
+        more refuse some) go back to the defaults."""
         self.require_idle("load other models")
+        if self.loaded is not None and (self.points or self.sweep is not None):
+            self.shelf[models_key(self.loaded)] = {"points": self.points, "sweep": self.sweep}
         self.loaded = loaded
+        self.pending = None
         if loaded.zippable and settings_refusal(loaded, self.settings):
             self.settings = ZipSettings()
         self.zip = None
         self.estimates = {}
-        self.points = []
-        self.sweep = None
+        kept = self.shelf.pop(models_key(loaded), {})  # the points made on them before
+        self.points = list(kept.get("points", []))
+        self.sweep = kept.get("sweep")
         self.tuned = None
         self.cache = {}
         self.plan = (
@@ -155,6 +220,37 @@ class Workspace:
         )
 
     set_pair = set_models  # the two-model name
+
+    def unsaved_work(self) -> str | None:
+        """What loading other models would throw away (the zip in progress: its layers and
+        retraining), in words; None when nothing. Trade-off points are not lost: they stay
+        on the shelf of their models."""
+        z = self.zip
+        if z is None or not z.records:
+            return None
+        n = len(z.records)
+        return (
+            f"your zip of {self.loaded.title} ({n} {self.loaded.unit_name}{'s' * (n != 1)} "
+            f"zipped, saves {z.saved_fraction():.1%})"
+        )
+
+    def ask_before_discarding(self, what: str, action: Callable[[], None]) -> bool:
+        """Run `action` now if it loses no work; otherwise keep it until the user confirms
+        (`confirm_pending`) or drops it (`drop_pending`). Returns whether it ran."""
+        lost = self.unsaved_work()
+        if lost is None:
+            action()
+            return True
+        self.pending = Pending(what, lost, action)
+        return False
+
+    def confirm_pending(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.action()
+
+    def drop_pending(self) -> None:
+        self.pending = None
 
     def require_models(self) -> LoadedModels:
         if self.loaded is None:

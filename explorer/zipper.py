@@ -476,14 +476,12 @@ class ZipState:
                 reason = str(exc)
             tuples = TupleCosts(self._group_analysis(index), self.session.config, index)
             return CostView.from_tuples(index, group.name, tuples, source, reason, note)
-        if len(group.members) > 1:
-            try:
-                preview = self.session.preview()
-            except ValueError as exc:  # the engine's reason, shown where the curve would be
-                cost = self.session.cost_matrix()
-                return CostView.from_costs(index, group.name, cost, source, str(exc), note)
-        else:
+        try:
             preview = self.session.preview()
+        except ValueError as exc:  # the engine's reason (a residual stream of several layers,
+            # or a method that merges groups of units), shown where the curve would be
+            cost = self.session.cost_matrix()
+            return CostView.from_costs(index, group.name, cost, source, str(exc), note)
         return CostView.from_preview(preview, source, note=note)
 
     def _group_analysis(self, index: int) -> ManyAnalysis:

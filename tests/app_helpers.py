@@ -4,6 +4,8 @@ moving between pages, waiting for its background job, and reading what a page sh
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+# the app autosaves each session (explorer/autosave.py): the tests' go to a temporary directory
+os.environ.setdefault("MTZ_EXPLORER_CACHE", tempfile.mkdtemp(prefix="mtz-explorer-test-"))
 WS = "mtz.workspace"
 #: seconds a rerun or a background job may take on the loaded 2-core machines
 TIMEOUT = 120.0

@@ -248,7 +248,7 @@ def test_ratio_tuning_counts_parameters_live_and_evaluates():
     pair = ws(at).pair
     saved = 120 * (64 * 1 + 1) + 60 * (120 * 1 + 1)
     assert metric(at, "Parameters saved") == f"{saved:,}"
-    assert metric(at, "saved_fraction") == f"{saved / sum(pair.params):.2%}"
+    assert metric(at, "Fraction of parameters saved") == f"{saved / sum(pair.params):.2%}"
     at.button(key="tune.evaluate").click().run()
     wait_job(at)
     point = ws(at).points[-1]

@@ -118,7 +118,10 @@ def test_upload_three_checkpoints_each_with_its_task_then_remove_one():
     # a third model without its task is refused by name, and the loaded models stay
     at.text_input(key="load.task_c").set_value("").run()
     at.button(key="load.upload_button").click().run()
-    assert any("task C: give task C's text" in e.value for e in at.error)
+    # the message names the control to fill in
+    assert any(
+        "**Task text C**" in e.value and "give task C's text" in e.value for e in at.error
+    ), [e.value for e in at.error]
     assert ws(at).loaded is loaded
     # back to two: the form drops model C, the next load is a pair
     at.button(key="load.remove_model").click().run()
@@ -316,7 +319,7 @@ def test_step_through_three_models_one_colour_per_task_undo_and_records():
     legend = [t["name"] for t in diagram["data"] if t.get("name")]
     assert legend == ["shared", "A only", "B only", "C only"]
     history = at.dataframe[0].value
-    assert list(history["step"]) == ["zip fc1"] and "acc_c" in history.columns
+    assert list(history["step"]) == ["zip fc1"] and "accuracy C" in history.columns
     # the Sharing page: every model's own units, and the tuples
     goto(at, "sharing")
     bars = figure(at, "Neurons per layer")

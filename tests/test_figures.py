@@ -68,7 +68,7 @@ def test_cost_heatmap_matched_order_puts_pairs_on_the_diagonal_and_log_hover():
     cost = np.array([[5.0, 1.0, 9.0], [2.0, 8.0, 0.5], [7.0, 3.0, 4.0]])
     pairs = np.array([[1, 2], [0, 1], [2, 0]])
     fig = figures.cost_heatmap(cost, pairs=pairs, order="matched", scale="log")
-    heat, marks = fig.data
+    heat, marks, _outline = fig.data
     assert list(heat.y) == ["A 1", "A 0", "A 2"] and list(heat.x) == ["B 2", "B 1", "B 0"]
     assert [heat.y.index(y) for y in marks.y] == [heat.x.index(x) for x in marks.x]
     np.testing.assert_allclose(arr(heat.customdata)[0, 0], 0.5, rtol=1e-6)  # hover: the cost
@@ -209,3 +209,109 @@ def test_loss_curves_skip_missing_losses():
     smooth = {t.name: arr(t.y) for t in fig.data if t.name}
     assert list(smooth) == ["task A loss", "task B loss"]
     assert all(np.isfinite(v).all() and v.size == 2 for v in smooth.values())
+
+
+# ------------------------------------------------------------------- issue 11, item 6: figures
+
+
+def test_cost_heatmap_axes_carry_neuron_numbers():
+    """The heatmap's axes had no numbers: which neuron is row 150? Now up to 11 ticks per axis
+    with the neuron's number (the first of a block when pooled)."""
+    fig = figures.cost_heatmap(np.random.default_rng(0).random((200, 100)))
+    x, y = fig.layout.xaxis, fig.layout.yaxis
+    assert x.showticklabels and y.showticklabels
+    assert list(y.ticktext)[0] == "0" and list(y.ticktext)[-1] == "199" and len(y.ticktext) <= 11
+    assert list(x.ticktext)[-1] == "99" and all(t.isdigit() for t in x.ticktext)
+    assert list(x.tickvals) == [f"B {t}" for t in x.ticktext]  # the cells' own categories
+    pooled = figures.cost_heatmap(np.random.default_rng(0).random((1000, 40)))
+    assert pooled.layout.meta["block"] == [4, 1]
+    assert [int(t) % 4 for t in pooled.layout.yaxis.ticktext] == [0] * len(
+        pooled.layout.yaxis.ticktext
+    ), "a pooled row is named by its first neuron"
+
+
+def test_chosen_pair_markers_have_a_light_outline_for_dark_cells():
+    """Red squares alone vanished on the dark (costly) cells: a white ring goes around each."""
+    cost = np.random.default_rng(0).random((20, 20))
+    pairs = np.array([[0, 1], [5, 7]])
+    fig = figures.cost_heatmap(cost, pairs=pairs)
+    marks = next(t for t in fig.data if t.name == "chosen pairs (2)")
+    ring = next(t for t in fig.data if t.name == "chosen pairs (outline)")
+    assert ring.marker.color == "white" and ring.marker.size > marks.marker.size
+    assert list(ring.x) == list(marks.x) and list(ring.y) == list(marks.y)
+    assert ring.showlegend is False
+
+
+@pytest.mark.parametrize("lo, hi", [(0.05, 0.09), (0.055, 0.085), (1e-4, 1.0), (1e-9, 30.0)])
+def test_log_axis_ticks_never_run_together(lo, hi):
+    """A short log axis had every digit labelled in full: "0.060.070.08". Ticks now stay at
+    least an eighth of the axis apart, at most 8 of them, written in full."""
+    import math
+
+    cost = np.geomspace(lo, hi, 500)
+    fig = figures.cost_histogram(cost, scale="log")
+    axis = fig.layout.xaxis
+    vals = list(axis.tickvals)
+    assert 2 <= len(vals) <= 8 and vals == sorted(vals)
+    span = math.log10(hi / lo)
+    assert all(math.log10(b / a) >= span / 8 - 1e-9 for a, b in zip(vals, vals[1:]))
+    assert list(axis.ticktext) == [f"{v:.2g}" for v in vals]
+
+
+def test_layer_errors_log_axis_uses_the_same_ticks():
+    rows = [
+        {"layer": "fc1", "predicted": 1e-4, "heldout": 2e-4},
+        {"layer": "fc2", "predicted": 0.3},
+    ]
+    fig = figures.layer_errors(rows)
+    assert fig.layout.yaxis.type == "log" and len(fig.layout.yaxis.tickvals) <= 8
+
+
+def test_matching_figure_stays_readable_at_hundreds_of_pairs():
+    """At 200+ pairs one line per pair was a mesh: lines for the 60 cheapest only, every
+    pair's neurons still marked, neuron numbers beside the columns."""
+    k = 240
+    rng = np.random.default_rng(0)
+    pairs = np.stack([rng.permutation(300)[:k], rng.permutation(300)[:k]], axis=1)
+    costs = rng.random(k)
+    fig = figures.matching_figure(pairs, costs, 300, 300)
+    assert fig.layout.meta["lines"] == 60 and fig.layout.meta["shown"] == k
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert sum(sum(v is None for v in t.x) for t in lines) == 60  # one break per line
+    cheapest = set(np.argsort(costs)[:60])
+    drawn = {
+        int(np.flatnonzero(pairs[:, 0] == round(y * 299))[0])
+        for t in lines
+        for x, y in zip(t.x, t.y)
+        if x == 0
+    }
+    assert drawn == cheapest, "the lines are the cheapest pairs"
+    a_points = next(t for t in fig.data if t.name == "A's neurons")
+    assert len(a_points.x) == k
+    numbers = next(t for t in fig.data if t.name == "A neuron numbers")
+    assert list(numbers.text)[0] == "0" and list(numbers.text)[-1] == "299"
+    assert "lines for the 60 cheapest" in fig.layout.title.text
+    small = figures.matching_figure(pairs[:20], costs[:20], 300, 300)
+    assert small.layout.meta["lines"] == 20 and "cheapest" not in small.layout.title.text
+
+
+def test_tradeoff_own_points_have_distinct_markers_above_the_front():
+    """ "tuned plan" and "step-through" looked alike; the Pareto front's rings hid the mtz
+    points they marked. Each own series has its marker, and the points are drawn above."""
+    df = pd.DataFrame(
+        {
+            "series": ["original", "mtz", "mtz", "yours (step-through)", "tuned plan"],
+            "method": ["original", "mtz", "mtz", "mtz", "mtz"],
+            "label": ["o", "m1", "m2", "s", "t"],
+            "saved_fraction": [0.0, 0.1, 0.3, 0.2, 0.25],
+            "acc_a": [0.99, 0.98, 0.9, 0.95, 0.96],
+            "acc_b": [0.97, 0.96, 0.92, 0.94, 0.95],
+        }
+    ).assign(mean_acc=lambda d: (d.acc_a + d.acc_b) / 2)
+    fig = figures.tradeoff_figure(df, front=df.iloc[[0, 1, 2]])
+    by = {t.name: t for t in fig.data}
+    symbols = [by[n].marker.symbol for n in ("original", "mtz", "yours (step-through)")]
+    symbols.append(by["tuned plan"].marker.symbol)
+    assert len(set(symbols)) == 4, symbols
+    front = by["Pareto front"]
+    assert all(by[n].zorder > front.zorder for n in by if n != "Pareto front")

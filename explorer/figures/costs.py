@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from ._style import COLORS, MARGIN
+from ._style import COLORS, MARGIN, log_ticks
 
 __all__ = ["cost_histogram", "cost_curve", "layer_errors"]
 
@@ -60,8 +60,13 @@ def _histogram_figure(counts: np.ndarray, edges: np.ndarray, n: int, scale: str)
     fig.update_layout(
         title=f"Cost histogram ({n:,} pairs)",
         xaxis={"title": "cost d[i, j]"}
-        # on a log axis Plotly labels 0.02 and 0.05 as "2" and "5": write every tick in full
-        | ({"type": "log", "tickformat": ".2~g"} if scale == "log" else {"type": "linear"}),
+        # on a log axis Plotly labels 0.02 and 0.05 as "2" and "5", or every digit in full
+        # until they run together: ticks that are written in full and kept apart
+        | (
+            {"type": "log", **log_ticks(float(edges[0]), float(edges[-1]))}
+            if scale == "log"
+            else {"type": "linear"}
+        ),
         yaxis={"title": "pairs"},
         margin=MARGIN,
         height=320,
@@ -153,7 +158,11 @@ def layer_errors(rows: Sequence[dict[str, Any]], *, overfit_ratio: float = 2.0) 
         barmode="group",
         title="Layer error: predicted vs measured on held-out data",
         yaxis={"title": "E_A + E_B increase"}
-        | ({"type": "log"} if log else {"type": "linear", "rangemode": "tozero"}),
+        | (
+            {"type": "log", **log_ticks(min(positive), max(positive))}
+            if log
+            else {"type": "linear", "rangemode": "tozero"}
+        ),
         margin=MARGIN,
         height=320,
         legend={"orientation": "h", "y": -0.2},

@@ -79,6 +79,23 @@ def _labels(order: np.ndarray, block: int, prefix: str) -> list[str]:
     return out
 
 
+#: tick labels per heatmap axis: the neuron numbers at evenly spaced cells (all would overlap)
+AXIS_TICKS = 11
+
+
+def _ticks(order: np.ndarray, labels: list[str], block: int) -> dict:
+    """Tick positions and texts for a heatmap axis: neuron numbers (the first of a block when
+    pooled) at up to `AXIS_TICKS` evenly spaced cells. The cells are categories ("A 12"); the
+    text is the bare number, so the axis reads like a ruler whichever the order."""
+    n = len(labels)
+    at = np.unique(np.linspace(0, n - 1, min(n, AXIS_TICKS)).round().astype(int)) if n else []
+    return {
+        "tickvals": [labels[i] for i in at],
+        "ticktext": [str(int(order[i * block])) for i in at],
+        "showticklabels": True,
+    }
+
+
 def cost_heatmap(
     cost: np.ndarray,
     *,
@@ -167,6 +184,7 @@ def cost_heatmap(
         marks.add((int(pos_r[i] // br), int(pos_c[j] // bc)))
     if marks:
         pts = sorted(marks)
+        size = max(3, min(10, 600 // max(len(ylab), 1)))
         fig.add_trace(
             go.Scatter(
                 x=[xlab[c] for _, c in pts],
@@ -175,12 +193,31 @@ def cost_heatmap(
                 marker={
                     "symbol": "square-open",
                     "color": COLORS["front"],
-                    "size": max(3, min(10, 600 // max(len(ylab), 1))),
-                    "line": {"width": 1},
+                    "size": size,
+                    "line": {"width": 2},
                 },
                 name=f"chosen pairs ({len(pairs)})",
                 cliponaxis=False,
                 hovertemplate="%{y} ↔ %{x}<extra>chosen pair</extra>",
+            )
+        )
+        # a white ring just outside each red square: red alone vanished on the dark (costly)
+        # cells of the reversed Viridis scale; the ring shows there, the red on light cells
+        fig.add_trace(
+            go.Scatter(
+                x=[xlab[c] for _, c in pts],
+                y=[ylab[r] for r, _ in pts],
+                mode="markers",
+                marker={
+                    "symbol": "square-open",
+                    "color": "white",
+                    "size": size + 4,
+                    "line": {"width": 1},
+                },
+                name="chosen pairs (outline)",
+                showlegend=False,
+                hoverinfo="skip",
+                cliponaxis=False,
             )
         )
     fig.update_layout(
@@ -190,7 +227,8 @@ def cost_heatmap(
         # fixed ranges: the chosen-pair markers must not pad the axes around the matrix
         xaxis={
             "title": col_title,
-            "showticklabels": False,
+            **_ticks(cols, xlab, bc),
+            "tickangle": 0,
             "ticks": "",
             "showgrid": False,
             "type": "category",
@@ -198,7 +236,7 @@ def cost_heatmap(
         },
         yaxis={
             "title": row_title,
-            "showticklabels": False,
+            **_ticks(rows, ylab, br),
             "ticks": "",
             "showgrid": False,
             "type": "category",

@@ -52,11 +52,15 @@ def matching_figure(
     pair_costs: np.ndarray,
     *widths: int,
     max_pairs: int = 400,
+    max_lines: int = 60,
     seed: int = 0,
 ) -> go.Figure:
     """A picture of a layer's matching: one column of neurons per model (A left, then B, C, …),
     one line per shared unit through the neurons it replaces, coloured by cost tercile. More than
-    `max_pairs` are sampled (`layout.meta.shown`).
+    `max_pairs` are sampled (`layout.meta.shown`). Lines are drawn for the `max_lines` cheapest
+    shown units only (`layout.meta.lines`): at 200 lines and more the diagram was a grey mesh;
+    every shown unit keeps its markers (and its hover) on the columns. Neuron numbers run
+    beside the columns.
 
     `pairs`: (k, T) one column per model (pairs for two models, tuples for more); `widths`: each
     model's neuron count (n_a, n_b, …)."""
@@ -78,8 +82,11 @@ def matching_figure(
             ("middle third", (costs > cuts[0]) & (costs <= cuts[1]), "#bcbd22"),
             ("dearest third", costs > cuts[1], "#d62728"),
         )
+        lined = idx[np.argsort(costs[idx], kind="stable")[:max_lines]]
+        lined_mask = np.zeros(k, bool)
+        lined_mask[lined] = True
         for label, mask, color in groups:
-            sel = idx[mask[idx]]
+            sel = idx[mask[idx] & lined_mask[idx]]
             if sel.size == 0:
                 continue
             xs, ys = [], []
@@ -110,21 +117,38 @@ def matching_figure(
                     name=f"{labels[side]}'s neurons",
                 )
             )
+    for side, width in enumerate(widths):  # neuron numbers beside each column, as on a ruler
+        ticks = np.unique(np.linspace(0, width - 1, min(width, 6)).round().astype(int))
+        fig.add_trace(
+            go.Scatter(
+                x=np.full(ticks.size, side + (-0.04 if side == 0 else 0.04)),
+                y=ticks / max(width - 1, 1),
+                mode="text",
+                text=[str(t) for t in ticks],
+                textposition="middle left" if side == 0 else "middle right",
+                textfont={"color": COLORS["neutral"], "size": 11},
+                showlegend=False,
+                hoverinfo="skip",
+                name=f"{labels[side]} neuron numbers",
+            )
+        )
     what = "pairs" if n_models == 2 else "tuples"
     sizes = " × ".join(f"{n} {c}" for n, c in zip(widths, labels))
+    n_lines = min(int(idx.size), max_lines)
     fig.update_layout(
         title=f"Matching: {k} {what} of {sizes} neurons"
-        + (f" ({idx.size} shown)" if idx.size < k else ""),
+        + (f" ({idx.size} shown)" if idx.size < k else "")
+        + (f"; lines for the {n_lines} cheapest" if n_lines < idx.size else ""),
         xaxis={
             "tickvals": list(range(n_models)),
             "ticktext": [f"{c} (neuron index ↓)" for c in labels],
-            "range": [-0.2, n_models - 0.8],
+            "range": [-0.3, n_models - 0.7],
         },
         yaxis={"showticklabels": False, "autorange": "reversed"},
         margin=MARGIN,
         height=480,
         legend={"orientation": "h", "y": -0.08},
-        meta={"pairs": k, "shown": int(idx.size)},
+        meta={"pairs": k, "shown": int(idx.size), "lines": n_lines if k else 0},
     )
     return fig
 

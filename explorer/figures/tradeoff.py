@@ -14,6 +14,17 @@ __all__ = ["tradeoff_figure", "TUNED"]
 
 #: the series of the best plans found within x points (`explorer.tuning.SERIES`): their own marker
 TUNED = "tuned plan"
+#: a marker per series that is not a sweep's method: the user's own points must not look like
+#: each other ("tuned plan" and "step-through" were both large round markers) nor like a method
+OWN_SYMBOLS = {
+    "original": "star",
+    TUNED: "hexagram",
+    "yours (step-through)": "triangle-up",
+    "yours (evaluated plan)": "pentagon",
+}
+#: Plotly's `zorder`: the Pareto front's open rings under the points they pass through, so a
+#: ring never hides the mtz point it marks
+FRONT_Z, POINTS_Z = 0, 1
 
 
 def _percent_format(span: float | None) -> str:
@@ -58,7 +69,7 @@ def tradeoff_figure(
             color = METHOD_COLORS.get(name.split(" ")[0], None)  # "tuned plan": "tuned"
             if name.startswith("yours"):
                 color = METHOD_COLORS["yours"]
-            symbol = {"original": "star", TUNED: "hexagram"}.get(name, symbols.get(name, "circle"))
+            symbol = OWN_SYMBOLS.get(name, symbols.get(name, "circle"))
             swept = name in symbols  # a sweep's method: one line through its shares
             group = group.sort_values("saved_fraction") if swept else group
             fig.add_trace(
@@ -69,10 +80,12 @@ def tradeoff_figure(
                     line={"width": 1.5, "dash": "dot"} if swept else None,
                     opacity=0.85,
                     marker={
-                        "size": 14 if name in ("original", TUNED) else 10,
+                        "size": 10 if swept else 14,
                         "color": color,
                         "symbol": symbol,
+                        "line": {"width": 1, "color": "white"},
                     },
+                    zorder=POINTS_Z,
                     name=str(series),
                     customdata=np.stack(
                         [group["label"].astype(str)]
@@ -116,6 +129,7 @@ def tradeoff_figure(
                 },
                 name="Pareto front",
                 hoverinfo="skip",
+                zorder=FRONT_Z,
             )
         )
     fig.update_layout(

@@ -23,12 +23,30 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
+#: points per line of a loss chart: the live chart is redrawn while a job runs, and a chart
+#: that grows with every iteration made each redraw (server, websocket, browser) slower, taking
+#: CPU from the retraining it shows; 400 points are more than a 700-pixel-wide chart shows
+LOSS_POINTS = 400
+
+
+def _thin(n: int, max_points: int | None) -> np.ndarray:
+    """Indices of at most `max_points` rows spread evenly over `n` (first and last kept)."""
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max(2, max_points)).round().astype(int))
+
+
 def loss_curves(
-    losses: Sequence[Sequence[float]], *, labels: Sequence[str] | None = None
+    losses: Sequence[Sequence[float]],
+    *,
+    labels: Sequence[str] | None = None,
+    max_points: int | None = LOSS_POINTS,
 ) -> go.Figure:
     """Training loss per iteration of each task (raw, faint) with a moving average, in the
     task's colour. `losses`: rows (iteration, loss of task A, of task B, …); `labels` default
-    to "task A", "task B", … one per loss column."""
+    to "task A", "task B", … one per loss column. The average is taken over every row; each
+    line then draws at most `max_points` of them (None: all), so the figure's size stays the
+    same however long the training (`layout.meta["rows"]` says how many rows it summarises)."""
     arr = np.asarray(losses, dtype=np.float64)
     fig = go.Figure()
     if arr.size:
@@ -44,6 +62,9 @@ def loss_curves(
             if not ok.any():
                 continue
             its_t, loss_t = its[ok], arr[ok, t]
+            smooth = _smooth(loss_t, window)
+            keep = _thin(its_t.size, max_points)
+            its_t, loss_t, smooth = its_t[keep], loss_t[keep], smooth[keep]
             fig.add_trace(
                 go.Scatter(
                     x=its_t,
@@ -58,7 +79,7 @@ def loss_curves(
             fig.add_trace(
                 go.Scatter(
                     x=its_t,
-                    y=_smooth(loss_t, window),
+                    y=smooth,
                     mode="lines",
                     line={"color": color, "width": 2},
                     name=f"{label} loss",
@@ -71,6 +92,7 @@ def loss_curves(
         margin=MARGIN,
         height=300,
         legend={"orientation": "h", "y": -0.25},
+        meta={"rows": int(arr.shape[0]) if arr.ndim == 2 else 0},
     )
     return fig
 

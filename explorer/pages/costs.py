@@ -11,6 +11,7 @@ import streamlit as st
 
 from explorer import figures, state, ui
 from explorer.state import K
+from explorer.tables import readable
 from explorer.tuple_costs import comparisons
 from explorer.workspace import joined
 
@@ -294,4 +295,4 @@ else:
                 "overfitting its Hessian samples. Stronger damping or more calibration samples "
                 "help (zip settings on Step through)."
             )
-    st.dataframe(rows, hide_index=True)
+    st.dataframe(readable(rows), hide_index=True)

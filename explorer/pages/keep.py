@@ -129,7 +129,7 @@ st.caption(
     + ("groups" if pair.residual else "hidden layers")
     + " zipped."
 )
-meta = {"title": pair.title, "tasks": pair.task_sources(), "shares": z.shares()}
+meta = recipes.zipped_metadata(pair, z)  # the layout `mtz eval` reads
 cols = st.columns(min(pair.n_tasks + 1, 4))
 cols[0].download_button(
     "Zipped network (.safetensors)",

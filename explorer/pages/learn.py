@@ -15,11 +15,19 @@ ws = state.workspace()
 st.title("How Multi-Task Zipping works")
 ui.show_flashes("learn", ws)
 pair = ui.require_models(ws)
+if not pair.zippable:
+    # numbers of models that cannot be zipped would be made up (their layers do not pair up)
+    st.warning(
+        f"Your models cannot be zipped ({pair.reason}), so this page explains the method on "
+        "the built-in teaching pair **moons-circles** (two 2 → 16 → 16 → 2 MLPs) instead of "
+        "on yours. Load a zippable pair on **Load models** to see its own numbers here."
+    )
+    pair = resources.demo_pair("moons-circles")
 n_tasks = pair.n_tasks
 
 z = None
 view = None
-if pair.zippable:
+if pair is ws.loaded:
     z = ui.require_zip(ws, "learn")
     index = 0 if z.records else z.next_index
     if index is not None:
@@ -57,8 +65,14 @@ else:
     )
 st.dataframe(
     pd.DataFrame(nums.layers).rename(
-        columns={"name": "layer", "n_a": "neurons A", "n_b": "neurons B", "dim": "Hessian size D"}
-    )[["layer", "kind", "neurons A", "neurons B", "inputs", "per_unit", "Hessian size D"]],
+        columns={
+            "name": "layer",
+            "n_a": "neurons A",
+            "n_b": "neurons B",
+            "dim": "Hessian size D",
+            "per_unit": "weights per input",
+        }
+    )[["layer", "kind", "neurons A", "neurons B", "inputs", "weights per input", "Hessian size D"]],
     hide_index=True,
 )
 
@@ -171,9 +185,10 @@ if pair.many or tuple(pair.task_a.input_shape) != (2,):
         )
     )
 c1, c2 = st.columns(2, gap="large")  # apart: two sliders, not one range slider
-share = c1.slider("Share of each layer", 0.0, 1.0, 1.0, 0.125, key=K.LEARN_SHARE)
+# their first values: state.WIDGET_DEFAULTS (kept when the page is left)
+share = c1.slider("Share of each layer", 0.0, 1.0, step=0.125, key=K.LEARN_SHARE)
 its = c2.select_slider(
-    "Retraining after each layer (iterations)", [0, 25, 50, 100, 200], value=0, key=K.LEARN_ITS
+    "Retraining after each layer (iterations)", [0, 25, 50, 100, 200], key=K.LEARN_ITS
 )
 key = ("moons", float(share), int(its))
 if key not in ws.learn:
@@ -199,9 +214,9 @@ st.dataframe(
     pd.DataFrame(
         {
             "stage": stages.titles,
-            "accuracy A (moons)": [a for a, _ in stages.accuracy],
-            "accuracy B (circles)": [b for _, b in stages.accuracy],
-            "predicted layer error": [None, *stages.predicted],
+            "accuracy A (moons)": [ui.pct(a) for a, _ in stages.accuracy],
+            "accuracy B (circles)": [ui.pct(b) for _, b in stages.accuracy],
+            "predicted layer error": ["–", *(f"{e:.4g}" for e in stages.predicted)],
         }
     ),
     hide_index=True,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from explorer import autosave, guide, resources, screen_errors, state, ui
 from explorer import loaded as loading
-from explorer import resources, state, ui
 from explorer.state import K, upload_key
 from explorer.tasks import load_npz_task
 from mtz_core.demo import DEMOS
@@ -31,16 +31,72 @@ st.caption(
     "by sharing neurons layer by layer: two models, or three and more (a shared unit is then "
     "shared by all of them). Pick the networks here."
 )
+guide.start_here()  # what MTZ does, then Costs → Step through → Trade-off
+#: a load that failed this run: the summary below is of the models still loaded, not the new ones
+load_failed = any(f.area == "load" and f.level == "error" for f in ws.flashes)
 ui.show_flashes("load", ws)
+if ws.restorable is not None and not ws.busy:  # this tab's work from before a reload
+    with st.container(border=True):
+        st.info(f"Your last session can be restored: {autosave.describe(ws.restorable)}.")
+        c1, c2 = st.columns(2)
+        c1.button(
+            "Restore last session",
+            type="primary",
+            icon=":material/restore:",
+            on_click=ui.callback("load", lambda: autosave.restore(ws)),
+            key="load.restore",
+        )
+        c2.button(
+            "Start afresh", on_click=lambda: setattr(ws, "restorable", None), key="load.fresh"
+        )
+if ws.pending is not None:  # an action that would discard work waits for a yes
+    with st.container(border=True):
+        st.warning(
+            f"To {ws.pending.what}, {ws.pending.lose} would be discarded (its Trade-off points "
+            "are kept, and come back when you load these models again). To rebuild the zip "
+            "later, download its recipe on **Keep the work** first."
+        )
+        c1, c2 = st.columns(2)
+        c1.button(
+            f"Discard the zip and {ws.pending.what}",
+            type="primary",
+            on_click=ui.callback("load", ws.confirm_pending),
+            key="load.confirm",
+        )
+        c2.button("Keep my zip", on_click=ws.drop_pending, key="load.keep_work")
 
 
 # ----------------------------------------------------------------------------- callbacks
 def load_demo() -> None:
     name = state.widget(K.DEMO, state.DEFAULT_DEMO)
     models = resources.demo_models(name)
-    ws.set_models(models)
-    what = "pair" if models.n_tasks == 2 else f"set ({models.n_tasks} models)"
-    ws.flash("load", "success", f"Loaded the demo {what} {name}.")
+
+    def go() -> None:
+        ws.set_models(models)
+        what = "pair" if models.n_tasks == 2 else f"set ({models.n_tasks} models)"
+        ws.flash("load", "success", f"Loaded the demo {what} {name}.")
+
+    ws.ask_before_discarding(f"load the demo {name}", go)
+
+
+def kept_upload(key: str):
+    """The file in upload widget `key`, or the one chosen there before the page was left:
+    Streamlit's uploader forgets its file when its page is not drawn, and its value cannot be
+    set back, so the workspace keeps the file (the same object: no copy of its bytes)."""
+    up = st.session_state.get(key)
+    if up is not None:
+        ws.uploads[key] = up
+        return up
+    return ws.uploads.get(key)
+
+
+def show_kept(key: str) -> None:
+    """Under an empty uploader: the file kept from before, and a way to forget it."""
+    up = kept_upload(key)
+    if up is not None and st.session_state.get(key) is None:
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        c1.caption(f"Kept from before: `{up.name}` (choose a file to replace it)")
+        c2.button("Forget", key=f"{key}.forget", on_click=lambda: ws.uploads.pop(key, None))
 
 
 def upload_count() -> int:
@@ -67,7 +123,7 @@ def _task(which: str):
                 f"give task {which.upper()}'s text (e.g. digits:7-9) or upload its .npz"
             )
         return resources.builtin_task((text or "").strip())
-    up = state.widget(upload_key("npz", which))
+    up = kept_upload(upload_key("npz", which))
     if up is None:
         raise ValueError(f"upload a .npz data set for task {which.upper()} (arrays x and y)")
     return load_npz_task(up.name, up.getvalue())
@@ -78,7 +134,7 @@ def load_upload() -> None:
     letters = TASK_LETTERS[: upload_count()]
     nets, entries, tasks = [], {}, []
     for which in letters:
-        up = state.widget(upload_key("file", which))
+        up = kept_upload(upload_key("file", which))
         if up is None:
             raise ValueError(
                 f"upload a checkpoint for model {which.upper()} (.pt, .pth or .safetensors)"
@@ -86,7 +142,10 @@ def load_upload() -> None:
         try:
             task = _task(which)
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"task {which.upper()}: {ui.message(exc)}") from None
+            x = which.upper()
+            builtin = state.widget(upload_key("tasksrc", which), "built-in task") == "built-in task"
+            control = f"**Task text {x}**" if builtin else f"**Data set {x} (.npz)**"
+            raise ValueError(f"task {x} ({control}): {ui.message(exc)}") from None
         arch = state.widget(upload_key("arch", which), CARD)
         opts_text = state.widget(upload_key("opts", which), "")
         try:
@@ -95,26 +154,33 @@ def load_upload() -> None:
                 up.name, up.getvalue(), None if arch == CARD else arch, options, task
             )
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"model {which.upper()} ({up.name}): {ui.message(exc)}") from None
+            said = screen_errors.for_upload(ui.message(exc), which)
+            raise ValueError(f"model {which.upper()} ({up.name}): {said}") from None
         nets.append(model)
         entries[which] = entry
         tasks.append(task)
     title = " + ".join(entries[x]["name"] for x in letters)
     models = loading.summarize_models(title, entries, nets, tasks)
-    ws.set_models(models)
-    for which in letters:
-        if entries[which].get("recognized"):
+
+    def go() -> None:
+        ws.set_models(models)
+        for which in letters:
+            if entries[which].get("recognized"):
+                ws.flash(
+                    "load",
+                    "info",
+                    f"Model {which.upper()} ({entries[which]['name']}) has no card: "
+                    f"{loading.describe_model(entries[which])}.",
+                )
+        n = number(len(letters))
+        if models.zippable:
+            ws.flash("load", "success", f"Loaded your {n} models; they can be zipped.")
+        else:
             ws.flash(
-                "load",
-                "info",
-                f"Model {which.upper()} ({entries[which]['name']}) has no card: "
-                f"{loading.describe_model(entries[which])}.",
+                "load", "warning", f"Loaded your {n} models, but they cannot be zipped (below)."
             )
-    n = number(len(letters))
-    if models.zippable:
-        ws.flash("load", "success", f"Loaded your {n} models; they can be zipped.")
-    else:
-        ws.flash("load", "warning", f"Loaded your {n} models, but they cannot be zipped (below).")
+
+    ws.ask_before_discarding(f"load {title}", go)
 
 
 def start_training() -> None:
@@ -157,15 +223,17 @@ def start_training() -> None:
         a, b = job.result.accuracy
         job.message = f"Trained the pair: task A {ui.pct(a)}, task B {ui.pct(b)} test accuracy"
 
-    ws.start_job("train", f"Training two {model} models", work, apply)
+    ws.ask_before_discarding(
+        f"train two {model} models",
+        lambda: ws.start_job("train", f"Training two {model} models", work, apply),
+    )
 
 
 # ---------------------------------------------------------------------------------- input
 source = st.segmented_control(
     "Where do the models come from?",
     ["Demo", "Upload checkpoints", "Train in the app"],
-    default="Demo",
-    key=K.SOURCE,
+    key=K.SOURCE,  # starts at "Demo" (state.WIDGET_DEFAULTS, kept across pages)
     required=True,
 )
 busy = ws.busy
@@ -217,6 +285,7 @@ elif source == "Upload checkpoints":
                     type=["pt", "pth", "safetensors"],
                     key=upload_key("file", which),
                 )
+                show_kept(upload_key("file", which))
                 st.selectbox(
                     f"Architecture {up}",
                     arch_choices,
@@ -239,8 +308,7 @@ elif source == "Upload checkpoints":
                 if src == "built-in task":
                     st.text_input(
                         f"Task text {up}",
-                        value=DEFAULT_TASKS.get(which, ""),
-                        key=upload_key("task", which),
+                        key=upload_key("task", which),  # A and B start with a digits task
                         placeholder="e.g. digits:7-9",
                         help="dataset[:classes], e.g. digits:0-4, digits:parity, moons, "
                         "mnist:5-9 (MNIST needs local files)",
@@ -249,6 +317,7 @@ elif source == "Upload checkpoints":
                     st.file_uploader(
                         f"Data set {up} (.npz)", type=["npz"], key=upload_key("npz", which)
                     )
+                    show_kept(upload_key("npz", which))
     c1, c2, c3 = st.columns([3, 2, 2])
     c1.button(
         f"Load these {number(count)} models",
@@ -281,10 +350,11 @@ else:
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Architecture", ["mlp", "lenet300", "lenet5"], key=K.TRAIN_MODEL)
     c1.text_input("Options (JSON)", key=K.TRAIN_OPTS, placeholder='{"widths": [64, 32]}')
-    c2.text_input("Task A", value="digits:0-4", key=K.TRAIN_TASK_A)
-    c2.text_input("Task B", value="digits:5-9", key=K.TRAIN_TASK_B)
-    c3.number_input("Iterations per model", 1, 100_000, 300, step=50, key=K.TRAIN_ITS)
-    c3.number_input("Learning rate", 1e-5, 10.0, 0.05, format="%.4f", key=K.TRAIN_LR)
+    # their first values: state.WIDGET_DEFAULTS (kept across pages)
+    c2.text_input("Task A", key=K.TRAIN_TASK_A)
+    c2.text_input("Task B", key=K.TRAIN_TASK_B)
+    c3.number_input("Iterations per model", 1, 100_000, step=50, key=K.TRAIN_ITS)
+    c3.number_input("Learning rate", 1e-5, 10.0, format="%.4f", key=K.TRAIN_LR)
     st.button(
         "Train the pair",
         type="primary",
@@ -300,7 +370,11 @@ if loaded is None:
     st.info("No models are loaded yet.")
     st.stop()
 
-st.subheader(loaded.title)
+if load_failed:
+    st.subheader(f"Still loaded: {loaded.title}")
+    st.caption("The load above failed, so these are the models you had before it.")
+else:
+    st.subheader(loaded.title)
 labels = loaded.labels
 per_row = 2 if loaded.n_tasks == 2 else 3
 for start in range(0, loaded.n_tasks, per_row):
@@ -317,19 +391,20 @@ for start in range(0, loaded.n_tasks, per_row):
             m1.metric(f"Test accuracy {which}", ui.pct(loaded.accuracy[t]))
             m2.metric(f"Parameters {which}", f"{loaded.params[t]:,}")
             st.caption(f"What it is: {loading.describe_model(entry)}")
-            if loaded.residual:
-                shape = (
-                    f"{len(loaded.layers)} weight layers in {len(loaded.groups)} zippable groups"
-                )
+            own = loaded.own_layers.get(which)  # its own trace: never another model's layers
+            if own is None:
+                shape = "its layers could not be traced (below)"
+            elif loaded.residual and loaded.lined_up:
+                shape = f"{len(own)} weight layers in {len(loaded.groups)} zippable groups"
             else:
-                widths = " → ".join(str(r[f"width {which}"]) for r in loaded.layers)
-                shape = f"{len(loaded.layers)} weight layers, widths {widths}"
+                widths = " → ".join(str(r["width"]) for r in own)
+                shape = f"{len(own)} weight layers, widths {widths}"
             st.caption(
                 f"{shape}; {task.num_classes} classes; input {tuple(task.input_shape)}; "
                 f"{task.size('calib')} calibration / {task.size('test')} test samples"
             )
 
-if loaded.residual and loaded.groups:
+if loaded.residual and loaded.groups and loaded.lined_up:  # else: per-model tables
     st.markdown(
         "**Zippable groups**, in the order they are zipped. The layers whose outputs are added "
         "into one residual stream write the same units, so they share one matching: the group "
@@ -351,7 +426,19 @@ if loaded.residual and loaded.groups:
         hide_index=True,
         key="load.groups",
     )
-if loaded.layers:
+if not loaded.lined_up:
+    # the models differ: one table per model, from its own trace, so no model's layers are
+    # listed under another's names or roles
+    for which in labels:
+        own = loaded.own_layers.get(which)
+        if own is not None:
+            with st.expander(f"Weight layers of model {which}", expanded=True):
+                st.dataframe(
+                    pd.DataFrame(own)[["layer", "kind", "role", "inputs", "width", "params"]],
+                    hide_index=True,
+                    key=f"load.layers_{which.lower()}",
+                )
+elif loaded.layers:
     table = pd.DataFrame(loaded.layers)
     table["role"] = [
         "head (per task)"
@@ -378,6 +465,10 @@ if loaded.zippable:
         )
     else:
         what = f"{n} hidden layer{'s' * (n != 1)} ({names}); the heads stay per task."
-    st.success(f"These {number(loaded.n_tasks)} can be zipped: {what}{shared_by}")
+    said = f"These {number(loaded.n_tasks)} can be zipped: {what}{shared_by}"
+    if load_failed:  # a green box under the red error reads as if the failed load worked
+        st.caption(said)
+    else:
+        st.success(said)
 else:
     st.error(f"These models cannot be zipped: {loaded.reason}")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from explorer import figures, state, ui
 from explorer.state import K
+from explorer.tables import readable
 from mtz_core.architecture import trace_model
 
 ws = state.workspace()
@@ -34,7 +35,7 @@ if loaded.residual:
         "(members), so they share the same neurons."
     )
     columns = ["layer", "members", *columns[1:]]
-st.dataframe(pd.DataFrame(rows)[columns], hide_index=True)
+st.dataframe(readable(pd.DataFrame(rows)[columns]), hide_index=True)
 
 records = z.records
 if not records:

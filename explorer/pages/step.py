@@ -8,8 +8,10 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from explorer import figures, state, ui
+from explorer import figures, guide, state, ui
+from explorer.learn import shows_boundaries, zip_boundaries
 from explorer.state import K
+from explorer.tables import column_name, readable
 from explorer.zipper import BIG_LAYER_CELLS, ZipSettings, acc_columns, settings_refusal
 from mtz_core import METHODS
 from mtz_core.config import BATCH_NORMS
@@ -144,6 +146,7 @@ if last is not None and last.get("predicted_error") is not None:
         "cause on the Hessian samples (undamped, whatever the damping); below it, the same "
         "measured on validation inputs.",
     )
+    st.caption(guide.error_in_accuracy(last, labels))  # the error on a scale one can read
     if last.get("remerged"):
         st.caption(
             f"Zipping {last['layer']} re-merged the already-shared rows of "
@@ -279,6 +282,27 @@ with st.container(border=True):
         width="stretch",
     )
 
+# ------------------------------------------------------------- 2-D pair: decision boundaries
+if shows_boundaries(loaded):
+    st.subheader("Decision boundaries")
+    st.caption(
+        "Each network's probability of class 1 on the plane (shading) and its decision boundary "
+        "(black line), for the original models and after each layer you zipped: watch what "
+        "sharing does to what each task's network computes."
+    )
+    stages = zip_boundaries(loaded, z, ws.learn.setdefault(("step-boundaries", id(z)), {}))
+    ui.plot(
+        figures.decision_boundaries(
+            stages.xs,
+            stages.ys,
+            stages.probs,
+            stages.titles,
+            [f"task {x}: {t.name}" for x, t in zip(labels, loaded.tasks)],
+            stages.points,
+        ),
+        key="step.boundaries",
+    )
+
 # -------------------------------------------------------------------------------- history
 if z.events:
     st.subheader("What each step did")
@@ -297,15 +321,12 @@ if z.events:
         ]
     ]
     st.dataframe(
-        hist,
+        readable(hist),  # words for names, "–" where a row has no such value
         hide_index=True,
         column_config={
-            **{
-                col: st.column_config.NumberColumn(f"acc {x}", format="percent")
-                for col, x in zip(accs, labels)
-            },
-            "saved_fraction": st.column_config.NumberColumn("saved", format="percent"),
-            "seconds": st.column_config.NumberColumn("s", format="%.2f"),
+            **{column_name(col): st.column_config.NumberColumn(format="percent") for col in accs},
+            "parameters saved": st.column_config.NumberColumn(format="percent"),
+            "seconds": st.column_config.NumberColumn(format="%.2f"),
         },
     )
 
@@ -339,7 +360,9 @@ with st.expander("Zip settings (changing them starts a new zip)"):
         index=list(METHODS).index(s.method),
         key=K.SET_METHOD,
         help="mtz: Hessian costs and merge (the method). Baselines: mtz-avg (MTZ pairs, plain "
-        "average), euclidean (closest weights, average), random (random pairs, average).",
+        "average), euclidean (closest weights, average), random (random pairs, average), "
+        "zipit (ZipIt!: merges by feature correlation, also inside one model; two models, "
+        "no residual additions).",
     )
     damp_choices = ["0", "0.001", "0.01", "0.1", "1.0", "auto"]
     current = "auto" if s.damping == "auto" else str(s.damping)

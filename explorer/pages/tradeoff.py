@@ -10,10 +10,12 @@ from explorer import figures, state, tuning, ui
 from explorer.recipe import points_csv
 from explorer.state import K
 from explorer.sweeping import pareto_mask
+from explorer.tables import readable
 from explorer.tuning import DEFAULT_GRID, GRID_CHOICES, SERIES, TuneRequest, grid_of
 from explorer.workspace import joined
 from explorer.zipper import acc_columns, plan_savings
 from mtz_core import METHODS
+from mtz_core.config import MANY_METHODS
 from mtz_core.training import RETRAIN_LR
 
 ws = state.workspace()
@@ -81,7 +83,7 @@ if len(df):
             )
             if c in df.columns
         ]
-        st.dataframe(df[cols], hide_index=True)
+        st.dataframe(readable(df[cols]), hide_index=True)
 else:
     st.info(
         "No configuration evaluated yet: zip a layer, evaluate or find a plan, or run a sweep "
@@ -148,13 +150,13 @@ m1.metric(
     help=f"Σ {copies}k·(s·K + 1) over the weight layers",
 )
 m2.metric(
-    "saved_fraction",
+    "Fraction of parameters saved",
     f"{sum(saved) / total:.2%}",
     help=f"saved / ({' + '.join(f'params {x}' for x in labels)})",
 )
 known = [r["predicted error"] for r in rows if r["predicted error"] is not None]
 m3.metric(f"Predicted error (Σ {pair.unit_name}s)", f"{sum(known):.4g}" if known else "–")
-st.dataframe(pd.DataFrame(rows), hide_index=True)
+st.dataframe(readable(rows), hide_index=True)
 if missing:
     st.caption(
         f"{pair.unit_name.capitalize()}s without costs yet: evaluate the plan once (or zip on "
@@ -209,7 +211,9 @@ def start_tune() -> None:
     )
 
 
-c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
+# a multiselect gets half the page: in a quarter column its chosen values were cut off
+c1, c2 = st.columns(2)
+c3, c4 = st.columns(2)
 c1.number_input(tuning.DROP_LABEL, 0.0, 100.0, 1.0, step=0.5, key=K.BEST_DROP)
 c2.multiselect(tuning.GRID_LABEL, list(GRID_CHOICES), default=list(DEFAULT_GRID), key=K.BEST_GRID)
 c3.number_input(tuning.ITS_LABEL, 0, 100_000, 0, step=50, key=K.BEST_ITS)
@@ -258,7 +262,7 @@ if tuned is not None:
                     {
                         **t.shares,
                         "kept": t.accepted,
-                        "saved_fraction": t.saved_fraction,
+                        "parameters saved": t.saved_fraction,
                         "predicted error": t.predicted_error,
                         **{
                             f"points lost {x}": 100 * (o - v)
@@ -290,11 +294,13 @@ def start_sweep() -> None:
     )
 
 
-c1, c2, c3, c4 = st.columns([3, 3, 2, 2])
+c1, c2 = st.columns(2)  # half the page each: narrower columns cut the chosen values off
+c3, c4 = st.columns(2)
 c1.multiselect(
     "Shares", [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.25, 0.5, 0.75, 1.0], key=K.SWEEP_SHARES
 )
-c2.multiselect("Methods", list(METHODS), default=list(METHODS), key=K.SWEEP_METHODS)
+# zipit is offered but not swept by default: it zips chains of two models only
+c2.multiselect("Methods", list(METHODS), default=list(MANY_METHODS), key=K.SWEEP_METHODS)
 c3.number_input("Retraining per layer", 0, 100_000, 0, step=50, key=K.SWEEP_ITS)
 c4.number_input("Calibration samples", 10, 100_000, 512, step=128, key=K.SWEEP_CALIB)
 st.button(
