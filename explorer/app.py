@@ -6,32 +6,16 @@ Streamlit runs a script from the top on every interaction; both scripts that sta
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from explorer import autosave, guide, state, ui
-
-#: the page files (package data, so `pip install .` ships them)
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
 
 def main() -> None:
     """Draw the app once (one Streamlit run)."""
     st.set_page_config(page_title="MTZ Explorer", page_icon=":material/join_inner:", layout="wide")
 
-    pages = [
-        st.Page(
-            PAGES_DIR / "load.py", title="Load models", icon=":material/upload_file:", default=True
-        ),
-        st.Page(PAGES_DIR / "costs.py", title="Costs", icon=":material/grid_on:"),
-        st.Page(PAGES_DIR / "sharing.py", title="Sharing", icon=":material/join_inner:"),
-        st.Page(PAGES_DIR / "step.py", title="Step through", icon=":material/stairs:"),
-        st.Page(PAGES_DIR / "retrain.py", title="Retrain", icon=":material/fitness_center:"),
-        st.Page(PAGES_DIR / "tradeoff.py", title="Trade-off", icon=":material/show_chart:"),
-        st.Page(PAGES_DIR / "learn.py", title="Learn", icon=":material/school:"),
-        st.Page(PAGES_DIR / "keep.py", title="Keep the work", icon=":material/save:"),
-    ]
+    pages = guide.navigation_pages()  # the sidebar, in the newcomer's order
 
     page = st.navigation(pages)
     state.keep_widgets()  # the pages' controls keep their values when another page is open

@@ -11,31 +11,55 @@ result. Learn explains the method with the loaded models' own numbers, reachable
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
-__all__ = ["PAGES", "NEXT", "Step", "next_step", "start_here"]
+__all__ = ["PAGES", "NEXT", "Step", "navigation_pages", "next_step", "start_here"]
 
 
 @dataclass(frozen=True)
 class Step:
-    """A page of the app: its file (for `st.page_link`), title and icon, as the sidebar has it."""
+    """A page of the app: its file in explorer/pages/, title and icon, as the sidebar has it."""
 
     file: str
     title: str
     icon: str
 
 
+#: the app's pages in sidebar order (`navigation_pages` builds the sidebar from it)
 PAGES: dict[str, Step] = {
-    "load": Step("explorer/pages/load.py", "Load models", ":material/upload_file:"),
-    "costs": Step("explorer/pages/costs.py", "Costs", ":material/grid_on:"),
-    "sharing": Step("explorer/pages/sharing.py", "Sharing", ":material/join_inner:"),
-    "step": Step("explorer/pages/step.py", "Step through", ":material/stairs:"),
-    "retrain": Step("explorer/pages/retrain.py", "Retrain", ":material/fitness_center:"),
-    "tradeoff": Step("explorer/pages/tradeoff.py", "Trade-off", ":material/show_chart:"),
-    "learn": Step("explorer/pages/learn.py", "Learn", ":material/school:"),
-    "keep": Step("explorer/pages/keep.py", "Keep the work", ":material/save:"),
+    "load": Step("load.py", "Load models", ":material/upload_file:"),
+    "costs": Step("costs.py", "Costs", ":material/grid_on:"),
+    "sharing": Step("sharing.py", "Sharing", ":material/join_inner:"),
+    "step": Step("step.py", "Step through", ":material/stairs:"),
+    "retrain": Step("retrain.py", "Retrain", ":material/fitness_center:"),
+    "tradeoff": Step("tradeoff.py", "Trade-off", ":material/show_chart:"),
+    "learn": Step("learn.py", "Learn", ":material/school:"),
+    "keep": Step("keep.py", "Keep the work", ":material/save:"),
 }
+
+#: the page files (package data, so `pip install .` ships them)
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
+#: this run's `st.Page` objects by key: links name them, not a path (a path is read relative
+#: to the script that started the app, which differs between a checkout and an install)
+_BUILT: dict[str, Any] = {}
+
+
+def navigation_pages() -> list[Any]:
+    """The sidebar's `st.Page`s, Load the default; kept for this run's links."""
+    _BUILT.clear()
+    for key, step in PAGES.items():
+        _BUILT[key] = st.Page(
+            PAGES_DIR / step.file, title=step.title, icon=step.icon, default=key == "load"
+        )
+    return list(_BUILT.values())
+
+
+def _link(key: str, label: str, icon: str) -> None:
+    st.page_link(_BUILT.get(key) or PAGES_DIR / PAGES[key].file, label=label, icon=icon)
+
 
 #: page → (next page, why go there); every page has one, so no page is a dead end
 NEXT: dict[str, tuple[str, str]] = {
@@ -57,7 +81,7 @@ def next_step(page: str) -> None:
     target, why = NEXT[page]
     step = PAGES[target]
     st.divider()
-    st.page_link(step.file, label=f"Next: {step.title} — {why}", icon=":material/arrow_forward:")
+    _link(target, f"Next: {step.title} — {why}", ":material/arrow_forward:")
 
 
 def start_here() -> None:
@@ -81,7 +105,7 @@ def start_here() -> None:
         ):
             step = PAGES[key]
             with col:
-                st.page_link(step.file, label=step.title, icon=step.icon)
+                _link(key, step.title, step.icon)
                 st.caption(what)
 
 
