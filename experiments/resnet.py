@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from mtz_core import ZipSession, train
-from mtz_core.config import METHODS
+from mtz_core.config import MANY_METHODS as METHODS  # zipit: chains of two models only
 from mtz_core.models import create_model
 from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR, TrainingDiverged
 

@@ -27,7 +27,7 @@ TASK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 #: average), random (random pairs, plain average), zipit (ZipIt!: feature-correlation merges
 #: over both models' units, within-model merges allowed, plain average; `mtz_core.clusters`).
 METHODS = ("mtz", "mtz-avg", "euclidean", "random", "zipit")
-#: the methods that zip more than two models (zipit is defined for two)
+#: the methods defined for every architecture and any number of models (zipit: chains of two)
 MANY_METHODS = ("mtz", "mtz-avg", "euclidean", "random")
 #: greedy is the method's own choice; optimal (min-cost k pairs) is a comparison.
 MATCHINGS = ("greedy", "optimal")

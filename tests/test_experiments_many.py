@@ -11,7 +11,7 @@ import mtz_core  # noqa: F401  (before torch)
 from experiments.many import ORDERS, SCHEME_NOTE, ManySetup, Triple, order_label, run_tables
 from experiments.report import Report
 from mtz_core import train
-from mtz_core.config import METHODS
+from mtz_core.config import MANY_METHODS as METHODS
 from mtz_core.data import load_task
 from mtz_core.models.registry import create_model
 
