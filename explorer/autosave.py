@@ -152,10 +152,7 @@ def restore(ws: Workspace) -> Job:
         if ws.loaded is not loaded:
             return
         rebuilt = job.result
-        ws.settings = rebuilt.settings
-        ws.zip = rebuilt
-        for layer in recipe["layers"]:
-            ws.set_plan(layer["name"], len(layer["pairs"]))
+        ws.adopt_rebuilt(rebuilt, recipe)
         ws.points = list(saved.get("points") or []) or [rebuilt.point()]
         ws.restorable = None
         job.message = f"Restored the last session: {describe(saved)}"

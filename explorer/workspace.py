@@ -303,6 +303,14 @@ class Workspace:
     def set_plan(self, name: str, k: int) -> None:
         self.plan[name] = int(k)
 
+    def adopt_rebuilt(self, rebuilt: Any, recipe: dict[str, Any]) -> None:
+        """Make a zip rebuilt from `recipe` (Keep's upload, a restored session) the current
+        one: its settings, and each layer's planned share at the recipe's pair count."""
+        self.settings = rebuilt.settings
+        self.zip = rebuilt
+        for layer in recipe["layers"]:
+            self.set_plan(layer["name"], len(layer["pairs"]))
+
     def plan_list(self) -> list[int]:
         loaded = self.require_models()
         return [int(self.plan.get(g["group"], 0)) for g in loaded.groups]

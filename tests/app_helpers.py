@@ -98,3 +98,15 @@ def zip_layer(at: AppTest, k: int) -> None:
     at.slider(key=f"plan.step.{name}").set_value(k).run()
     at.button(key="step.zip").click().run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+def load_demo(at: AppTest, name: str) -> None:
+    """Load a demo on the Load page (confirming when the page asks before dropping work)."""
+    goto(at, "load")
+    at.segmented_control(key="load.source").set_value("Demo").run()
+    at.selectbox(key="load.demo").set_value(name).run()
+    at.button(key="load.demo_button").click().run()
+    confirm = [b for b in at.button if b.key == "load.confirm"]
+    if confirm:
+        confirm[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]

@@ -12,21 +12,9 @@ import pytest
 import torch
 
 pytest.importorskip("streamlit")
-from app_helpers import goto, new_app, texts, wait_job, ws, zip_layer  # noqa: E402
+from app_helpers import goto, load_demo, new_app, texts, wait_job, ws, zip_layer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_demo(at, name: str) -> None:
-    """Load a demo on the Load page (confirming when the page asks before dropping work)."""
-    goto(at, "load")
-    at.segmented_control(key="load.source").set_value("Demo").run()
-    at.selectbox(key="load.demo").set_value(name).run()
-    at.button(key="load.demo_button").click().run()
-    confirm = [b for b in at.button if b.key == "load.confirm"]
-    if confirm:
-        confirm[0].click().run()
-    assert not at.exception, [e.value for e in at.exception]
 
 
 def _banners(at) -> str:
@@ -45,7 +33,7 @@ def test_a_retraining_banner_stays_with_its_pair_and_zip():
     assert "Retrained 3 iterations" in _banners(at)
     goto(at, "costs")
     assert "Retrained 3 iterations" in _banners(at), "same pair, same zip: still shown"
-    _load_demo(at, "digits-conv")
+    load_demo(at, "digits-conv")
     assert ws(at).loaded.title != "digits-mlp"
     goto(at, "costs")
     assert "Retrained" not in _banners(at), "another pair's result must not show"
@@ -270,9 +258,9 @@ def test_trade_off_points_are_kept_per_pair():
     zip_layer(at, 150)
     points = list(ws(at).points)
     assert points
-    _load_demo(at, "digits-conv")
+    load_demo(at, "digits-conv")
     assert ws(at).points == []
-    _load_demo(at, "digits-mlp")
+    load_demo(at, "digits-mlp")
     assert ws(at).points == points, "the first pair's points come back with it"
     goto(at, "tradeoff")
     assert not any("No configuration evaluated yet" in i.value for i in at.info)

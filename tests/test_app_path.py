@@ -7,19 +7,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("streamlit")
-from app_helpers import figures, goto, new_app, ws, zip_layer  # noqa: E402
-
-
-def _load_demo(at, name: str) -> None:
-    """Load a demo on the Load page (confirming when the page asks before dropping work)."""
-    goto(at, "load")
-    at.segmented_control(key="load.source").set_value("Demo").run()
-    at.selectbox(key="load.demo").set_value(name).run()
-    at.button(key="load.demo_button").click().run()
-    confirm = [b for b in at.button if b.key == "load.confirm"]
-    if confirm:
-        confirm[0].click().run()
-    assert not at.exception, [e.value for e in at.exception]
+from app_helpers import figures, goto, load_demo, new_app, ws, zip_layer  # noqa: E402
 
 
 def _subplot_titles(fig: dict) -> list[str]:
@@ -41,7 +29,7 @@ def _boundaries(at) -> list[str] | None:
 def test_step_page_draws_the_2d_boundaries_of_each_zipped_layer():
     at = new_app()
     assert _boundaries(goto(at, "step")) is None, "digits have no plane to draw"
-    _load_demo(at, "moons-circles")
+    load_demo(at, "moons-circles")
     goto(at, "step")
     assert _boundaries(at) == ["original"]
     zip_layer(at, 8)

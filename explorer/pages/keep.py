@@ -51,10 +51,7 @@ def import_recipe() -> None:
         if ws.loaded is not pair_now:
             return
         rebuilt = job.result
-        ws.settings = rebuilt.settings
-        ws.zip = rebuilt
-        for layer in recipe["layers"]:
-            ws.set_plan(layer["name"], len(layer["pairs"]))
+        ws.adopt_rebuilt(rebuilt, recipe)
         ws.points.append(rebuilt.point())
         accs = ", ".join(f"task {x} {a:.1%}" for x, a in zip(pair_now.labels, rebuilt.accuracy))
         job.message = (
