@@ -23,6 +23,7 @@ error, its measured accuracies and whether it was kept, so the plan can be check
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -211,17 +212,7 @@ def tune_shares(
             list(models),
             calib,
             share=dict(shares),
-            method=config.method,
-            matching=config.matching,
-            hessian=config.hessian,
-            flatten_hessian=config.flatten_hessian,
-            damping=config.damping,
-            seed=config.seed,
-            batch_norm=config.batch_norm,
-            recalibrate=config.recalibrate,
-            within_model=config.within_model,
-            zipit_alpha=config.zipit_alpha,
-            zipit_beta=config.zipit_beta,
+            **dataclasses.asdict(config),  # every option, so none is dropped on the way
             device=device,
             retrain_iterations=retrain_iterations,
             trains=trains,

@@ -137,3 +137,16 @@ def test_cancel_during_a_trial_keeps_the_best_plan_so_far(pair):
     )
     assert plan.cancelled and len(plan.trials) == 2
     assert plan.shares == plan.trials[-1].shares and plan.result is not None
+
+
+@pytest.mark.parametrize("option", [{"within_model": True}, {"output_weighted": True}])
+def test_every_zip_option_reaches_the_trials(pair, option):
+    """The tried plans are zipped with the options given (each one reaches zip_many)."""
+    models, tasks = pair
+    plan = tune_shares(
+        models, tasks, max_drop_points=100, grid=(1.0,), calib_samples=CALIB, **option
+    )
+    ((name, value),) = option.items()
+    assert getattr(plan.result.config, name) is value
+    if name == "within_model":
+        assert all(r.clusters is not None for r in plan.result.layers)
