@@ -112,27 +112,25 @@ def union_ward(
     n = n_a + n_b
     if not 0 <= m <= n - 1:
         raise ValueError(f"m={m} merges is out of range [0, {n - 1}] for {n} units")
-    c = torch.full((n, n), math.inf, dtype=torch.float64, device=cross.device)
-    c[:n_a, :n_a] = within_a
-    c[n_a:, n_a:] = within_b
-    c[:n_a, n_a:] = cross
-    c[n_a:, :n_a] = cross.T
-    c.fill_diagonal_(math.inf)
-    c = torch.triu(c, diagonal=1) + torch.tril(torch.full_like(c, math.inf))
-    size = torch.ones(n, dtype=torch.float64, device=c.device)
-    task = torch.arange(n, device=c.device) >= n_a
+    full = torch.full((n, n), math.inf, dtype=torch.float64, device=cross.device)  # symmetric
+    full[:n_a, :n_a] = within_a
+    full[n_a:, n_a:] = within_b
+    full[:n_a, n_a:] = cross
+    full[n_a:, :n_a] = cross.T
+    full.fill_diagonal_(math.inf)
+    lower = torch.ones(n, n, dtype=torch.bool, device=full.device).tril()  # each pair once, i < j
+    size = torch.ones(n, dtype=torch.float64, device=full.device)
+    task = torch.arange(n, device=full.device) >= n_a
     group = list(range(n))  # each unit's group head
     shared_pairs: list[tuple[int, int]] = []
-    full = torch.where(torch.isinf(c), c.T, c)  # symmetric view for the updates
     for done in range(m):
-        f = int(torch.argmin(c))
+        f = int(torch.argmin(full.masked_fill(lower, math.inf)))
         i, j = divmod(f, n)
-        if not math.isfinite(float(c[i, j])):
+        if not math.isfinite(float(full[i, j])):
             raise ValueError(f"no finite-cost merge is left after {done} merges")
         if bool(task[i]) != bool(task[j]):  # a cross pair: final
             shared_pairs.append((i, j))
             for u in (i, j):
-                c[u, :], c[:, u] = math.inf, math.inf
                 full[u, :], full[:, u] = math.inf, math.inf
             continue
         ni, nj = size[i], size[j]
@@ -150,7 +148,6 @@ def union_ward(
         for u in range(n):
             if group[u] == j:
                 group[u] = i
-        c = torch.triu(full, diagonal=1) + torch.tril(torch.full_like(full, math.inf))
     assign = [torch.empty(n_a, dtype=torch.int64), torch.empty(n_b, dtype=torch.int64)]
     for u, (i, j) in enumerate(shared_pairs):
         assign[0][i] = u

@@ -477,7 +477,7 @@ class ZipSession:
         on_batch = self._on_batch(index, "hessian")
         full_h, full_v = [], []
         for t in (0, 1):
-            units = sizes.in_shared + sizes.in_own[t]
+            units = self._units(layer, t)
             h, _ = layer_hessian(
                 self.model,
                 li,
@@ -491,7 +491,7 @@ class ZipSession:
                 units=units,
             )
             full_h.append(h)
-            full_v.append(self._vectors(layer, t, units, kind))
+            full_v.append(self._vectors(layer, layer.own_weight[t], layer.own_bias[t], units, kind))
         t1 = time.perf_counter()
         damping = cfg.damping
         lambdas = (0.0, 0.0)
@@ -541,7 +541,7 @@ class ZipSession:
                     dev,
                     check=self._check,
                     on_batch=self._on_batch(index, "heldout"),
-                    units=sizes.in_shared + sizes.in_own[t],
+                    units=self._units(layer, t),
                 )[0]
                 for t in (0, 1)
             ]
@@ -639,12 +639,19 @@ class ZipSession:
         if cfg.damping == "auto":
             raise ValueError(f"{what} takes a fixed damping factor, not 'auto'")
 
-    def _vectors(self, layer: ZippedLayer, task: int, units: int, kind: str) -> torch.Tensor:
-        """Task `task`'s rows of `layer` over its first `units` input units (+ bias), float64."""
-        bias = layer.own_bias[task]
+    def _vectors(
+        self,
+        layer: ZippedLayer,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        units: int,
+        kind: str,
+    ) -> torch.Tensor:
+        """Rows `weight` (+ `bias`) of `layer` over its first `units` input units, float64."""
+        dev = self.algebra_device
         return incoming_vectors(
-            layer.own_weight[task].detach().to(self.algebra_device, torch.float64),
-            None if bias is None else bias.detach().to(self.algebra_device, torch.float64),
+            weight.detach().to(dev, torch.float64),
+            None if bias is None else bias.detach().to(dev, torch.float64),
             layer.spec,
             units,
             kind,
@@ -668,7 +675,7 @@ class ZipSession:
     ) -> torch.Tensor:
         """ZipIt!'s merged rows over the shared inputs: the mean of every member's row."""
         s = layer.sizes.in_shared
-        vs = [self._vectors(layer, t, s, kind) for t in (0, 1)]
+        vs = [self._vectors(layer, layer.own_weight[t], layer.own_bias[t], s, kind) for t in (0, 1)]
         total = vs[0].new_zeros((shared, vs[0].shape[1]))
         count = vs[0].new_zeros(shared)
         for a, v in zip(assign, vs):
@@ -693,14 +700,7 @@ class ZipSession:
         err = torch.zeros(n_units, dtype=torch.float64, device=self.algebra_device)
         held_total = 0.0
         for t, a in enumerate(assign):
-            w, b = layer.task_weight(t)
-            rows = incoming_vectors(
-                w.detach().to(self.algebra_device, torch.float64),
-                None if b is None else b.detach().to(self.algebra_device, torch.float64),
-                layer.spec,
-                self._units(layer, t),
-                kind,
-            )
+            rows = self._vectors(layer, *layer.task_weight(t), self._units(layer, t), kind)
             present = torch.bincount(a, minlength=n_units) > 0
             position = torch.cumsum(present.long(), 0) - 1  # merged id -> row in t's layout
             delta = rows[position[a].to(rows.device)] - vs[t]
