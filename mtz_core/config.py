@@ -79,6 +79,12 @@ class ZipConfig:
     output_weighted: bool = False
     zipit_alpha: float = 0.3
     zipit_beta: float = 0.125
+    # T ≥ 3 models, the paper's scheme: each step matches model t's units against every unit of
+    # models 0 … t−1, shared or one model's own, so units may be shared by a subset of the tasks
+    # (mtz_core.subsets; stored as mtz_core.pools). Off: every shared unit is shared by all T.
+    # Chains with batch norm folded, method 'mtz', a fixed damping. Measured in
+    # docs/results-many.md.
+    subsets: bool = False
 
     @staticmethod
     def default_damping() -> float:
@@ -118,6 +124,16 @@ class ZipConfig:
                 f"without within_model, not method={self.method!r}"
                 + (" with within_model=True" if self.within_model else "")
             )
+        if not isinstance(self.subsets, bool):
+            raise ValueError(f"subsets must be True or False, got {self.subsets!r}")
+        if self.subsets and (self.method != "mtz" or self.within_model or self.output_weighted):
+            raise ValueError(
+                "subsets=True is an option of method 'mtz' without within_model or "
+                f"output_weighted; got method={self.method!r}, within_model={self.within_model}, "
+                f"output_weighted={self.output_weighted}"
+            )
+        if self.subsets and self.damping == "auto":
+            raise ValueError("subsets=True takes a fixed damping factor, not 'auto'")
         for name in ("zipit_alpha", "zipit_beta"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, Real) or not 0 <= v <= 1:

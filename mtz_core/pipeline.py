@@ -165,6 +165,7 @@ def zip_many(
     output_weighted: bool = False,
     zipit_alpha: float = ZipConfig.zipit_alpha,
     zipit_beta: float = ZipConfig.zipit_beta,
+    subsets: bool = False,
     device: Any = None,
     progress: ProgressCallback | None = None,
     retrain_iterations: Any = 0,
@@ -181,6 +182,10 @@ def zip_many(
     (`ZipSession.many`): a shared unit is shared by all T tasks. The arguments mean what they
     mean for `zip_models` (its two-model case), with one entry per model in `data`, `trains`
     and `heldout`; a share is a fraction of the narrowest model's units; `pairs` are k × T.
+
+    `subsets=True` is the paper's scheme: model t's units may join any unit of models 0 … t−1,
+    shared or one model's own, so units are shared by subsets of the tasks (`mtz_core.subsets`;
+    each stage makes the same number of merges, k or the share of the narrowest model).
 
     `checkpoint_dir` (a folder, or a `mtz_core.resume.Checkpointer`): the run's state is written
     there after every zipped group and, with `checkpoint_every` = N, every N retraining
@@ -199,6 +204,7 @@ def zip_many(
         output_weighted=output_weighted,
         zipit_alpha=zipit_alpha,
         zipit_beta=zipit_beta,
+        subsets=subsets,
     )
 
     def between_layers(session: ZipSession, record: LayerRecord) -> None:

@@ -71,6 +71,12 @@ class LayerRecord:
     # are per merged unit of more than one member, in merge id order (see `merged_units`)
     clusters: tuple[np.ndarray, ...] | None = None
     n_shared: int | None = None
+    # subsets=True (units shared by some of the tasks, mtz_core.subsets): every unit of the
+    # zipped layer in its order, int64 (units, T): each task's member, -1 where the task does
+    # not use the unit. `pairs` then lists the units of two or more tasks (with their -1s),
+    # `pair_costs` their summed stage costs and `pair_errors` their errors; `cost` is the first
+    # two models' matrix
+    units: np.ndarray | None = None
 
     @property
     def k(self) -> int:

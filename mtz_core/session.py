@@ -39,6 +39,7 @@ from .streams import (
     unit_correlations,
     unit_sensitivity,
 )
+from .subset_step import check_subsets, subset_step
 from .training import TASK_LETTERS, TrainReport, retrain_tasks
 from .zipped import GroupUndo, LayerSizes, ZippedLayer, ZippedNet
 
@@ -171,10 +172,10 @@ class ZipSession:
         norms = [trace_norms(m, a) for m, a in zip(models, archs)]
         self.model = ZippedNet.from_models(archs, move, norms).eval()
         self._check_faithful(*models)
+        if self.config.subsets:
+            check_subsets(self)  # refuses what it does not cover; pool layers from here on
         self._groups = self.model.groups
-        self._hidden = [
-            (g.name, *self.model.layers[g.members[0]].sizes.out_own) for g in self._groups
-        ]
+        self._hidden = [(g.name, *self.model.layers[g.members[0]].widths()) for g in self._groups]
         self.params = {x: sum(p.numel() for p in m.parameters()) for x, m in zip(letters, models)}
 
     def _finish_setup(self, progress, after_step, cancel) -> None:
@@ -223,7 +224,7 @@ class ZipSession:
         With damping="auto" it is the matrix for the factor that suits a full share best.
         """
         index = self._require_next()
-        if self.model.n_tasks > 2:
+        if self.model.n_tasks > 2 or self.config.subsets:
             raise ValueError(
                 f"cost_matrix() is the two-model matrix; with {self.model.n_tasks} models the "
                 "costs are stage-wise (the first two models' matrix, then each further model "
@@ -278,7 +279,7 @@ class ZipSession:
         name = group.name
         first = self.model.layers[group.members[0]]
         spec = first.spec
-        widths = first.sizes.out_own
+        widths = tuple(first.widths())
         n_a, n_b = widths[:2]
         if pairs is not None:
             if share is not None or k is not None:
@@ -294,6 +295,15 @@ class ZipSession:
             asked = None if k_l is not None else float(1.0 if share_l is None else share_l)
             chosen = None
         self._check()
+        if self.config.subsets:
+            if chosen is not None:
+                raise ValueError(
+                    "pairs= sets tuples shared by every task; subsets=True chooses units "
+                    "shared by subsets of the tasks (pass share= or k=)"
+                )
+            undo, record = subset_step(self, index, share_l, k_l, asked)
+            distributed.sync_step(self.model, record.units)  # ranks agree
+            return self._finish_step(index, undo, record)
         if self.config.method == "zipit" or self.config.within_model:
             if chosen is not None:
                 raise ValueError(
@@ -823,6 +833,11 @@ class ZipSession:
             )
         if self.model.n_tasks > 2:
             raise ValueError("a preview of every share covers two models; step(k=...) instead")
+        if cfg.subsets:
+            raise ValueError(
+                "a preview of every share covers one matching; subsets=True matches stage by "
+                "stage: step(k=...) and read the record"
+            )
         if cfg.method == "zipit" or cfg.within_model:
             what = "method='zipit'" if cfg.method == "zipit" else "within_model=True"
             raise ValueError(

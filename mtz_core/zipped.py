@@ -1,6 +1,6 @@
 """The zipped multi-task network: shared, per-task-into-shared and per-task weight blocks.
 
-Every weight layer l holds, for tasks t = 0..T-1 (two for now):
+Every weight layer l holds, for tasks t = 0..T-1:
 
 * ``shared_weight`` (k, s·P | s, kh, kw) and ``shared_bias`` (k): the k shared neurons' weights from
   the s shared inputs, stored once;
@@ -14,6 +14,9 @@ A layer whose original has no bias (and no batch norm folded into it) stores no 
 A task's activations are laid out [shared units (in pair order); its own units], so the channel-
 wise operations between layers (activations, pooling, flatten) run on them unchanged. The original
 pair is the same structure with k = 0 everywhere, which is how zipping starts.
+
+Units shared by some of the tasks only (`ZipConfig.subsets`, the paper's scheme for T ≥ 3) live in
+`mtz_core.pools.PoolLayer`s instead; `ZippedNet.with_pools` converts a network exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import nn
 from .architecture import Architecture, LayerSpec
 from .norms import NormState, TaskNorm
 from .ops import OpSpec
+from .pools import PoolLayer, PoolSizes, pool_layer_from
 from .program import ZipGroup
 
 __all__ = [
@@ -45,10 +49,10 @@ __all__ = [
 ]
 
 FORMAT_NAME = "mtz-zipped-net"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: versions `load` reads (1: every layer had a bias; 2: no batch norm kept per task; 3: no
-#: residual networks)
-READABLE_VERSIONS = (1, 2, 3, 4)
+#: residual networks; 4: no units shared by subsets of tasks, `mtz_core.pools`)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,7 @@ def _narrow(x: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
 
 
 class ZippedNet(nn.Module):
-    """A multi-task network zipped from T models of one architecture (T = 2 for now).
+    """A multi-task network zipped from T ≥ 2 models of one architecture.
 
     `forward(x, task)` gives one task's logits; `forward_all(x)` all tasks' logits from one pass
     where layers are shared. `export_task(t)` builds a plain `nn.Sequential` for deployment.
@@ -218,7 +222,8 @@ class ZippedNet(nn.Module):
             raise ValueError(f"{len(sizes)} layer sizes for {len(architecture.layers)} layers")
         self.architecture = architecture
         self.layers = nn.ModuleList(
-            ZippedLayer(spec, sz, like) for spec, sz in zip(architecture.layers, sizes)
+            PoolLayer(spec, sz, like) if isinstance(sz, PoolSizes) else ZippedLayer(spec, sz, like)
+            for spec, sz in zip(architecture.layers, sizes)
         )
         self.orders: nn.Module | None = None
         if architecture.graph is not None:
@@ -372,8 +377,27 @@ class ZippedNet(nn.Module):
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
-    def sizes(self) -> list[LayerSizes]:
+    def sizes(self) -> list[LayerSizes | PoolSizes]:
         return [layer.sizes for layer in self.layers]
+
+    @property
+    def pooled(self) -> bool:
+        """The layers are `PoolLayer`s: units may be shared by subsets of the tasks."""
+        return isinstance(self.layers[0], PoolLayer)
+
+    def with_pools(self) -> ZippedNet:
+        """The same network with every layer a `PoolLayer` (same outputs, same parameter
+        count), the layout that can hold units shared by subsets of the tasks. Chains only."""
+        if self.architecture.graph is not None:
+            raise ValueError(
+                "units shared by subsets of tasks are supported for chains of layers, not for "
+                "residual networks"
+            )
+        net = self.clone()
+        for i, layer in enumerate(net.layers):
+            if not isinstance(layer, PoolLayer):
+                net.layers[i] = pool_layer_from(layer)
+        return net
 
     def num_parameters(self) -> int:
         """Parameters stored: every shared block once, every per-task block once."""
@@ -457,7 +481,10 @@ class ZippedNet(nn.Module):
                 f"version reads {FORMAT_NAME!r} versions {list(READABLE_VERSIONS)}"
             )
         arch = Architecture.from_dict(spec["architecture"])
-        sizes = [LayerSizes.from_dict(s) for s in spec["sizes"]]
+        sizes = [
+            PoolSizes.from_dict(s) if "out_pools" in s else LayerSizes.from_dict(s)
+            for s in spec["sizes"]
+        ]
         like = next(v for v in tensors.values() if v.is_floating_point())
         net = cls(arch, sizes, like)
         net.load_state_dict(tensors)

@@ -483,3 +483,21 @@ def test_app_metadata_matches_the_cli_layout(app_zip, zipped):
         assert key in app_meta, key
     assert app_meta["tasks"] == cli_meta["tasks"]
     assert app_meta["data"][0]["data_seed"] == cli_meta["data"][0]["data_seed"]
+
+
+def test_three_checkpoints_with_subsets_zip_save_and_eval(three, tmp_path, capsys):
+    """--subsets: units shared by some of the tasks; the report records it, the file loads as
+    the pool layout and `mtz eval` scores it as the report did."""
+    out = tmp_path / "zs.safetensors"
+    command = f"zip {' '.join(map(str, three))} --share 0.5 --subsets --out {out} --json" + QUICK
+    code, stdout, err = run(capsys, command)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["settings"]["subsets"] is True
+    net = ZippedNet.load(out)
+    assert net.pooled and net.num_parameters() == report["params"]["zipped"]
+    sets = {tuple(p) for p, _ in net.layers[1].sizes.out_pools}
+    assert any(len(p) == 2 for p in sets) or (0, 1, 2) in sets
+    assert _eval_json(capsys, out)["tasks"] == report["accuracy"]["zipped_no_retraining"]
+    code, _, err = run(capsys, f"zip {' '.join(map(str, three))} --subsets --method zipit" + QUICK)
+    assert code == 1 and "subsets=True is an option of method 'mtz'" in err

@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--within-model", action="store_true", help=within_help)
     weighted_help = "rank pairs by the layer error weighted by the loss's sensitivity (research)"
     p.add_argument("--output-weighted", action="store_true", help=weighted_help)
+    subsets_help = "three or more models: units may be shared by a subset of the tasks (the paper)"
+    p.add_argument("--subsets", action="store_true", help=subsets_help)
     its_help = "after each layer: 100, or per layer 100,50 or fc1=100"
     p.add_argument("--retrain-iterations", type=_arg(_iterations), default=0, help=its_help)
     p.add_argument("--out", type=_arg(_safetensors), help="zipped network to write")

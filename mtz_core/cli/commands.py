@@ -316,6 +316,7 @@ def _zip(run: _Run, models, tasks, data, iterations, score_layers: bool, checkpo
         output_weighted=a.output_weighted,
         zipit_alpha=a.zipit_alpha,
         zipit_beta=a.zipit_beta,
+        subsets=a.subsets,
         device=run.device,
         progress=None if a.no_progress else tqdm_progress(),
         retrain_iterations=unretrained,
@@ -400,6 +401,7 @@ def _cmd_zip(run: _Run, a, t0: float) -> int:
     settings.update(damping=result.config.damping, retrain_iterations=its, device=str(run.device))
     settings.update(batch_norm=a.batch_norm, recalibrate=a.recalibrate)
     settings.update(within_model=a.within_model, output_weighted=a.output_weighted)
+    settings.update(subsets=a.subsets)
     if a.method == "zipit":
         settings.update(zipit_alpha=a.zipit_alpha, zipit_beta=a.zipit_beta)
     layers = [_layer_report(r, scores[r.name]) for r in result.layers]
