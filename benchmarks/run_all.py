@@ -12,13 +12,14 @@ import sys
 import time
 import traceback
 
-from . import app_latency, cost_matching, kept_norm, resnet, vgg, zip_layer
+from . import app_latency, cost_matching, kept_norm, many, resnet, vgg, zip_layer
 from ._common import machine_line
 
 SECTIONS = (
     ("cost_matching", cost_matching),
     ("zip_layer", zip_layer),
     ("kept_norm", kept_norm),
+    ("many", many),  # three models: shared by all, or by subsets (issue 9)
     ("vgg", vgg),
     ("resnet", resnet),
     # the app's waits, and its retraining against the library's (issue 11): AppTest in --smoke

@@ -9,8 +9,9 @@ Same originals cache and data roles as `experiments.paper`: Hessians and retrain
 task's `calib` split, every choice on `val`, `test` only reports; the held-out layer error is
 measured on validation images. `zip_many` pairs the first two models by the MTZ cost, then
 matches the third to the merged units with the merged side's Hessian H_A + H_B, so every shared
-unit is shared by all three tasks. The zipping order (which task joins last) is chosen on the
-validation split first, and the rest of the page uses the chosen one.
+unit is shared by all three tasks (`subsets=True`, the paper's scheme, lets the third model's
+units also join one task's own units; its table compares the two). The zipping order (which
+task joins last) is chosen on the validation split first, and the rest of the page uses it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class ManySetup(Setup):
     shares: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # MTZ's shares
     baseline_shares: tuple[float, ...] = (0.5, 1.0)  # every method at these shares
     order_shares: tuple[float, ...] = (0.5, 1.0)  # every order at these; 1.0 chooses
+    # both schemes (shared by all three / by subsets) at these; at share 1 they coincide
+    scheme_shares: tuple[float, ...] = (0.5, 0.75)
 
 
 QUICK = ManySetup(
@@ -55,6 +58,7 @@ QUICK = ManySetup(
     shares=(0.5, 1.0),
     baseline_shares=(1.0,),
     order_shares=(1.0,),
+    scheme_shares=(0.5,),
     retrain=20,
     val_limit=1000,
     test_limit=1000,
@@ -139,30 +143,39 @@ class Triple:
 
     # -- zips ---------------------------------------------------------------------------------
     def zip(
-        self, share: float, *, method: str = "mtz", retrain_its: int = 0, order=ORDERS[0]
+        self,
+        share: float,
+        *,
+        method: str = "mtz",
+        retrain_its: int = 0,
+        order=ORDERS[0],
+        subsets: bool = False,
     ) -> Outcome:
         """All three models zipped in `order` at `share` of every hidden layer (0: not zipped),
-        with `retrain_its` iterations of joint retraining after each layer."""
-        key = (share, method, retrain_its, tuple(order))
+        with `retrain_its` iterations of joint retraining after each layer; `subsets`: units
+        may be shared by two of the three tasks (the paper's scheme)."""
+        key = (share, method, retrain_its, tuple(order), subsets)
         if key not in self._zips:
             t0 = time.perf_counter()
             self._zips[key] = self._zip(*key)
             out = self._zips[key]
             print(
-                f"  seed {self.seed} share {share:g} {method} retrain {retrain_its} order "
-                f"{order_label(order, self.names)}: test {[round(100 * a, 2) for a in out.test]}"
+                f"  seed {self.seed} share {share:g} {method}{' subsets' * subsets} retrain "
+                f"{retrain_its} order {order_label(order, self.names)}: test "
+                f"{[round(100 * a, 2) for a in out.test]}"
                 f", saved {100 * out.result.saved_fraction:.2f}%, "
                 f"{time.perf_counter() - t0:.0f} s",
                 flush=True,
             )
         return self._zips[key]
 
-    def _zip(self, share, method, retrain_its, order) -> Outcome:
+    def _zip(self, share, method, retrain_its, order, subsets) -> Outcome:
         result = zip_many(
             [self.models[t] for t in order],
             [self.calib(t) for t in order],
             share=share,
             method=method,
+            subsets=subsets,
             seed=self.seed,
             retrain_iterations=retrain_its,
             trains=[self.train(t, self.seed) for t in order],
@@ -497,10 +510,90 @@ SCHEME_NOTE = (
     "further model into the result of A + B) lets a unit of the further model also pair with "
     "a task-specific unit of the zipped network, so units can be shared by a subset of the "
     "tasks (A and C, say), and it uses H_A⁻¹ + H_B⁻¹ as the merged side's inverse Hessian, a "
-    "heuristic that underestimates the costs. That scheme is **not** measured here: at a "
-    "given share every hidden layer here holds share × width units shared by all three and "
-    "(1 − share) × width units per task."
+    "heuristic that underestimates the costs. `subsets=True` (mtz_core.subsets) is that scheme "
+    "with exact costs: the zipped side's Hessian is the sum of its tasks' over the coordinates "
+    "that become shared, and a unit of pool {A} or {B} may take the third model's unit; the "
+    "scheme table above measures it against the default at equal merges per stage (at share 1 "
+    "the two coincide: every unit of A + B is then shared by both). Every other table uses the "
+    "default, units shared by all three."
 )
+
+
+def scheme_table(report: Report, triples: list[Triple], setup: ManySetup, order) -> bool:
+    """Shared by all three, or by subsets of the tasks (the paper's scheme), at equal merges
+    per stage; chosen on validation accuracy after retraining, averaged over the shares."""
+    its = setup.retrain
+    rows, val = [], {False: [], True: []}
+    for share in setup.scheme_shares:
+        for subsets in (False, True):
+            plain = [p.zip(share, order=order, subsets=subsets) for p in triples]
+            done = [p.zip(share, order=order, retrain_its=its, subsets=subsets) for p in triples]
+            val[subsets].append(statistics.mean(o.val_mean for o in done))
+            pools = _pool_counts(plain[0].result)
+            rows.append(
+                [
+                    f"{share:g}",
+                    "subsets (the paper)" if subsets else "all three (default)",
+                    mean_std([o.result.saved_fraction for o in plain], 100),
+                    pools,
+                    mean_std(
+                        [sum(r.predicted_error for r in o.result.layers) for o in plain], 1, 3
+                    ),
+                    mean_std([o.val_mean for o in plain]),
+                    mean_std([o.val_mean for o in done]),
+                    mean_std([o.test_mean for o in plain]),
+                    mean_std([o.test_mean for o in done]),
+                ]
+            )
+    report.table(
+        "Units shared by all three tasks, or by subsets of them (`subsets=True`: the third "
+        "model's units may also join a unit of A or of B alone, the paper's scheme; each stage "
+        "makes share × width merges, so both store the same number of units; order "
+        f"{order_label(order, triples[0].names)}, "
+        f"{its} retraining iterations per layer); mean accuracy of the three tasks, %",
+        [
+            "share",
+            "scheme",
+            "saved_fraction %",
+            "units per task set (seed 0, fc1 / fc2)",
+            "predicted layer error (Σ layers)",
+            "val, zipped",
+            f"val, retrained ({its}/layer)",
+            "test, zipped",
+            f"test, retrained ({its}/layer)",
+        ],
+        rows,
+    )
+    scores = {label: statistics.mean(val[s]) for s, label in ((False, "all"), (True, "subsets"))}
+    chosen = report.choice(
+        "multi-model scheme (subsets=)",
+        "all",
+        scores,
+        f"mean validation accuracy after retraining over shares {list(setup.scheme_shares)}",
+        prefer=lambda lab: lab != "all",
+        why="all (the simpler layout, and the one residual networks and kept norms support)",
+    )
+    return chosen == "subsets"
+
+
+def _pool_counts(result) -> str:
+    """How many units each task set holds, per zipped layer (A, B, C: the zipping order)."""
+    parts = []
+    for r in result.layers:
+        if r.units is None:
+            counts = {"ABC": r.k}
+            counts.update({x: w - r.k for x, w in zip("ABC", r.widths)})
+        else:
+            counts = {}
+            for row in r.units:
+                key = "".join(x for x, j in zip("ABC", row) if j >= 0)
+                counts[key] = counts.get(key, 0) + 1
+        parts.append(
+            " ".join(
+                f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-len(kv[0]), kv[0]))
+            )
+        )
+    return " / ".join(parts)
 
 
 def summary_note(report: Report, triples: list[Triple], setup: ManySetup, order) -> None:
@@ -540,6 +633,7 @@ def run_tables(report: Report, triples: list[Triple], setup: ManySetup) -> tuple
     """Every table after the originals; returns the chosen zipping order."""
     order = order_table(report, triples, setup)
     zip_table(report, triples, setup, order)
+    scheme_table(report, triples, setup, order)
     baseline_table(report, triples, setup, order)
     pairs_table(report, triples, setup, order)
     summary_note(report, triples, setup, order)

@@ -47,8 +47,8 @@ class LayerRecord:
     hessian_dim: int  # side of one Hessian block, with the bias entry
     hessian_blocks: int  # K: blocks the incoming weights split into (1 for the exact kinds)
     damping: float  # the factor used (the chosen one with damping="auto")
-    lambdas: tuple[float, float]  # λ added per task
-    n_samples: tuple[int, int]  # calibration samples per task in the Hessians
+    lambdas: tuple[float, ...]  # λ added to each task's Hessian (one per task)
+    n_samples: tuple[int, ...]  # calibration samples in each task's Hessians (one per task)
     pseudo_inverse: bool = False  # H_A + H_B was singular: the pseudo-inverse forms were used
     seconds: dict[str, float] = field(default_factory=dict)
     # measured E_A + E_B increase on held-out data (same units as predicted_error), when given

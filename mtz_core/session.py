@@ -393,13 +393,17 @@ class ZipSession:
         pair_errors_np = errors.cpu().numpy()
         if many:
             pair_costs = tuple_costs.cpu().numpy()
-            h_first = analysis.members[0][2][0]
-            n_samples = (h_first.n_samples, analysis.members[0][2][1].n_samples)
+            task_hs = analysis.members[0][2]  # the first member's Hessian of every task
+            h_first = task_hs[0]
+            n_samples = tuple(h.n_samples for h in task_hs)
+            # λ_t = damping · trace(H_t)/D: what each task's Hessian gets in every stage
+            lambdas = tuple(h.damped(damping)[1] for h in task_hs)
             h_dim, h_blocks, kind = h_first.s + int(first.has_bias), h_first.k, kinds[0]
         else:
             pair_costs = cost_np[pairs_np[:, 0], pairs_np[:, 1]]
             la = analysis.first
             n_samples = (la.h_a.n_samples, la.h_b.n_samples)
+            lambdas = variant.lambdas
             h_dim, h_blocks, kind = la.h_a.s + int(first.has_bias), la.h_a.k, la.kind
         record = LayerRecord(
             name=name,
@@ -422,7 +426,7 @@ class ZipSession:
             hessian_dim=h_dim,
             hessian_blocks=h_blocks,
             damping=damping,
-            lambdas=variant.lambdas,
+            lambdas=lambdas,
             n_samples=n_samples,
             pseudo_inverse=pinv,
             seconds=dict(analysis.seconds, matching=t1 - t0, merge=t2 - t1),

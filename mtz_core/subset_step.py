@@ -147,8 +147,9 @@ def subset_step(session: Any, index: int, share: Any, k: Any, asked: float | Non
         hessian_dim=hs[0].shape[0],
         hessian_blocks=1,
         damping=float(cfg.damping),
-        lambdas=(problem.lam((0, 1), 0), problem.lam((0, 1), 1)),
-        n_samples=(samples[0], samples[1]),
+        # λ_t over the inputs a unit of every task shares (each pool damps its own inputs)
+        lambdas=tuple(problem.lam(tuple(range(n_tasks)), t) for t in range(n_tasks)),
+        n_samples=tuple(samples),
         pseudo_inverse=problem.pseudo_inverse,
         seconds={"hessian": t1 - t0, "matching": t2 - t1, "merge": t3 - t2},
         heldout_error=None if held is None else float(built.held_errors.sum()),

@@ -269,3 +269,18 @@ def test_auto_damping_scores_each_factor_by_the_held_out_error_of_its_plan():
         if d == rec.damping:
             assert (r.pairs == rec.pairs).all()
             assert r.predicted_error == pytest.approx(rec.predicted_error, rel=1e-9)
+
+
+@pytest.mark.parametrize("subsets", [False, True])
+def test_records_give_every_task_its_samples_and_damping(subsets):
+    """n_samples and lambdas hold one entry per task (not the first two models' only)."""
+    models = _mlps()
+    xs = [_x(n=40 + 8 * t, seed=t) for t in range(3)]
+    s = ZipSession.many(models, xs, damping=0.5, subsets=subsets)
+    rec = s.step(0.5)  # fc1: every input shared by all three
+    assert rec.n_samples == (40, 48, 56)
+    for t, lam in enumerate(rec.lambdas):
+        x = torch.cat([xs[t], torch.ones(xs[t].shape[0], 1, dtype=torch.float64)], 1)
+        h = x.T @ x / x.shape[0]
+        assert lam == pytest.approx(0.5 * float(torch.trace(h)) / h.shape[0], rel=1e-9)
+    assert len(rec.lambdas) == 3
