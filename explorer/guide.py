@@ -119,11 +119,29 @@ def error_in_accuracy(event: dict, labels: list[str] | tuple[str, ...]) -> str:
         for x, b, a in zip(labels, before, after)
         if a is not None and b is not None
     ]
+    scale = of_output_energy(event["predicted_error"], event.get("output_energy"))
     text = (
-        f"The layer error {event['predicted_error']:.4g} is how far zipping {event['layer']} "
-        "moved the layer's outputs from each network's own (squared, summed over the "
-        "calibration inputs; 0: not at all)."
+        f"The layer error {event['predicted_error']:.4g}"
+        + (f" ({scale}: the outputs' own mean square on the same samples)" if scale else "")
+        + f" is how far zipping {event['layer']} moved the layer's outputs from each "
+        "network's own (squared, averaged over the calibration inputs; 0: not at all)."
     )
     if changes:
         text += " What that did to the tasks: " + ", ".join(changes) + "."
     return text
+
+
+def of_output_energy(error: float | None, energy: float | None) -> str:
+    """'0.42% of the layer's output energy': a predicted layer error on a scale one can read
+    (the error over the original layer's output energy on the same calibration samples,
+    `ZipState.output_energy`); "" when either is unknown."""
+    text = energy_percent(error, energy)
+    return "" if text is None else f"{text} of the layer's output energy"
+
+
+def energy_percent(error: float | None, energy: float | None) -> str | None:
+    """error / energy as a percentage ("0.42%"), None when either is unknown."""
+    if error is None or energy is None or not energy > 0:
+        return None
+    share = error / energy
+    return f"{share:.2%}" if share >= 0.0001 or share == 0 else "under 0.01%"

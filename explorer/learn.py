@@ -6,7 +6,7 @@ only renders it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,8 @@ class BoundaryStages:
     points: list[tuple[np.ndarray, np.ndarray]]  # per task: test inputs, labels
     shares: list[int]
     predicted: list[float]
+    #: each zipped layer's output energy (`ZipState.output_energy`): the predicted error's scale
+    energy: list[float | None] = field(default_factory=list)
 
 
 def _grid(pair: LoadedModels, n: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
@@ -246,11 +248,13 @@ def boundary_stages(
         [],
         [],
     )
+    energy: list[float | None] = []
     for name, *widths in state.layers:
         k = int(round(share * min(widths)))
         event = state.step(k)
         shares.append(k)
         predicted.append(event["predicted_error"])
+        energy.append(event.get("output_energy"))
         label = f"after {name} ({k}/{min(widths)} shared)"
         if retrain_iterations:
             state.retrain(NullJob(), iterations=retrain_iterations, lr=lr, device="cpu")  # type: ignore[arg-type]
@@ -262,4 +266,4 @@ def boundary_stages(
     for task in (pair.task_a, pair.task_b):
         x, y = task.test
         points.append((x[:max_points].numpy(), y[:max_points].numpy()))
-    return BoundaryStages(xs, ys, titles, probs, acc, points, shares, predicted)
+    return BoundaryStages(xs, ys, titles, probs, acc, points, shares, predicted, energy)

@@ -79,6 +79,11 @@ class LoadedModels:
     #: each model's weight layers from its own trace, by label (A, B, …; absent: it did not
     #: trace): what a model is, even when the models differ and `layers` cannot line them up
     own_layers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: the uploaded files the models and tasks were read from, by letter ({"model": (name,
+    #: bytes), "npz": (name, bytes) or None}), when they are small enough to keep for a
+    #: restore after a reload (`explorer.autosave`); `files_bytes` their total size, kept or not
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files_bytes: int = 0
 
     @property
     def lined_up(self) -> bool:

@@ -23,6 +23,7 @@ import numpy as np
 
 from mtz_core.training import TASK_LETTERS
 
+from . import task_export
 from .jobs import Job, SubJob
 from .loaded import LoadedModels
 from .zipper import ZipSettings, ZipState
@@ -306,21 +307,22 @@ def zipped_bytes(state: ZipState, metadata: dict[str, Any] | None = None) -> byt
 
 
 def task_bytes(state: ZipState, task: int) -> bytes:
-    """Task `task`'s own network (`ZippedNet.export_task`) as safetensors bytes."""
-    from safetensors.torch import save
-
-    net = state.session.model.export_task(task)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    task_obj = state.pair.tasks[task]
-    meta = {
-        "format": "mtz-exported-task",
-        "task": task_obj.name,
-        "modules": repr(net),
-    }
-    return save(tensors, metadata=meta)
+    """Task `task`'s own network as .safetensors bytes, with its model card when a registry
+    model describes it (`explorer.task_export`)."""
+    return task_export.task_bytes(state, task)
 
 
 def points_csv(df: Any) -> bytes:
+    """The Trade-off points as CSV with every column of `mtz sweep`'s CSV first (empty where a
+    point has no value, e.g. a step's `share`), then the app's own (`series`, `label`, …): the
+    file reads back with `pandas.read_csv` into `mtz_core.sweep.pareto_front` and
+    `sweep_figure`, like a sweep the CLI wrote."""
+    from mtz_core.sweep import sweep_columns, sweep_tasks
+
+    n = len(sweep_tasks(df))
+    if n >= 2:
+        first = list(sweep_columns(n))
+        df = df.reindex(columns=first + [c for c in df.columns if c not in first])
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     return buf.getvalue().encode("utf-8")

@@ -12,6 +12,7 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["readable", "column_name", "NONE"]
@@ -56,6 +57,8 @@ def _missing(value: Any) -> bool:
 def _cell(value: Any) -> Any:
     if _missing(value):
         return NONE
+    if isinstance(value, (bool, np.bool_)):  # beside "–", a bool made the column unsendable
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     return value

@@ -103,6 +103,8 @@ class Workspace:
     uploads: dict[str, Any] = field(default_factory=dict)
     #: what was last written by `explorer.autosave` (the context), and a session to restore
     autosaved: Any = None
+    #: the models whose uploaded files `explorer.autosave` last wrote beside the session
+    autosaved_files: Any = None
     restorable: dict[str, Any] | None = None
 
     # -- messages ------------------------------------------------------------------------

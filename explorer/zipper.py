@@ -30,6 +30,7 @@ from mtz_core import (
     resolve_device,
 )
 from mtz_core.analysis import ManyAnalysis
+from mtz_core.output_energy import layer_output_energy
 from mtz_core.training import TASK_LETTERS
 
 from .jobs import Job, JobCancelled
@@ -326,6 +327,7 @@ class ZipState:
         self._views: dict[int, CostView] = {}
         self._zipped_previews: dict[int, SharePreview] = {}
         self._analyses: dict[int, ManyAnalysis] = {}  # T ≥ 3: each zipped group's, before it
+        self._energies: dict[str, float] | None = None  # by layer: Σ over tasks (output_energy)
         self._next_epoch: int | None = None
         self.baseline = self.evaluate()
         self.accuracy = self.baseline
@@ -346,6 +348,31 @@ class ZipState:
     def full_share(self, index: int) -> int:
         """The most units group `index` can share: the narrowest model's width."""
         return int(min(self._layers[index][1:]))
+
+    def output_energy(self, index: int) -> float | None:
+        """Group `index`'s output energy: Σ over its layers and every task of ½ mean ‖W x̄‖²
+        of the original model on its calibration samples (`mtz_core.output_energy`), in the
+        units of a predicted error, so error / energy is the share of the layer's output a zip
+        changes. Measured once for every layer (one pass per task over copies of the models,
+        which other sessions share); None when it cannot be measured."""
+        if self._energies is None:
+            import copy
+
+            s, totals = self.settings, {}
+            names = [layer.spec.name for layer in self.session.model.layers]
+            try:
+                for net, task in zip(self.pair.nets, self.pair.tasks):
+                    data = task.batches("calib", s.batch_size, limit=s.calib_samples)
+                    found = layer_output_energy(copy.deepcopy(net), names, data)
+                    for name, value in found.items():
+                        totals[name] = totals.get(name, 0.0) + value
+            except (ValueError, RuntimeError):
+                totals = {}
+            self._energies = totals
+        values = [self._energies.get(name) for name in self.members(index)]
+        if not values or any(v is None for v in values):
+            return None
+        return float(sum(values))
 
     def members(self, index: int) -> list[str]:
         """The layers of group `index` (one for a chain's hidden layer)."""
@@ -560,6 +587,7 @@ class ZipState:
             "shared": rec.k,
             "of": full,
             "predicted_error": rec.predicted_error,
+            "output_energy": self.output_energy(index),
             "heldout_error": rec.heldout_error,
             "pseudo_inverse": rec.pseudo_inverse,
             **self.acc_fields(),

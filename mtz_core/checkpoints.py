@@ -44,17 +44,22 @@ from .recognize import Recognized, recognize_state_dict
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "EXPORTED_TASK_FORMAT",
     "ACCEPTED_EXTENSIONS",
     "DEFAULT_MAX_BYTES",
     "save_checkpoint",
     "load_checkpoint",
     "read_state_dict",
     "model_from_state_dict",
+    "exported_task_problem",
     "registry_options",
 ]
 
 FORMAT_NAME = "mtz-checkpoint"
 FORMAT_VERSION = 1
+#: the format name of a task's network exported from a zipped network that no registry model
+#: describes (a residual network's program over folded convolutions): weights without a card
+EXPORTED_TASK_FORMAT = "mtz-exported-task"
 ACCEPTED_EXTENSIONS = (".safetensors", ".pt", ".pth")
 DEFAULT_MAX_BYTES = 2 * 1024**3
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
@@ -532,6 +537,16 @@ def load_checkpoint(
     )
 
 
+def exported_task_problem(name: str) -> str:
+    """Why a file of `EXPORTED_TASK_FORMAT` does not load as a model, and what does."""
+    return (
+        f"{name} is one task's network exported from a zipped network that no registry model "
+        "describes (ZippedNet.export_task of a residual network, or of a chain whose widths no "
+        "builder option sets), so it has no model card; load the zipped network it came from "
+        "instead (mtz eval ZIPPED.safetensors, or ZippedNet.load(path).export_task(t) in Python)"
+    )
+
+
 def model_from_state_dict(
     sd: Mapping[str, torch.Tensor],
     card: dict[str, Any],
@@ -545,6 +560,8 @@ def model_from_state_dict(
     then read a large file once, not twice."""
     p = Path(card.get("path") or "checkpoint")
     found = None
+    if architecture is None and card.get("format") == EXPORTED_TASK_FORMAT:
+        raise ValueError(exported_task_problem(p.name))
     if architecture is None and card["model_spec"] is None:
         spec, found = _spec_from_keys(sd, input_shape, num_classes, p)
     else:

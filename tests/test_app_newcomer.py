@@ -340,3 +340,152 @@ def test_a_bad_task_text_names_its_box():
     _upload(at, "b", "b.safetensors", _checkpoint_bytes(demo.model_b), "digits:5-9")
     at.button(key="load.upload_button").click().run()
     assert any("**Task text A**" in e.value for e in at.error), [e.value for e in at.error]
+
+
+# ------------------------------------------------------------ 7. a scale for the errors
+
+
+def _energy(pair, layer: str) -> float:
+    """Σ over tasks of ½ mean ‖y‖² of `layer`'s output on the calibration samples, by hand."""
+    from explorer.zipper import ZipSettings
+
+    s, total = ZipSettings(), 0.0
+    for net, task in zip(pair.nets, pair.tasks):
+        outs = []
+        hook = net.get_submodule(layer).register_forward_hook(lambda m, a, y, o=outs: o.append(y))
+        with torch.no_grad():
+            for x, _ in task.batches("calib", s.batch_size, limit=s.calib_samples):
+                net(x)
+        hook.remove()
+        y = torch.cat(outs).double()
+        total += 0.5 * float(y.pow(2).sum(1).mean())
+    return total
+
+
+def test_predicted_errors_are_shown_as_a_share_of_the_layers_output_energy():
+    at = goto(new_app(), "costs")
+    energy = _energy(ws(at).loaded, "fc1")
+    z = ws(at).zip
+    assert z.output_energy(0) == pytest.approx(energy, rel=1e-6)
+    metric = next(m for m in at.metric if m.label == "Predicted layer error")
+    shown = z.cost_view(0).predicted(at.slider(key="plan.costs.fc1").value)
+    assert metric.delta == f"{shown / energy:.2%} of the layer's output energy", metric.delta
+    goto(at, "step")
+    assert "of the layer's output energy" in texts(at)  # the next layer's preview
+    zip_layer(at, 150)
+    event = z.events[-1]
+    share = f"{event['predicted_error'] / energy:.2%}"
+    assert f"({share} of the layer's output energy" in texts(at)
+    (hist,) = [d.value for d in at.dataframe if "of output energy" in d.value.columns]
+    assert list(hist["of output energy"]) == [share]
+    goto(at, "learn")
+    table = next(d.value for d in at.dataframe if "of the layer's output energy" in d.value)
+    assert list(table["of the layer's output energy"])[0] == "–"
+    assert all(v.endswith("%") for v in list(table["of the layer's output energy"])[1:])
+
+
+def _order(at) -> list:
+    """Every element of the page, in the order it is drawn."""
+
+    def walk(node):
+        yield node
+        for child in getattr(node, "children", {}).values():
+            yield from walk(child)
+
+    return list(walk(at.main))
+
+
+def _position(nodes: list, test) -> int:
+    return next(i for i, n in enumerate(nodes) if test(n))
+
+
+def _reload(at):
+    from app_helpers import APP
+    from streamlit.testing.v1 import AppTest
+
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params["session"] = at.query_params["session"]
+    again.run()
+    assert not again.exception, [e.value for e in again.exception]
+    return again
+
+
+def _zip_uploaded_pair(at) -> None:
+    """The digits MLP pair uploaded as two files (with their cards), two layers zipped."""
+    from mtz_core.demo import load_demo
+
+    demo = load_demo("digits-mlp")
+    _upload(at, "a", "mine_a.safetensors", _checkpoint_bytes(demo.model_a), "digits:0-4")
+    _upload(at, "b", "mine_b.safetensors", _checkpoint_bytes(demo.model_b), "digits:5-9")
+    at.button(key="load.upload_button").click().run()
+    confirm = [b for b in at.button if b.key == "load.confirm"]
+    if confirm:
+        confirm[0].click().run()
+    assert ws(at).loaded.models["a"]["name"] == "mine_a.safetensors"
+    goto(at, "step")
+    zip_layer(at, 150)
+    zip_layer(at, 40)
+
+
+def test_a_session_on_uploaded_files_restores_without_a_reupload():
+    at = new_app()
+    _zip_uploaded_pair(at)
+    before = ws(at).zip
+    again = _reload(at)
+    offer = next(i.value for i in again.info if "last session can be restored" in i.value)
+    assert "load them again" not in offer, offer
+    again.button(key="load.restore").click().run()
+    wait_job(again)
+    assert not again.error, [e.value for e in again.error]
+    loaded, z = ws(again).loaded, ws(again).zip
+    assert [loaded.models[x]["name"] for x in "ab"] == ["mine_a.safetensors", "mine_b.safetensors"]
+    assert z is not None and [r.k for r in z.records] == [150, 40]
+    for mine, theirs in zip(z.records, before.records):
+        assert (mine.pairs == theirs.pairs).all()
+
+
+def test_files_over_the_cap_are_not_kept_and_the_offer_says_so(monkeypatch):
+    from explorer import autosave
+
+    monkeypatch.setattr(autosave, "KEEP_FILES_MAX_BYTES", 1000)
+    at = new_app()
+    _zip_uploaded_pair(at)
+    again = _reload(at)
+    offer = next(i.value for i in again.info if "last session can be restored" in i.value)
+    assert "over the 1 kB the app keeps" in offer and "**Load these models**" in offer, offer
+    again.button(key="load.restore").click().run()
+    assert any("load them again" in e.value for e in again.error)
+    assert ws(again).zip is None
+
+
+def test_the_restore_and_confirm_boxes_do_not_move_the_upload_form():
+    at = new_app()
+    _zip_uploaded_pair(at)
+    again = _reload(again_from := at)
+    assert again_from is at
+    nodes = _order(again)
+    offer = _position(
+        nodes, lambda n: "last session can be restored" in str(getattr(n, "value", ""))
+    )
+    title = _position(nodes, lambda n: getattr(n, "type", None) == "title")
+    assert offer < title, "the offer sits above the title, not between it and the form"
+    # a load that would discard the zip asks beside its button, under the form
+    goto(at, "load")
+    at.button(key="load.upload_button").click().run()
+    nodes = _order(at)
+    ask = _position(nodes, lambda n: "would be discarded" in str(getattr(n, "value", "")))
+    button = _position(nodes, lambda n: getattr(n, "key", None) == "load.upload_button")
+    uploader = _position(nodes, lambda n: getattr(n, "key", None) == "load.file_a")
+    assert uploader < button < ask
+
+
+def test_a_yes_no_column_with_gaps_is_sent_as_text():
+    """The Step history's pseudo-inverse column (no value on retraining rows): bools beside "–"
+    could not be sent to the browser (Arrow), so Streamlit logged a traceback each redraw."""
+    import pyarrow as pa
+
+    from explorer.tables import readable
+
+    df = readable([{"pseudo_inverse": False}, {"pseudo_inverse": None}])
+    assert list(df["pseudo-inverse"]) == ["no", "–"]
+    pa.Table.from_pandas(df)  # raised ArrowInvalid before

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from explorer import figures, state, ui
+from explorer import figures, guide, state, ui
 from explorer.state import K
 from explorer.tables import readable
 from explorer.tuple_costs import comparisons
@@ -217,9 +217,13 @@ meta = fig.layout.meta
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Shared neurons", f"{k} / {view.max_k}")
 shown = view.applied_error if status == "zipped" else view.predicted(k)
+scale = guide.of_output_energy(shown, z.output_energy(index))
 m2.metric(
     "Predicted layer error",
     "–" if shown is None else f"{shown:.4g}",
+    delta=scale or None,
+    delta_color="off",
+    delta_arrow="off",
     help="The increase of E_A + E_B (+ E_C … for more models) on the Hessian samples that the "
     "merged weights of the chosen units cause (the number Step through records, for every "
     "method). Damping steers which units and weights are chosen; it never enters this number.",

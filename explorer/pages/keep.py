@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import recipe as recipes
-from explorer import resources, state, ui
+from explorer import resources, state, task_export, ui
 from explorer.state import K
 
 ws = state.workspace()
@@ -73,7 +73,9 @@ st.caption(
     "A JSON file with the list of models and their tasks, the zip settings and, for every "
     "zipped layer, the share, the exact pairs (one neuron of every model per shared unit), the "
     "damping and method, and the retraining runs. Importing it rebuilds the same network; "
-    "recipes saved by earlier versions (two models) still load."
+    "recipes saved by earlier versions (two models) still load. In Python, "
+    "`ZipSession.many(models, data).step(pairs=layer['pairs'])` for each of its `layers`, with "
+    "its `settings`, makes the same network."
 )
 z = ws.zip
 c1, c2 = st.columns(2)
@@ -147,5 +149,11 @@ for t, (x, task) in enumerate(zip(pair.letters, pair.tasks)):
         on_click="ignore",
         disabled=busy,
         key=f"keep.task_{t}",
-        help="export_task: a plain nn.Sequential state dict for this task alone.",
+        help="export_task: this task's network alone, for deployment.",
     )
+st.caption(
+    "`mtz_zipped.safetensors`: the whole zipped network with its tasks; `mtz eval "
+    "mtz_zipped.safetensors` scores every task, `mtz_core.ZippedNet.load(path)` rebuilds it."
+)
+for t, x in enumerate(pair.letters):
+    st.caption(task_export.task_note(z, t, f"mtz_task_{x}.safetensors"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explorer import figures, resources, state, ui
+from explorer import figures, guide, resources, state, ui
 from explorer.learn import boundary_stages, pair_numbers
 from explorer.state import K
 from explorer.workspace import joined
@@ -217,6 +217,13 @@ st.dataframe(
             "accuracy A (moons)": [ui.pct(a) for a, _ in stages.accuracy],
             "accuracy B (circles)": [ui.pct(b) for _, b in stages.accuracy],
             "predicted layer error": ["–", *(f"{e:.4g}" for e in stages.predicted)],
+            "of the layer's output energy": [
+                "–",
+                *(
+                    guide.energy_percent(e, w) or "–"
+                    for e, w in zip(stages.predicted, stages.energy or [None] * 99)
+                ),
+            ],
         }
     ),
     hide_index=True,

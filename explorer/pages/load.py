@@ -24,20 +24,15 @@ def number(n: int) -> str:
     return NUMBERS.get(n, str(n))
 
 
-n_loaded = ws.loaded.n_tasks if ws.loaded is not None else 2
-st.title(f"Load {number(n_loaded)} models")
-st.caption(
-    "MTZ merges networks of one architecture, each trained for its own task, into one network "
-    "by sharing neurons layer by layer: two models, or three and more (a shared unit is then "
-    "shared by all of them). Pick the networks here."
-)
-guide.start_here()  # what MTZ does, then Costs → Step through → Trade-off
-#: a load that failed this run: the summary below is of the models still loaded, not the new ones
-load_failed = any(f.area == "load" and f.level == "error" for f in ws.flashes)
-ui.show_flashes("load", ws)
+# Above the title: the offer is there from the first draw, and dismissing it moves nothing
+# the user was working on (the upload form stays where it was).
 if ws.restorable is not None and not ws.busy:  # this tab's work from before a reload
-    with st.container(border=True):
-        st.info(f"Your last session can be restored: {autosave.describe(ws.restorable)}.")
+    with st.container(border=True, key="load.restore_box"):
+        note = autosave.files_note(ws.restorable)
+        st.info(
+            f"Your last session can be restored: {autosave.describe(ws.restorable)}."
+            + (f" {note}" if note else "")
+        )
         c1, c2 = st.columns(2)
         c1.button(
             "Restore last session",
@@ -49,21 +44,17 @@ if ws.restorable is not None and not ws.busy:  # this tab's work from before a r
         c2.button(
             "Start afresh", on_click=lambda: setattr(ws, "restorable", None), key="load.fresh"
         )
-if ws.pending is not None:  # an action that would discard work waits for a yes
-    with st.container(border=True):
-        st.warning(
-            f"To {ws.pending.what}, {ws.pending.lose} would be discarded (its Trade-off points "
-            "are kept, and come back when you load these models again). To rebuild the zip "
-            "later, download its recipe on **Keep the work** first."
-        )
-        c1, c2 = st.columns(2)
-        c1.button(
-            f"Discard the zip and {ws.pending.what}",
-            type="primary",
-            on_click=ui.callback("load", ws.confirm_pending),
-            key="load.confirm",
-        )
-        c2.button("Keep my zip", on_click=ws.drop_pending, key="load.keep_work")
+n_loaded = ws.loaded.n_tasks if ws.loaded is not None else 2
+st.title(f"Load {number(n_loaded)} models")
+st.caption(
+    "MTZ merges networks of one architecture, each trained for its own task, into one network "
+    "by sharing neurons layer by layer: two models, or three and more (a shared unit is then "
+    "shared by all of them). Pick the networks here."
+)
+guide.start_here()  # what MTZ does, then Costs → Step through → Trade-off
+#: a load that failed this run: the summary below is of the models still loaded, not the new ones
+load_failed = any(f.area == "load" and f.level == "error" for f in ws.flashes)
+ui.show_flashes("load", ws)
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -132,7 +123,7 @@ def _task(which: str):
 def load_upload() -> None:
     ws.require_idle("load other models")
     letters = TASK_LETTERS[: upload_count()]
-    nets, entries, tasks = [], {}, []
+    nets, entries, tasks, files = [], {}, [], {}
     for which in letters:
         up = kept_upload(upload_key("file", which))
         if up is None:
@@ -159,8 +150,13 @@ def load_upload() -> None:
         nets.append(model)
         entries[which] = entry
         tasks.append(task)
+        npz = None
+        if state.widget(upload_key("tasksrc", which), "built-in task") != "built-in task":
+            npz = kept_upload(upload_key("npz", which))
+        files[which] = {"model": up, "npz": npz}
     title = " + ".join(entries[x]["name"] for x in letters)
     models = loading.summarize_models(title, entries, nets, tasks)
+    autosave.keep_files(models, files)  # a reload can restore them (when small enough)
 
     def go() -> None:
         ws.set_models(models)
@@ -362,6 +358,23 @@ else:
         disabled=busy,
         key="load.train_button",
     )
+
+# Under the form, beside the button that asked: the form above it does not move.
+if ws.pending is not None:  # an action that would discard work waits for a yes
+    with st.container(border=True):
+        st.warning(
+            f"To {ws.pending.what}, {ws.pending.lose} would be discarded (its Trade-off points "
+            "are kept, and come back when you load these models again). To rebuild the zip "
+            "later, download its recipe on **Keep the work** first."
+        )
+        c1, c2 = st.columns(2)
+        c1.button(
+            f"Discard the zip and {ws.pending.what}",
+            type="primary",
+            on_click=ui.callback("load", ws.confirm_pending),
+            key="load.confirm",
+        )
+        c2.button("Keep my zip", on_click=ws.drop_pending, key="load.keep_work")
 
 # -------------------------------------------------------------------------------- summary
 st.divider()

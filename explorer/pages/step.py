@@ -204,9 +204,11 @@ with st.container(border=True):
             predicted = None if view is None else view.predicted(k)
             remerges = z.remerges(z.next_index)
             if predicted is not None:
+                scale = guide.of_output_energy(predicted, z.output_energy(z.next_index))
                 st.caption(
                     f"Predicted layer error at {k}: **{predicted:.4g}** "
-                    f"({k / k_max:.0%} of the {narrow})."
+                    + (f"({scale}) " if scale else "")
+                    + f"with {k / k_max:.0%} of the {narrow} shared."
                     + (
                         f" Zipping it also re-merges the already-shared rows of "
                         f"{', '.join(remerges)}; their error is added when it is zipped."
@@ -307,12 +309,17 @@ if shows_boundaries(loaded):
 if z.events:
     st.subheader("What each step did")
     accs = acc_columns(n_tasks)
-    hist = pd.DataFrame(z.events)[
+    events = pd.DataFrame(z.events)
+    events["of output energy"] = [  # the predicted error on a scale one can read
+        guide.energy_percent(e.get("predicted_error"), e.get("output_energy")) for e in z.events
+    ]
+    hist = events[
         [
             "step",
             "shared",
             "of",
             "predicted_error",
+            "of output energy",
             "heldout_error",
             "pseudo_inverse",
             *accs,
@@ -326,6 +333,10 @@ if z.events:
         column_config={
             **{column_name(col): st.column_config.NumberColumn(format="percent") for col in accs},
             "parameters saved": st.column_config.NumberColumn(format="percent"),
+            "of output energy": st.column_config.TextColumn(
+                help="The predicted error over the layer's output energy on the same "
+                "calibration samples (½ mean ‖W x̄‖² of the original layers, every task)."
+            ),
             "seconds": st.column_config.NumberColumn(format="%.2f"),
         },
     )

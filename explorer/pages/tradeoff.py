@@ -70,6 +70,11 @@ if len(df):
         on_click="ignore",
         key="trade.html",
     )
+    st.caption(
+        "The CSV has the columns of `mtz sweep --out`'s CSV (then the app's own): read it with "
+        "`pandas.read_csv` and draw it with `mtz_core.sweep.sweep_figure` or mark its front with "
+        "`mtz_core.sweep.pareto_front`."
+    )
     with st.expander(f"All {len(df)} points"):
         cols = [
             c

@@ -66,7 +66,12 @@ class _Run:
         """(model on the device, card, task) for a single-model checkpoint: the architecture
         from `--model` (with `--option`s) or else the file's card; the task from the command
         line or else the card."""
-        from ..checkpoints import model_from_state_dict, read_state_dict
+        from ..checkpoints import (
+            EXPORTED_TASK_FORMAT,
+            exported_task_problem,
+            model_from_state_dict,
+            read_state_dict,
+        )
         from ..models import ModelSpec
 
         a = self.args
@@ -76,6 +81,8 @@ class _Run:
             raise UsageError("--option and --pad-to describe a --model; pass --model too")
         sd, card = read_state_dict(path)
         text = task_text or card.get("task")
+        if a.model is None and card.get("format") == EXPORTED_TASK_FORMAT:
+            raise ValueError(exported_task_problem(path))
         if a.model is None and card["model_spec"] is None:
             raise ValueError(
                 f"{path} has no model card; name its architecture with --model (and its "
