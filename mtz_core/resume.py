@@ -271,10 +271,21 @@ class _RetrainHook:
         torch.set_rng_state(p["rng"])
         return int(p["iteration"])
 
-    def after(self, iteration: int, model, opt, report) -> None:
+    def writes_at(self, iteration: int) -> bool:
+        """Whether `after(iteration, ...)` writes a state (the loop then reads its losses from
+        the device first, so the state holds every iteration's)."""
         every = self.ck.every
-        if not every or iteration % every:
+        return bool(every) and iteration % every == 0
+
+    def after(self, iteration: int, model, opt, report) -> None:
+        if not self.writes_at(iteration):
             return
+        from . import distributed
+
+        # every rank does this at the same iteration: rank 0 saves the ranks' mean batch-norm
+        # statistics, the ones every rank resumes from (averaging early changes nothing: the
+        # final mean over ranks is the same, the running averages being linear)
+        distributed.average_norm_statistics(model)
         self.ck._write(
             dict(
                 group=self.group,

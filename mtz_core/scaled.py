@@ -101,7 +101,10 @@ class ScaledSharing:
         at a small feature map is most of them. μ values closer than `_SAME_WEIGHT` are one
         eigenvalue up to eigh's round-off.
         """
-        mu, nu = self._weights()
+        device = self.mu.device
+        # one read of the weights (K·r numbers) and the clustering on the host: on a GPU the
+        # mask, the breaks and every cluster's range and means would each wait for the device
+        mu, nu = torch.stack(self._weights()).cpu().unbind()
         live = torch.nonzero((mu > 0) | (nu > 0)).squeeze(1)
         values, order = torch.sort(mu[live])
         breaks = torch.nonzero(values.diff() > _SAME_WEIGHT).squeeze(1) + 1
@@ -110,11 +113,12 @@ class ScaledSharing:
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             cols = live[order[lo:hi]]
             if hi - lo >= 2 and float(values[hi - 1] - values[lo]) <= 8 * _SAME_WEIGHT:
-                clusters.append((cols, float(mu[cols].mean()), float(nu[cols].mean())))
+                mean_mu, mean_nu = float(mu[cols].mean()), float(nu[cols].mean())
+                clusters.append((cols.to(device), mean_mu, mean_nu))
             else:
                 single.append(cols)
-        empty = torch.zeros(0, dtype=torch.long, device=mu.device)
-        return (torch.cat(single) if single else empty), clusters
+        empty = torch.zeros(0, dtype=torch.long)
+        return (torch.cat(single) if single else empty).to(device), clusters
 
     def cost_matrix(
         self, va: torch.Tensor, vb: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor

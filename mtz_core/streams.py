@@ -77,10 +77,15 @@ def stream_inputs(
     return distributed.sum_int(samples, device=data.device)
 
 
-def _held_out(start: int, count: int, device: torch.device) -> torch.Tensor:
-    """Which of samples start..start+count−1 damping="auto" holds out of the Hessian."""
-    idx = torch.arange(start, start + count, device=device)
-    return idx % AUTO_HOLDOUT_EVERY == AUTO_HOLDOUT_EVERY - 1
+def _held_out(start: int, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out): the positions in a batch of samples start..start+count−1 that
+    damping="auto" keeps in the Hessian and holds out of it, as index tensors on `device`.
+
+    The split is arithmetic in the sample index, so it is computed on the host: a boolean mask
+    on the device would make every batch wait for the device to count the mask's entries."""
+    held = (torch.arange(start, start + count) % AUTO_HOLDOUT_EVERY) == AUTO_HOLDOUT_EVERY - 1
+    kept, out = (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
+    return kept.to(device, non_blocking=True), out.to(device, non_blocking=True)
 
 
 def layer_hessian(
@@ -117,10 +122,10 @@ def layer_hessian(
         if hold is None:
             acc.update(hessian_rows(x, spec, kind))
             return
-        out = _held_out(seen[0], x.shape[0], x.device)
-        acc.update(hessian_rows(x[~out], spec, kind))
-        if bool(out.any()):
-            hold.update(hessian_rows(x[out], spec, kind))
+        kept, out = _held_out(seen[0], x.shape[0], x.device)
+        acc.update(hessian_rows(x.index_select(0, kept), spec, kind))
+        if out.numel():
+            hold.update(hessian_rows(x.index_select(0, out), spec, kind))
         seen[0] += x.shape[0]
 
     def at(offset: int) -> None:  # the global sample index (distributed: other ranks' too)
@@ -277,9 +282,9 @@ def _pair_moments(
         def take(xs: list[torch.Tensor], d_w=d_w, d_b=d_b, sq=sq, lin=lin, count=count) -> None:
             x = xs[0][:, :s_cols].to(device, torch.float64)
             if hessian_samples_only:
-                keep = ~_held_out(count[0], x.shape[0], x.device)
+                keep, _ = _held_out(count[0], x.shape[0], x.device)
                 count[0] += x.shape[0]
-                x = x[keep]
+                x = x.index_select(0, keep)
             count[1] += x.shape[0]
             if x.shape[0] == 0:
                 return

@@ -9,6 +9,7 @@ completed step) and restore the starting weights if the loss turns NaN.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = [
     "OPTIMIZERS",
     "RETRAIN_CLIP",
     "RETRAIN_LR",
+    "SYNC_EVERY",
     "TrainProgress",
     "TrainReport",
     "TrainingDiverged",
@@ -42,6 +44,9 @@ RETRAIN_LR = 0.03
 #: retraining clips the gradient's global norm here (None: never); see `retrain`.
 RETRAIN_CLIP = 5.0
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: iterations per host read of the losses on an accelerator (`sync_cadence`): a read drains
+#: the device queue, so reading every step would make each step wait for the previous one
+SYNC_EVERY = 20
 #: constant lr (retraining's short runs), or cosine decay to 0 over the run (training originals).
 SCHEDULES = ("constant", "cosine")
 
@@ -121,6 +126,50 @@ def _optimizer(
     raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
 
 
+def sync_cadence(sync_every: int | None, device: torch.device) -> int:
+    """Iterations per host read of the loop's losses: `sync_every`, or by default 1 on the CPU
+    (its tensors are host memory: reading a loss waits for nothing) and `SYNC_EVERY` elsewhere
+    (a read waits for the device queue to drain; every read stalls the next iteration)."""
+    if sync_every is None:
+        return 1 if torch.device(device).type == "cpu" else SYNC_EVERY
+    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
+        raise ValueError(f"sync_every must be an int >= 1 (iterations) or None, got {sync_every!r}")
+    return sync_every
+
+
+class _Window:
+    """The iterations since the last host read: per iteration the reported losses (one stacked
+    device tensor) and whether the gradient was clipped, read in one transfer by `flush`.
+
+    Nothing in an iteration waits for the device: the divergence check, the loss history, the
+    progress events and the clip count all come from the rows, at the loop's cadence. An
+    iteration adds one small op (the stack); the rest happens once per read."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first  # 0-based iteration of the first row
+        self.losses: list[torch.Tensor] = []
+        self.clipped: list[torch.Tensor | None] = []
+
+    def add(self, losses: Sequence[torch.Tensor], clipped: torch.Tensor | None) -> None:
+        self.losses.append(torch.stack([v.detach() for v in losses]))
+        self.clipped.append(clipped)
+
+    def flush(self) -> tuple[int, list[list[float]]]:
+        """(0-based iteration of the first row, the rows on the host: each iteration's losses,
+        then 1.0 when it was clipped); empties the window."""
+        first, losses, clipped = self.first, self.losses, self.clipped
+        self.first, self.losses, self.clipped = first + len(losses), [], []
+        if not losses:
+            return first, []
+        table = torch.stack(losses).to(torch.float64)
+        flags = [
+            torch.zeros((), dtype=torch.float64, device=table.device) if c is None else c
+            for c in clipped
+        ]
+        table = torch.cat([table, torch.stack(flags).to(table)[:, None]], dim=1)
+        return first, table.tolist()
+
+
 def _run(
     model: nn.Module,
     sources: Sequence[tuple[Any, str]],
@@ -139,10 +188,19 @@ def _run(
     clip_grad_norm: float | None = None,
     reduce_losses: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
     resume: Any = None,
+    sync_every: int | None = None,
 ) -> TrainReport:
     """The loop. `reduce_losses`: the reported losses from this process's (distributed: every
     rank's, `mtz_core.distributed.TaskLosses.reduce`); `resume`: a `mtz_core.resume` hook that
-    may restore a checkpointed iteration (`begin`) and writes checkpoints (`after`)."""
+    may restore a checkpointed iteration (`begin`) and writes checkpoints (`after`).
+
+    The host reads the device once every `sync_every` iterations (`sync_cadence`), at the end,
+    and before a checkpoint: the losses of those iterations arrive together, each with its own
+    `TrainProgress` event, and a non-finite loss among them restores the starting weights and
+    raises `TrainingDiverged` naming its iteration and the range read with it (the steps after
+    it in that range ran on non-finite values and are discarded with the rest). Cancellation
+    is checked before every iteration; the weights kept are those of the last completed one.
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
@@ -153,6 +211,7 @@ def _run(
         raise ValueError(
             f"clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}"
         )
+    cadence = sync_cadence(sync_every, device)
     report = TrainReport(0, 0, device=str(device))
     if iterations == 0:
         return report
@@ -169,10 +228,30 @@ def _run(
     was_training = model.training
     t0 = time.perf_counter()
     model.train()
+
+    def flush(window: _Window) -> None:
+        """The window's rows on the host: check, record, report (in iteration order)."""
+        first, rows = window.flush()
+        for i, row in enumerate(rows):
+            values, clipped = tuple(row[:-1]), row[-1]
+            if not all(math.isfinite(v) for v in values):
+                model.load_state_dict(start)
+                bad = next(v for v in values if not math.isfinite(v))
+                span = f"iterations {first + 1}-{first + len(rows)} were read together"
+                raise TrainingDiverged(
+                    f"the loss became {bad} at iteration {first + i + 1} ({span}); the weights "
+                    f"were restored to before training (try a lower lr than {lr})"
+                )
+            report.losses.append(values)
+            report.clipped += int(clipped)
+            if progress is not None:
+                progress(TrainProgress(first + i + 1, iterations, values))
+
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             first = 0 if resume is None else resume.begin(model, opt, cycles, report)
+            window = _Window(first)
             for it in range(first, iterations):
                 if cancel is not None and cancel.cancelled:
                     report.cancelled = True
@@ -181,29 +260,24 @@ def _run(
                 losses = loss_fn(batches)
                 total = torch.stack(losses).sum()
                 shown = losses if reduce_losses is None else reduce_losses(losses)
-                seen = total if reduce_losses is None else torch.stack(shown).sum()
-                if not torch.isfinite(seen):
-                    model.load_state_dict(start)
-                    raise TrainingDiverged(
-                        f"the loss became {float(seen.detach())} at iteration {it + 1}; the "
-                        f"weights were restored to before training (try a lower lr than {lr})"
-                    )
                 opt.zero_grad(set_to_none=True)
                 total.backward()
+                clipped = None
                 if clip_grad_norm is not None:
                     norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-                    report.clipped += int(norm > clip_grad_norm)
+                    clipped = norm > clip_grad_norm
                 opt.step()
                 if sched is not None:
                     sched.step()
-                values = tuple(float(v.detach()) for v in shown)
-                report.losses.append(values)
+                window.add(shown, clipped)
                 report.iterations = it + 1
                 report.samples += sum(b[0].shape[0] for b in batches)
-                if progress is not None:
-                    progress(TrainProgress(it + 1, iterations, values))
-                if resume is not None:
+                writes = resume is not None and resume.writes_at(it + 1)
+                if writes or (it + 1 - first) % cadence == 0:
+                    flush(window)
+                if writes:
                     resume.after(it + 1, model, opt, report)
+            flush(window)
     finally:
         model.train(was_training)
         report.seconds = time.perf_counter() - t0
@@ -224,9 +298,11 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: CancelToken | None = None,
     schedule: str = "constant",
+    sync_every: int | None = None,
 ) -> TrainReport:
     """Train one model for one task (cross-entropy), in place; the model moves to `device`
-    ("auto": CUDA, then MPS, then the CPU; None: where it is; see `mtz_core.devices`)."""
+    ("auto": CUDA, then MPS, then the CPU; None: where it is; see `mtz_core.devices`).
+    `sync_every`: iterations per host read of the losses (`sync_cadence`)."""
     dev = place(device, model)
 
     def loss_fn(batches):
@@ -247,6 +323,7 @@ def train(
         progress=progress,
         cancel=cancel,
         schedule=schedule,
+        sync_every=sync_every,
     )
 
 
@@ -265,6 +342,7 @@ def retrain(
     device: str | torch.device | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: CancelToken | None = None,
+    sync_every: int | None = None,
 ) -> TrainReport:
     """Joint retraining of a zipped network: loss_A + loss_B, one batch of each task per step.
 
@@ -303,6 +381,7 @@ def retrain(
         device=device,
         progress=progress,
         cancel=cancel,
+        sync_every=sync_every,
     )
 
 
@@ -321,10 +400,14 @@ def retrain_tasks(
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: CancelToken | None = None,
     autocast: str | None = None,
+    sync_every: int | None = None,
 ) -> TrainReport:
     """`retrain` for T tasks: the sum of the T task losses, one batch of each task per step
     (`trains[t]` the training data of task t). `autocast="bf16"`: the forward and backward in
-    bfloat16 autocast (the weights, the optimizer and every Hessian stay in their own dtype)."""
+    bfloat16 autocast (the weights, the optimizer and every Hessian stay in their own dtype).
+    `sync_every`: iterations per host read of the losses (`sync_cadence`: by default every
+    iteration on the CPU, every `SYNC_EVERY` on an accelerator); progress events, the
+    divergence check and cancellation's granularity follow it."""
     if autocast not in (None, "bf16"):
         raise ValueError(f"autocast must be None or 'bf16', got {autocast!r}")
     dev = place(device, model)
@@ -347,7 +430,7 @@ def retrain_tasks(
             with torch.autocast(dev.type, dtype=torch.bfloat16):
                 return [v.float() for v in plain_loss(batches)]
 
-    return _run(
+    report = _run(
         model,
         [(d, f"train_{TASK_LETTERS[t]}") for t, d in enumerate(trains)],
         loss_fn,
@@ -363,4 +446,8 @@ def retrain_tasks(
         clip_grad_norm=clip_grad_norm,
         reduce_losses=reduce_losses,
         resume=resume.retraining_hook(),
+        sync_every=sync_every,
     )
+    if ddp is not None:  # each rank's norms followed its own slices: one mean for all
+        distributed.average_norm_statistics(model)
+    return report

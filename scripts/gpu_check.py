@@ -17,6 +17,12 @@ written out; no app packages; no network). Rows of the table:
   conv Hessians; fc6 with the exact 25,089-wide Hessian when the device has ≥ 48 GB, else the
   block form), wall time against the GEMM floor of its float64 work (Hessian products
   2·rows·D² per task, and per layer 8/3·D³ + 2nD² + 2n²D for the costs). Goal: < 60 s.
+* **host reads in the VGG-16 zip**: counted the same way (information: the solver's choices
+  and the checks read a few values per layer; streaming a batch reads none).
+* **host reads in retraining**: how often `retrain_tasks` (at the accelerators' read cadence,
+  `SYNC_EVERY`) makes the host wait for the device over 3 × 20 steps: CUDA's sync debug mode
+  counts them (on the CPU, reads of tensor values). Goal: one per cadence plus a constant,
+  not one per step.
 * **retraining**: iterations per second of `retrain_tasks` on the zipped VGG-16 (two tasks,
   32 images each per step) against a plain PyTorch loop of the same network and step (SGD,
   the same clip). Goal: ≥ 0.8×. Again with bf16 autocast (`retrain_tasks(autocast="bf16")`),
@@ -48,7 +54,12 @@ from torch import nn  # noqa: E402
 from mtz_core.costs import sharing_operator  # noqa: E402
 from mtz_core.hessian import LayerHessian  # noqa: E402
 from mtz_core.matching import greedy_pairs  # noqa: E402
-from mtz_core.training import RETRAIN_CLIP, RETRAIN_LR, retrain_tasks  # noqa: E402
+from mtz_core.training import (  # noqa: E402
+    RETRAIN_CLIP,
+    RETRAIN_LR,
+    SYNC_EVERY,
+    retrain_tasks,
+)
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -184,16 +195,24 @@ def vgg_check(dev, side, images, batch, div, fc6):
     ]
     sync(dev)
     t0 = time.perf_counter()
-    result = mtz_core.zip_models(
-        a, b, calib[0], calib[1], share=1.0, device=dev, flatten_hessian=fc6
-    )
-    sync(dev)
+    got = []
+
+    def run() -> None:
+        got.append(
+            mtz_core.zip_models(
+                a, b, calib[0], calib[1], share=1.0, device=dev, flatten_hessian=fc6
+            )
+        )
+        sync(dev)
+
+    reads = host_reads(dev, run)  # per layer a few (solver choices), none per batch
     seconds = time.perf_counter() - t0
+    result = got[0]
     stages: dict[str, float] = {}
     for r in result.layers:
         for k, v in r.seconds.items():
             stages[k] = stages.get(k, 0.0) + v
-    return result, seconds, stages, vgg_floor_flops(a, side, images)
+    return result, seconds, stages, vgg_floor_flops(a, side, images), reads
 
 
 def retrain_check(dev, result, side, batch, iterations, autocast=None):
@@ -235,6 +254,69 @@ def retrain_check(dev, result, side, batch, iterations, autocast=None):
     t_ours = timed(ours, dev, repeats=3)
     t_plain = timed(plain, dev, repeats=3)
     return iterations / t_ours, iterations / t_plain
+
+
+def host_reads(dev: torch.device, fn) -> int | None:
+    """How many times fn() makes the host wait for the device. CUDA: the synchronising calls
+    that `torch.cuda.set_sync_debug_mode("warn")` reports; the CPU: the reads of tensor values
+    into Python (item, float, int, bool, tolist, numpy), each of which would be one on a GPU.
+    None when it cannot be counted here."""
+    import warnings
+
+    if dev.type == "cuda":
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    fn()
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            return sum("synchroniz" in str(w.message) for w in caught)
+        except Exception as exc:  # a check that cannot count is reported, not fatal
+            print(f"gpu_check: host reads not counted ({exc})", flush=True)
+            return None
+    count = [0]
+    names = ("item", "__float__", "__int__", "__bool__", "__index__", "tolist", "numpy")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def counting(original):
+        def spy(self, *args, **kwargs):
+            count[0] += 1
+            return original(self, *args, **kwargs)
+
+        return spy
+
+    try:
+        for n, original in saved.items():
+            setattr(torch.Tensor, n, counting(original))
+        fn()
+    finally:
+        for n, original in saved.items():
+            setattr(torch.Tensor, n, original)
+    return count[0]
+
+
+def sync_check(dev, result, side, batch, iterations):
+    """Host reads of `retrain_tasks` over `iterations` steps: bounded by the read cadence
+    (`SYNC_EVERY` on an accelerator), not by the iterations."""
+    gen = torch.Generator().manual_seed(4)
+    trains = [
+        [
+            (
+                torch.randn(batch, 3, side, side, generator=gen).to(dev),
+                torch.randint(0, 10, (batch,), generator=gen).to(dev),
+            )
+        ]
+        for _ in range(2)
+    ]
+    net = copy.deepcopy(result.model)
+    cadence = SYNC_EVERY  # the accelerators' default, also on the CPU (whose default is 1)
+
+    def run() -> None:
+        retrain_tasks(net, trains, iterations=iterations, device=dev, sync_every=cadence)
+
+    return host_reads(dev, run), cadence
 
 
 def run_tests(device: str) -> tuple[str, bool]:
@@ -299,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"VGG-16 pair, {side}x{side}, share 1.0, {images} images/task, fc6 {fc6}"
         if div > 1:
             name += f", widths/{div}"
-        result, seconds, stages, flops = vgg_check(dev, side, images, batch, div, fc6)
+        result, seconds, stages, flops, reads = vgg_check(dev, side, images, batch, div, fc6)
         split = ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if v >= 0.05 or a.tiny)
         rows.append(
             (
@@ -309,6 +391,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{seconds / (flops / rate):.2f}x",
                 "< 60 s",
                 _yes(seconds < 60),
+            )
+        )
+        n_layers, batches = len(result.layers), images // batch
+        rows.append(
+            (
+                f"host reads in that zip ({n_layers} layers, 2 x {batches} batches each)",
+                "not counted" if reads is None else f"{reads} ({reads / n_layers:.0f} per layer)",
+                f"{n_layers * 2 * batches} batches streamed",
+                "",
+                "a few per layer, none per batch",
+                "-",
             )
         )
     else:
@@ -327,6 +420,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         rows.append(("retraining", "skipped (budget)", "", "", ">= 0.8x", "-"))
+    if result is not None and (left() > 20 or a.tiny):
+        steps = 3 * its
+        reads, cadence = sync_check(dev, result, side, batch, steps)
+        bound = steps // cadence + 8  # the reads at the cadence, the end, a few at the start
+        rows.append(
+            (
+                f"host reads in {steps} retraining steps",
+                "not counted" if reads is None else f"{reads}",
+                f"1 per {cadence} steps + 8: {bound}",
+                "",
+                "<= bound",
+                "-" if reads is None else _yes(reads <= bound),
+            )
+        )
     if result is not None and (left() > 30 or a.tiny):
         ours_its, plain_its = retrain_check(dev, result, side, batch, its, autocast="bf16")
         rows.append(

@@ -154,6 +154,80 @@ def _compare(one: dict, many: dict, rtol: float, atol: float) -> float:
     return worst
 
 
+#: kept batch norm under DDP, as a fraction of the largest |statistic| of each tensor: each rank
+#: normalises its half-batch with the half's statistics, so the weights move a little
+#: differently (2·10⁻³ at most here) and the running variances are the mean of the halves'
+#: variances. Measured over 2 × 12 steps of batches of 32: means 1.5·10⁻², variances
+#: 5.7·10⁻³ at most (the first norm 7·10⁻⁵ and 5·10⁻⁴; a rank's own statistics, before the
+#: average, 7·10⁻³ and 2.9·10⁻²)
+KEPT_NORM_MEAN_TOL = 5e-2
+KEPT_NORM_VAR_TOL = 2e-2
+
+
+def _kept_norm_retraining(options: dict) -> dict:
+    """Two small conv nets zipped with kept batch norm and 12 retraining iterations per layer
+    (no dropout: masks are drawn per rank); every norm's running statistics and the state."""
+    from mtz_core import zip_many
+
+    models = [ConvNet(seed).eval() for seed in (1, 2)]
+    for m in models:
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+    calib = [[x for x, _ in _task(s, [40, 40, 40])] for s in (1, 2)]
+    trains = [_task(3, [32] * 6, classes=5), _task(4, [32] * 6, classes=5)]
+    result = zip_many(
+        models,
+        calib,
+        share=0.5,
+        batch_norm="keep",
+        retrain_iterations=12,
+        trains=trains,
+        device="cpu",
+        **options,
+    )
+    stats = distributed.norm_statistics(result.model)
+    return dict(
+        stats=[t.detach().clone() for t in stats],
+        state={k: v.detach().clone() for k, v in result.model.state_dict().items()},
+    )
+
+
+def _norm_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        summary = _kept_norm_retraining({})
+        with open(f"{out}.{rank}", "wb") as f:
+            pickle.dump(summary, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_kept_batch_norm_statistics_agree_across_ranks():
+    """With kept batch norm, DDP retraining leaves every rank with the same running statistics
+    (the mean over the ranks), and they are within KEPT_NORM_*_TOL of one process's."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "summary")
+        mp.spawn(_norm_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2)
+        ranks = []
+        for r in range(2):
+            with open(f"{out}.{r}", "rb") as f:
+                ranks.append(pickle.load(f))
+    one = _kept_norm_retraining({})
+    assert len(one["stats"]) == len(ranks[0]["stats"]) == 2 * 2 * 2  # 2 norms × 2 tasks
+    for k, v in ranks[0]["state"].items():  # statistics included: bitwise the same
+        assert torch.equal(v, ranks[1]["state"][k]), k
+    for i, (mine, single) in enumerate(zip(ranks[0]["stats"], one["stats"])):
+        tol = KEPT_NORM_MEAN_TOL if i % 2 == 0 else KEPT_NORM_VAR_TOL
+        torch.testing.assert_close(mine, single, rtol=0, atol=tol * float(single.abs().max()))
+
+
 def test_not_distributed_is_the_identity():
     assert not distributed.active() and distributed.world_size() == 1 and distributed.is_main()
     assert distributed._slice(10, 3, 0) == (0, 4) and distributed._slice(10, 3, 2) == (7, 10)
@@ -256,3 +330,58 @@ def test_mtz_zip_nproc_2_report_equals_one_process(tmp_path: Path):
         assert l1["pairs"] == l2["pairs"]
         assert l1["calib_samples"] == l2["calib_samples"]
         np.testing.assert_allclose(l2["predicted_error"], l1["predicted_error"], rtol=1e-4)
+
+
+def _mtz_json(args: list[str], nproc: int) -> dict:
+    """`mtz ARGS --json` in this process (nproc 1) or through `--nproc N` (torchrun, gloo)."""
+    import contextlib
+    import io
+
+    from mtz_core.cli import main
+
+    if nproc == 1:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main([*args, "--json"]) == 0
+        return json.loads(out.getvalue())
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtz_core.cli", *args, "--json", "--nproc", str(nproc)],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)  # rank 0's document alone
+
+
+@pytest.mark.slow
+def test_mtz_sweep_and_tune_nproc_2_equal_one_process(tmp_path: Path):
+    """`mtz sweep --nproc 2` and `mtz tune --nproc 2`: every zip of the grid (or trial) shares
+    its Hessians and retraining between 2 gloo processes; the table and the chosen plan equal
+    the 1-process command's (accuracies exactly, predicted errors to round-off); rank 0 alone
+    prints and writes."""
+    from mtz_core.demo import ASSETS_DIR
+
+    pair = [str(ASSETS_DIR / "moons-circles" / f"{w}.safetensors") for w in "ab"]
+    quick = ["--calib-samples", "128", "--device", "cpu", "--no-progress"]
+    sweep = ["sweep", *pair, "--shares", "0.5,1", "--retrain-iterations", "0,5", *quick]
+    one, two = _mtz_json(sweep, 1), _mtz_json([*sweep, "--out", str(tmp_path / "s")], 2)
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    assert len(one["rows"]) == len(two["rows"]) == 1 + 2 * 2
+    written = {p.name for p in tmp_path.iterdir()}
+    assert {"s.csv", "s.html"} <= written <= {"s.csv", "s.html", "s.png"}
+    for r1, r2 in zip(one["rows"], two["rows"]):
+        for key, v in r1.items():
+            if key == "seconds":
+                continue
+            if isinstance(v, float) and key.startswith(("predicted", "heldout")):
+                np.testing.assert_allclose(r2[key], v, rtol=1e-6, atol=1e-12, err_msg=key)
+            else:
+                assert r2[key] == v or (v != v and r2[key] != r2[key]), key  # NaN == NaN
+    tune = ["tune", *pair, "--grid", "0.5,1", "--max-drop", "3", "--retrain-iterations", "5"]
+    one, two = _mtz_json([*tune, *quick], 1), _mtz_json([*tune, *quick], 2)
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    p1, p2 = one["plan"], two["plan"]
+    assert p1["shares"] == p2["shares"] and p1["val_accuracy"] == p2["val_accuracy"]
+    assert [t["shares"] for t in p1["trials"]] == [t["shares"] for t in p2["trials"]]
+    np.testing.assert_allclose(p2["predicted_error"], p1["predicted_error"], rtol=1e-6)

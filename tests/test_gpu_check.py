@@ -138,3 +138,9 @@ def test_gpu_check_tiny_on_cpu():
     for row in ("float64 GEMM", "costs + matching", "VGG-16 pair", "retraining"):
         assert row in out, out
     assert "| check |" in out  # a markdown table, ready for docs/benchmarks.md
+    # 9 retraining steps at the accelerators' cadence: one read (the end), not one per step
+    (reads,) = [line for line in out.splitlines() if "host reads in 9 retraining steps" in line]
+    assert reads.startswith("| host reads in 9 retraining steps | 1 |") and reads.endswith(
+        "| yes |"
+    ), reads
+    assert "host reads in that zip" in out

@@ -321,3 +321,98 @@ def test_session_retrain_can_restore_on_cancel():
     rep = session.retrain(train_a, train_b, iterations=20)
     assert rep.cancelled and session.records[-1].retraining.iterations == 3
     assert not all(torch.equal(v, before[k]) for k, v in session.model.state_dict().items())
+
+
+def _count_host_reads(monkeypatch) -> list[str]:
+    """Patch every way a tensor's value reaches Python (item, float/int/bool, tolist, numpy,
+    cpu) to record the call: on a GPU each one waits for the device queue to drain."""
+    calls: list[str] = []
+    for name in ("item", "__float__", "__int__", "__bool__", "__index__", "tolist", "numpy", "cpu"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("cadence", [10, 25])
+def test_retraining_reads_the_device_once_per_cadence(monkeypatch, cadence):
+    """200 iterations read tensors into Python about 200 / cadence times (plus a constant for
+    the start and the end), not once per iteration; the report is the one a per-iteration
+    read gives (the same losses, clip count and weights)."""
+    from mtz_core.training import retrain_tasks
+
+    train_a, train_b = _task(20), _task(21, classes=4)
+    net = zip_models(
+        make_mlp(20).eval(), make_mlp(21, classes=4).eval(), _inputs(train_a), _inputs(train_b)
+    ).model
+    every = net.clone()
+    events = []
+    calls = _count_host_reads(monkeypatch)
+    rep = retrain_tasks(
+        net,
+        [train_a, train_b],
+        iterations=200,
+        clip_grad_norm=0.5,
+        sync_every=cadence,
+        progress=events.append,
+    )
+    reads = len(calls)
+    monkeypatch.undo()
+    assert reads <= 200 // cadence + 5, calls[:40]
+    ref = retrain_tasks(every, [train_a, train_b], iterations=200, clip_grad_norm=0.5, sync_every=1)
+    assert rep.losses == ref.losses and rep.clipped == ref.clipped > 0
+    assert [e.iteration for e in events] == list(range(1, 201))  # every event still arrives
+    assert [e.losses for e in events] == rep.losses
+    for p, q in zip(net.parameters(), every.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_divergence_between_reads_names_the_iteration_and_restores():
+    """A loss that turns NaN between two reads of the device: the run stops at the read,
+    naming the first bad iteration and the range read with it, with the weights restored and
+    no progress event for the bad iteration or after it."""
+    data = _task(4)
+    model = make_mlp(4)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    with pytest.raises(TrainingDiverged, match=r"at iteration (\d+) \(iterations 1-10 ") as err:
+        train(
+            model,
+            data,
+            iterations=50,
+            lr=1e6,
+            device="cpu",
+            sync_every=10,
+            progress=lambda p: seen.append(p.iteration),
+        )
+    bad = int(err.value.args[0].split("at iteration ")[1].split()[0])
+    assert seen == list(range(1, bad))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, start[k])
+    with pytest.raises(ValueError, match="sync_every must be an int >= 1"):
+        train(make_mlp(0), data, iterations=2, device="cpu", sync_every=0)
+
+
+@pytest.mark.parametrize("damping", [0.01, "auto"])
+def test_hessian_streaming_reads_the_device_per_pass_not_per_batch(monkeypatch, damping):
+    """A zip reads tensor values into Python a few times per layer (solver choices, checks),
+    never per calibration batch: the same data in 16 batches or in 4 costs the same number
+    of reads (damping="auto" splits every batch into kept and held-out samples too)."""
+    data_a, data_b = _inputs(_task(22)), _inputs(_task(23))
+
+    def reads(batches: int) -> int:
+        a = list(torch.cat(data_a).chunk(batches))
+        b = list(torch.cat(data_b).chunk(batches))
+        calls = _count_host_reads(monkeypatch)
+        zip_models(
+            make_mlp(22), make_mlp(23), a, b, share=0.5, damping=damping, heldout_a=a, heldout_b=b
+        )
+        monkeypatch.undo()
+        return len(calls)
+
+    few, many = reads(4), reads(16)
+    assert few == many > 0

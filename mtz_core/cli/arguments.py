@@ -10,6 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+#: `--nproc` of zip, sweep and tune (`commands._across_processes`)
+NPROC_HELP = (
+    "processes on this machine (torchrun; NCCL on GPUs, gloo on CPU): each streams its share of "
+    "the calibration data and retrains on its slice of every batch"
+)
+
 __all__ = ["UsageError", "build_parser"]
 
 
@@ -269,9 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-iterations", type=_arg(_iterations), default=0, help=its_help)
     p.add_argument("--out", type=_arg(_safetensors), help="zipped network to write")
     p.add_argument("--report", type=Path, help="JSON report to write")
-    nproc_help = "processes on this machine (torchrun; NCCL on GPUs, gloo on CPU): each streams "
-    nproc_help += "its share of the calibration data and retrains on its slice of every batch"
-    p.add_argument("--nproc", type=int1, default=1, help=nproc_help)
+    p.add_argument("--nproc", type=int1, default=1, help=NPROC_HELP)
     ckpt_help = "folder for the run's state after every zipped layer: the same command again "
     ckpt_help += "resumes from it"
     p.add_argument("--checkpoint-dir", type=Path, help=ckpt_help)
@@ -290,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     its_help = "budgets to compare, each per layer: e.g. 0,100"
     p.add_argument("--retrain-iterations", type=_arg(_listed, _num), default=[0], help=its_help)
     p.add_argument("--out", help="prefix of the files: PREFIX.csv, PREFIX.html (PREFIX.png)")
+    p.add_argument("--nproc", type=int1, default=1, help=NPROC_HELP + " (in every zip)")
 
     p = command(
         "tune",
@@ -307,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-iterations", type=int0, default=0, help=its_help)
     p.add_argument("--out", type=_arg(_safetensors), help="the chosen plan's zipped network")
     p.add_argument("--report", type=Path, help="JSON report to write (plan and every trial)")
+    p.add_argument("--nproc", type=int1, default=1, help=NPROC_HELP + " (in every trial)")
 
     p = command("demo", "list the demo pairs, or write one's checkpoints to try the CLI")
     p.add_argument("name", nargs="?")

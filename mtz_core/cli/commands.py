@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -348,10 +349,15 @@ def _layer_report(record, scores: dict[str, Any]) -> dict[str, Any]:
     return dict(summary, accuracy=scores)
 
 
-def cmd_zip(run: _Run) -> int:
+def _across_processes(run: _Run, body: Callable[[], int]) -> int:
+    """`--nproc N` (zip, sweep, tune): with N > 1 outside a launcher, run this same command in N
+    processes through torchrun; under torchrun, initialise the process group, so every zip
+    the command makes shares its Hessians and retraining between the ranks (each ends with the
+    same network, equal to one process's: docs/distributed.md); rank 0 alone prints and
+    writes files. One process: `body()` as is."""
     from .. import distributed
 
-    a, t0 = run.args, time.perf_counter()
+    a = run.args
     if a.nproc > 1 and not distributed.under_launcher():
         return distributed.launch(a.argv, a.nproc)  # torchrun runs this command N times
     try:
@@ -359,9 +365,14 @@ def cmd_zip(run: _Run) -> int:
         if not distributed.is_main():  # rank 0 alone prints and writes
             a.no_progress, run.say, run.emit = True, lambda *_: None, lambda *_: None
         distributed.reset_counts()
-        return _cmd_zip(run, a, t0)
+        return body()
     finally:
         distributed.shutdown()
+
+
+def cmd_zip(run: _Run) -> int:
+    t0 = time.perf_counter()
+    return _across_processes(run, lambda: _cmd_zip(run, run.args, t0))
 
 
 def _cmd_zip(run: _Run, a, t0: float) -> int:
@@ -458,10 +469,16 @@ def _write_report(path: Path | None, report: dict[str, Any]) -> None:
 
 
 def cmd_tune(run: _Run) -> int:
+    t0 = time.perf_counter()
+    return _across_processes(run, lambda: _cmd_tune(run, t0))
+
+
+def _cmd_tune(run: _Run, t0: float) -> int:
+    from .. import distributed
     from ..evaluation import param_summary
     from ..tune import tune_shares
 
-    a, t0 = run.args, time.perf_counter()
+    a = run.args
     loaded = run.checkpoints()
     models, tasks = [m for m, _, _ in loaded], [t for _, _, t in loaded]
     letters = TASK_LETTERS[: len(models)]
@@ -511,14 +528,16 @@ def cmd_tune(run: _Run) -> int:
     if a.out is not None:
         if plan.result is None:
             run.say(f"no share fits {a.max_drop:g} points: {a.out} not written")
-        else:
+        elif distributed.is_main():
             accuracy = {"val": dict(zip(letters, plan.val_accuracy))}
             settings = dict(shares=plan.shares, max_drop=a.max_drop, **options)
             params = param_summary(plan.result.params)
             _save_zipped(a.out, plan.result.model, tasks, sources, params, accuracy, settings)
             run.say(f"wrote {a.out}")
     report.update(seconds=time.perf_counter() - t0)
-    _write_report(a.report, report)
+    report.update(world_size=distributed.world_size())
+    if distributed.is_main():
+        _write_report(a.report, report)
     run.emit(report)
     return 0
 
@@ -559,6 +578,11 @@ def _print_zip(run: _Run, result, accuracy: dict[str, Any], params: dict[str, An
 
 
 def cmd_sweep(run: _Run) -> int:
+    return _across_processes(run, lambda: _cmd_sweep(run))
+
+
+def _cmd_sweep(run: _Run) -> int:
+    from .. import distributed
     from ..extras import require
 
     a = run.args
@@ -582,9 +606,9 @@ def cmd_sweep(run: _Run) -> int:
     grid = dict(shares=a.shares, methods=a.methods, retrain_iterations=a.retrain_iterations)
     df = sweep_many(models, tasks, **grid, **options, device=run.device, progress=progress)
     bar.close()
-    files = save_sweep(df, a.out) if a.out else []
+    files = save_sweep(df, a.out) if a.out and distributed.is_main() else []
     png = None
-    if a.out and not any(f.suffix == ".png" for f in files):
+    if files and not any(f.suffix == ".png" for f in files):
         png = image_engine_problem() or "the image engine failed (see the log)"
     df["pareto"] = pareto_front(df)
     accs = [f"acc_{w}" for w in sweep_tasks(df)]
@@ -597,7 +621,8 @@ def cmd_sweep(run: _Run) -> int:
     run.say(table.to_string(index=False, formatters=pct))
     for line in [f"wrote {f}" for f in files] + ([f"no PNG: {png}"] if png else []):
         run.say(line)
-    run.emit(dict(rows=df.to_dict("records"), files=files, png_skipped=png))
+    rows = df.to_dict("records")
+    run.emit(dict(rows=rows, files=files, png_skipped=png, world_size=distributed.world_size()))
     return 0
 
 
