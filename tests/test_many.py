@@ -50,8 +50,9 @@ def test_share_zero_reproduces_every_model_and_saves_nothing():
     )
 
 
-@pytest.mark.parametrize("kind", ["chain", "resnet"])
-def test_three_permuted_copies_zip_into_one_network(kind):
+@pytest.mark.parametrize("kind, subsets", [("chain", False), ("resnet", False), ("chain", True)])
+def test_three_permuted_copies_zip_into_one_network(kind, subsets):
+    """Also with units shared by subsets of the tasks: every unit ends shared by all three."""
     if kind == "chain":
         torch.manual_seed(0)
         a = create_model("lenet5", (1, 12, 12), 4, seed=0).double().eval()
@@ -63,13 +64,16 @@ def test_three_permuted_copies_zip_into_one_network(kind):
     b, pb = permuted_copy(a, shape, seed=1)
     c, pc = permuted_copy(a, shape, seed=2)
     x = torch.randn(48, *shape, dtype=torch.float64)
-    s = ZipSession.many([a, b, c], [x, x, x], damping=1e-3)
+    s = ZipSession.many([a, b, c], [x, x, x], damping=1e-3, subsets=subsets)
     for _ in s.groups:
         rec = s.step(1.0)
         assert rec.pairs.shape[1] == 3 and rec.widths
+        tuples = rec.units if subsets else rec.pairs
+        if subsets:  # each unit joins its own copies: no unit of one or two tasks is left
+            assert (rec.units >= 0).all() and rec.units.shape[0] == rec.widths[0]
         for col, perms in ((1, pb), (2, pc)):
             inverse = torch.argsort(perms[rec.name])
-            assert torch.equal(torch.as_tensor(rec.pairs[:, col]), inverse[rec.pairs[:, 0]])
+            assert torch.equal(torch.as_tensor(tuples[:, col]), inverse[tuples[:, 0]])
         assert rec.predicted_error < 1e-12
     with torch.no_grad():
         ref = a(x)

@@ -1,7 +1,7 @@
 """Units shared by subsets of the tasks (`subsets=True`, the paper's scheme for T ≥ 3).
 
-Oracles: two models give exactly the default MTZ zip; share 0 reproduces each of three models;
-three permuted copies zip into one network with every unit shared by all three; the merged
+Oracles: two models give exactly the default MTZ zip; share 0 reproduces each of three models
+(three permuted copies zipping into one network: tests/test_many.py); the merged
 weights are least squares over the tasks' data (autograd: the error's gradient vanishes on every
 shared block and bias) and the recorded error is the layer error measured on the samples; the
 stage costs equal a brute-force least-squares fit over the raw inputs; save/load, export and
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from residual_helpers import permuted_copy
 from test_many import _mlps, _x
 from torch import nn
 
 from mtz_core import ZippedNet, ZipSession, zip_many
 from mtz_core.config import ZipConfig
 from mtz_core.hessian import capture_inputs
-from mtz_core.models.registry import create_model
 from mtz_core.models.resnet import resnet20
 from mtz_core.pools import PoolLayer, PoolSizes, pool_layer_from
 from mtz_core.subsets import SubsetProblem
@@ -76,29 +74,6 @@ def test_share_zero_reproduces_every_model_and_saves_nothing():
         for t, m in enumerate(models):
             assert torch.equal(res.model(xs[0], t), m(xs[0]))
     assert res.saved == 0
-
-
-def test_three_permuted_copies_zip_into_one_network():
-    torch.manual_seed(0)
-    a = create_model("lenet5", (1, 12, 12), 4, seed=0).double().eval()
-    shape = (1, 12, 12)
-    b, pb = permuted_copy(a, shape, seed=1)
-    c, pc = permuted_copy(a, shape, seed=2)
-    x = torch.randn(48, *shape, dtype=torch.float64)
-    s = ZipSession.many([a, b, c], [x, x, x], damping=1e-3, subsets=True)
-    for _ in s.groups:
-        rec = s.step(1.0)
-        # every unit ends shared by all three, each joining its own copies
-        assert (rec.units >= 0).all() and rec.units.shape[0] == rec.widths[0]
-        for col, perms in ((1, pb), (2, pc)):
-            inverse = torch.argsort(perms[rec.name])
-            assert torch.equal(torch.as_tensor(rec.units[:, col]), inverse[rec.units[:, 0]])
-        assert rec.predicted_error < 1e-12
-    with torch.no_grad():
-        ref = a(x)
-        for y in s.model.forward_all(x):
-            assert torch.allclose(y, ref, atol=1e-10 * (1 + float(ref.abs().max())))
-    assert 0.6 < s.result().saved_fraction < 0.67
 
 
 def _subset_session(damping=0.0, n=3):
