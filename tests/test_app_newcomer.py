@@ -369,7 +369,7 @@ def test_predicted_errors_are_shown_as_a_share_of_the_layers_output_energy():
     assert z.output_energy(0) == pytest.approx(energy, rel=1e-6)
     metric = next(m for m in at.metric if m.label == "Predicted layer error")
     shown = z.cost_view(0).predicted(at.slider(key="plan.costs.fc1").value)
-    assert metric.delta == f"{shown / energy:.2%} of the layer's output energy", metric.delta
+    assert metric.delta == f"{shown / energy:.2%} of output energy", metric.delta
     goto(at, "step")
     assert "of the layer's output energy" in texts(at)  # the next layer's preview
     zip_layer(at, 150)

@@ -217,16 +217,19 @@ meta = fig.layout.meta
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Shared neurons", f"{k} / {view.max_k}")
 shown = view.applied_error if status == "zipped" else view.predicted(k)
-scale = guide.of_output_energy(shown, z.output_energy(index))
+share = guide.energy_percent(shown, z.output_energy(index))
+scale = None if share is None else f"{share} of output energy"  # short: a metric's delta
 m2.metric(
     "Predicted layer error",
     "–" if shown is None else f"{shown:.4g}",
-    delta=scale or None,
+    delta=scale,
     delta_color="off",
     delta_arrow="off",
     help="The increase of E_A + E_B (+ E_C … for more models) on the Hessian samples that the "
     "merged weights of the chosen units cause (the number Step through records, for every "
-    "method). Damping steers which units and weights are chosen; it never enters this number.",
+    "method). Damping steers which units and weights are chosen; it never enters this number. "
+    "Below it: that error over the layer's output energy (the original outputs' own mean "
+    "square on the same samples).",
 )
 if view.tuples is None:
     cheapest, median = view.cheapest, view.median
