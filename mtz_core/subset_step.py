@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .hessian import AUTO_EXACT_MAX_DIM
 from .layout import incoming_vectors
 from .matching import greedy_pairs, optimal_pairs, resolve_plan
 from .pools import PoolLayer
@@ -35,8 +36,6 @@ def check_subsets(session: Any) -> None:
         )
     if session.config.batch_norm == "keep" and any(sp.norm for sp in arch.layers):
         raise ValueError("subsets=True needs batch norm folded: use batch_norm='fold'")
-    from .hessian import AUTO_EXACT_MAX_DIM
-
     for layer in session.model.layers[:-1]:
         sp = layer.spec
         per = sp.kernel_positions if sp.kind == "conv" else sp.positions
@@ -49,7 +48,7 @@ def check_subsets(session: Any) -> None:
     session.model = session.model.with_pools()
 
 
-def _count(session: Any, name: str, share: Any, k: Any):
+def _count(name: str, share: Any, k: Any):
     """Stage s's number of merges: `share` of the smaller side (units so far, task s's
     units), as for two models, or k."""
 
@@ -107,9 +106,7 @@ def subset_step(session: Any, index: int, share: Any, k: Any, asked: float | Non
     problem = SubsetProblem(layer.sizes.in_pools, per, layer.has_bias, hs, vs, cfg.damping)
     solver = greedy_pairs if cfg.matching == "greedy" else optimal_pairs
     widths = layer.widths()
-    units, matrices, spent = plan_units(
-        problem, widths, _count(session, group.name, share, k), solver
-    )
+    units, matrices, spent = plan_units(problem, widths, _count(group.name, share, k), solver)
     session._check()
     t2 = time.perf_counter()
     session._emit(index, "matching", 1, 1)

@@ -207,10 +207,10 @@ class SubsetProblem:
         rest[w] = False
         y = torch.nonzero(rest).flatten()
         k = mu[w][:, w]
-        if y.numel():
-            k = k - mu[w][:, y] @ torch.linalg.solve(mu[y][:, y], mu[y][:, w])
+        if y.numel():  # symmetric positive (semi-)definite systems: Cholesky, as in `fit`
+            k = k - mu[w][:, y] @ self._solve(mu[y][:, y], mu[w][:, y]).T
         g = self.gram(new, task)
-        h_hat = k @ torch.linalg.solve(k + g, g)
+        h_hat = k @ self._solve(k + g, g).T
         h_hat = 0.5 * (h_hat + h_hat.T)
         u = z_hat[:, w]
         a = self.rows[task][:, c]
@@ -227,8 +227,9 @@ def plan_units(
 ) -> tuple[list[Unit], list[torch.Tensor], dict[int, float]]:
     """The stage-wise matching: stage s matches task s's units against every unit made of
     tasks 0 … s−1 (`count(s, units so far, units of s)` of them, chosen by `solver` on the
-    costs). Returns the units (merged first in creation order, then new singletons), each
-    stage's cost matrix, and each merged unit's summed stage costs (by unit index)."""
+    costs). Returns the units (task 0's in its order, then each later task's unmatched units;
+    a matched unit keeps its place and gains the task), each stage's cost matrix, and each
+    merged unit's summed stage costs (by unit index)."""
     units: list[Unit] = [((0,), {0: j}) for j in range(widths[0])]
     matrices: list[torch.Tensor] = []
     spent: dict[int, float] = {}
