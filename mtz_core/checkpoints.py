@@ -39,6 +39,7 @@ from torch import nn
 
 from .data import parse_task
 from .models import VGG_VARIANTS, ModelSpec, build_model, get_model_spec, list_models
+from .models.vgg import VGG_CFGS
 from .recognize import Recognized, recognize_state_dict
 
 __all__ = [
@@ -440,9 +441,7 @@ def registry_options(found: Recognized, sd: Mapping[str, torch.Tensor]) -> dict[
             f"{', '.join(known)})"
         )
     if found.name in VGG_VARIANTS:
-        from torchvision.models.vgg import cfgs
-
-        bases = [int(v) for v in cfgs[VGG_VARIANTS[found.name][0]] if v != "M"]
+        bases = [int(v) for v in VGG_CFGS[VGG_VARIANTS[found.name][0]] if v != "M"]
         convs = sorted(
             int(m.group(1))
             for k in sd

@@ -224,7 +224,12 @@ class ZipSession:
         With damping="auto" it is the matrix for the factor that suits a full share best.
         """
         index = self._require_next()
-        if self.model.n_tasks > 2 or self.config.subsets:
+        if self.config.subsets:
+            raise ValueError(
+                "cost_matrix() is one matching's matrix; subsets=True matches stage by stage: "
+                "step and read the record's cost (the first two models') and pair_costs"
+            )
+        if self.model.n_tasks > 2:
             raise ValueError(
                 f"cost_matrix() is the two-model matrix; with {self.model.n_tasks} models the "
                 "costs are stage-wise (the first two models' matrix, then each further model "

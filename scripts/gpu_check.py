@@ -5,8 +5,9 @@ docs/benchmarks.md (with the card named).
     python scripts/gpu_check.py                      # on the GPU: under 8 minutes
     python scripts/gpu_check.py --tiny --device cpu  # the same code paths, tiny (CI)
 
-Needs torch, numpy and scipy only (no torchvision: the VGG-16 below is torchvision's layout
-written out; no app packages; no network). Rows of the table:
+Needs torch, numpy and scipy only (no torchvision: the VGG-16 is the model registry's, which
+keeps torchvision's layout and configuration itself; no app packages; no network). Rows of the
+table:
 
 * **float64 GEMM**: n × n float64 products on the device (n = 4096): the floor's rate.
 * **costs + matching, n = 4096**: `sharing_operator` + `cost_matrix` + `greedy_pairs` for one
@@ -54,6 +55,7 @@ from torch import nn  # noqa: E402
 from mtz_core.costs import sharing_operator  # noqa: E402
 from mtz_core.hessian import LayerHessian  # noqa: E402
 from mtz_core.matching import greedy_pairs  # noqa: E402
+from mtz_core.models.vgg import VGG_CFGS, build_vgg  # noqa: E402
 from mtz_core.training import (  # noqa: E402
     RETRAIN_CLIP,
     RETRAIN_LR,
@@ -61,7 +63,8 @@ from mtz_core.training import (  # noqa: E402
     retrain_tasks,
 )
 
-VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+#: VGG-16's layers (torchvision's configuration "D", kept in mtz_core: no torchvision needed here)
+VGG16 = VGG_CFGS["D"]
 
 
 def sync(dev: torch.device) -> None:
@@ -119,45 +122,6 @@ def costs_check(dev: torch.device, n: int) -> tuple[float, float]:
 
 
 # -- VGG-16 --------------------------------------------------------------------------------
-class VGG(nn.Module):
-    """torchvision's VGG (features, 7×7 adaptive pool, three-layer classifier), written out so
-    the GPU machine needs no torchvision; `div` divides every width (the tiny check)."""
-
-    def __init__(self, classes: int = 10, div: int = 1) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c = 3
-        for v in VGG16:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(c, v // div, 3, padding=1), nn.ReLU(inplace=True)]
-                c = v // div
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        hidden = 4096 // div
-        self.classifier = nn.Sequential(
-            nn.Linear(c * 49, hidden),
-            nn.ReLU(True),
-            nn.Dropout(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(True),
-            nn.Dropout(),
-            nn.Linear(hidden, classes),
-        )
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
-
-
 def vgg_floor_flops(model: nn.Module, side: int, images: int) -> float:
     """float64 FLOPs of a VGG zip's unavoidable products: each hidden layer's Hessian per task
     (2·rows·D²) and its costs (8/3·D³ + 2nD² + 2n²D)."""
@@ -178,16 +142,18 @@ def vgg_floor_flops(model: nn.Module, side: int, images: int) -> float:
     return flops
 
 
-def make_vgg_pair(dev: torch.device, div: int) -> tuple[nn.Module, nn.Module]:
-    torch.manual_seed(0)
-    a = VGG(div=div).to(dev).eval()
-    torch.manual_seed(1)
-    b = VGG(div=div).to(dev).eval()
-    return a, b
+def make_vgg_pair(dev: torch.device, side: int, div: int) -> tuple[nn.Module, nn.Module]:
+    """Two torchvision-shaped VGG-16s (the registry's, 10 classes), every width / `div`."""
+    pair = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model, _ = build_vgg("vgg16", (3, side, side), 10, width=1 / div)
+        pair.append(model.to(dev).eval())
+    return pair[0], pair[1]
 
 
 def vgg_check(dev, side, images, batch, div, fc6):
-    a, b = make_vgg_pair(dev, div)
+    a, b = make_vgg_pair(dev, side, div)
     gen = torch.Generator().manual_seed(2)
     calib = [
         [torch.randn(batch, 3, side, side, generator=gen) for _ in range(images // batch)]

@@ -296,11 +296,11 @@ def test_npz_that_is_not_npz():
         load_npz_task("bad.npz", b"hello")
 
 
-def test_the_live_loss_chart_is_built_fast_and_is_a_valid_figure():
-    """The retraining's live chart is built without plotly's validation (issue 11, item 4):
-    the same figure as a validated one, in a fraction of the time."""
+def test_the_live_loss_chart_built_without_validation_is_a_valid_figure():
+    """The retraining's live chart is built without plotly's validation (issue 11, item 4: for
+    speed, whose effect on retraining benchmarks.app_latency measures; no time is asserted
+    here): it must be the same figure a validated build gives."""
     import json
-    import time as clock
 
     import plotly.graph_objects as go
 
@@ -313,14 +313,3 @@ def test_the_live_loss_chart_is_built_fast_and_is_a_valid_figure():
     assert json.loads(validated.to_json()) == json.loads(fig.to_json())
     assert fig.layout.title.text == "Training loss" and fig.layout.meta["rows"] == 1500
     assert len(fig.data) == 4 and max(len(t.x) for t in fig.data) <= 400
-
-    def fastest(build) -> float:  # the least disturbed of a few runs: the machine is shared
-        times = []
-        for _ in range(5):
-            t0 = clock.perf_counter()
-            build()
-            times.append(clock.perf_counter() - t0)
-        return min(times)
-
-    data = json.loads(fig.to_json())
-    assert fastest(lambda: loss_curves(rows)) < fastest(lambda: go.Figure(data))

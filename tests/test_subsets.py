@@ -240,6 +240,8 @@ def test_what_subsets_do_not_cover_is_refused_by_name():
     two = ZipSession(models[0], models[1], xs[0], xs[1], subsets=True)
     with pytest.raises(ValueError, match="stage by stage"):
         two.preview()
+    with pytest.raises(ValueError, match="stage by stage"):
+        two.cost_matrix()
     net = resnet20(5, in_channels=1, option="A", width=0.25).double()
     x = torch.randn(8, 1, 12, 12, dtype=torch.float64)
     with pytest.raises(ValueError, match="residual"):

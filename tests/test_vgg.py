@@ -53,3 +53,12 @@ def test_permuted_vgg11_bn_is_recovered_exactly():
         want = a(x)
         for task in (0, 1):
             assert_close(result.model(x, task), want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_registry_keeps_torchvisions_vgg_configurations():
+    """`VGG_CFGS` is a copy (building a VGG needs no torchvision): it must stay torchvision's."""
+    from torchvision.models.vgg import cfgs
+
+    from mtz_core.models.vgg import VGG_CFGS
+
+    assert VGG_CFGS == cfgs

@@ -7,6 +7,7 @@ of numbers to the browser."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -185,39 +186,36 @@ def cost_heatmap(
     if marks:
         pts = sorted(marks)
         size = max(3, min(10, 600 // max(len(ylab), 1)))
+        x, y = [xlab[c] for _, c in pts], [ylab[r] for r, _ in pts]
+
+        def squares(color: str, side: int, line: int, **trace: Any) -> go.Scatter:
+            marker = {
+                "symbol": "square-open",
+                "color": color,
+                "size": side,
+                "line": {"width": line},
+            }
+            return go.Scatter(x=x, y=y, mode="markers", marker=marker, cliponaxis=False, **trace)
+
         fig.add_trace(
-            go.Scatter(
-                x=[xlab[c] for _, c in pts],
-                y=[ylab[r] for r, _ in pts],
-                mode="markers",
-                marker={
-                    "symbol": "square-open",
-                    "color": COLORS["front"],
-                    "size": size,
-                    "line": {"width": 2},
-                },
+            squares(
+                COLORS["front"],
+                size,
+                2,
                 name=f"chosen pairs ({len(pairs)})",
-                cliponaxis=False,
                 hovertemplate="%{y} ↔ %{x}<extra>chosen pair</extra>",
             )
         )
         # a white ring just outside each red square: red alone vanished on the dark (costly)
         # cells of the reversed Viridis scale; the ring shows there, the red on light cells
         fig.add_trace(
-            go.Scatter(
-                x=[xlab[c] for _, c in pts],
-                y=[ylab[r] for r, _ in pts],
-                mode="markers",
-                marker={
-                    "symbol": "square-open",
-                    "color": "white",
-                    "size": size + 4,
-                    "line": {"width": 1},
-                },
+            squares(
+                "white",
+                size + 4,
+                1,
                 name="chosen pairs (outline)",
                 showlegend=False,
                 hoverinfo="skip",
-                cliponaxis=False,
             )
         )
     fig.update_layout(

@@ -3,7 +3,7 @@
 Models: `mlp`, `lenet300` (LeNet-300-100), `lenet5` (Caffe LeNet-5), and torchvision's VGG
 family (`vgg11`, `vgg11_bn`, `vgg13`, `vgg13_bn`, `vgg16`, `vgg16_bn`, `vgg19`, `vgg19_bn`) with a
 `width` multiplier. All are single chains of standard layers that the zipping engine can trace.
-torchvision is imported only when a VGG is built.
+torchvision is imported only when a torchvision ResNet is built.
 """
 
 from .registry import (

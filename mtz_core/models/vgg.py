@@ -1,7 +1,8 @@
 """VGG-11/13/16/19 (with or without batch norm) as torchvision defines them, plus a width knob.
 
 The MTZ paper zips VGG-16s; the explorer needs the same architecture at toy sizes too. So the
-layer configuration is torchvision's own (`torchvision.models.vgg.cfgs`, read at build time) and
+layer configuration is torchvision's own (`VGG_CFGS`, a copy of `torchvision.models.vgg.cfgs`
+that a test compares with torchvision's, so building a VGG needs no torchvision) and
 the module tree reproduces torchvision's `VGG` exactly - children `features`, `avgpool`,
 `classifier`, same indices, same initialisation - so a torchvision VGG state dict loads unchanged
 at `width=1` with the image's channel count as the first conv's input.
@@ -28,7 +29,18 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["VGG_VARIANTS", "build_vgg", "MIN_VGG_SIZE"]
+__all__ = ["VGG_CFGS", "VGG_VARIANTS", "build_vgg", "MIN_VGG_SIZE"]
+
+#: torchvision's layer configurations (`torchvision.models.vgg.cfgs`): conv widths, "M" a max-pool
+VGG_CFGS: dict[str, list[int | str]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "E": [
+        *(64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M"),
+        *(512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+    ],
+}
 
 # registry name -> (torchvision cfg letter, batch norm)
 VGG_VARIANTS: dict[str, tuple[str, bool]] = {
@@ -106,10 +118,8 @@ def build_vgg(
     if isinstance(avgpool_size, bool) or not isinstance(avgpool_size, int) or avgpool_size < 1:
         raise ValueError(f"avgpool_size must be a positive int, got {avgpool_size!r}")
 
-    from torchvision.models.vgg import cfgs  # lazy: torchvision is not needed to import mtz_core
-
     letter, batch_norm = VGG_VARIANTS[variant]
-    cfg = cfgs[letter]
+    cfg = VGG_CFGS[letter]
     features = _make_features(cfg, batch_norm, c, float(width))
     last = _scaled(int([v for v in cfg if v != "M"][-1]), float(width))
     hidden = _scaled(4096, float(width))
